@@ -1,0 +1,146 @@
+/** Small byte helpers shared by the format code. Uint8Array only: this package runs in browsers. */
+
+const HEX = "0123456789abcdef";
+
+/** Lowercase hex of `bytes`. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i] >> 4] + HEX[bytes[i] & 15];
+  return s;
+}
+
+/**
+ * Parses lowercase or uppercase hex.
+ * @throws {TypeError} when `hex` has an odd length or a non-hex character.
+ */
+export function fromHex(hex: string): Uint8Array {
+  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) {
+    throw new TypeError(`expected an even-length hex string, got ${hex.length} characters`);
+  }
+  const out = new Uint8Array(hex.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  return out;
+}
+
+/** Concatenates byte arrays into a new one. */
+export function concat(...parts: Uint8Array[]): Uint8Array {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  const out = new Uint8Array(n);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** UTF-8 bytes of `s`. */
+export function utf8(s: string): Uint8Array {
+  return encoder.encode(s);
+}
+
+/**
+ * Decodes UTF-8, rejecting malformed input.
+ * @throws {TypeError} on malformed UTF-8.
+ */
+export function fromUtf8(b: Uint8Array): string {
+  return decoder.decode(b);
+}
+
+/** Byte-wise equality; not constant-time (use `Primitives.timingSafeEqual` for secrets). */
+export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** A growable byte buffer for building binary formats. */
+export class ByteWriter {
+  private buf: Uint8Array;
+  private view: DataView;
+  length = 0;
+  constructor(initial = 1024) {
+    this.buf = new Uint8Array(initial);
+    this.view = new DataView(this.buf.buffer);
+  }
+  private reserve(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.length + n) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.reserve(1);
+    this.buf[this.length++] = v;
+  }
+  u32(v: number): void {
+    this.reserve(4);
+    this.view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+  u64(v: number): void {
+    this.reserve(8);
+    this.view.setBigUint64(this.length, BigInt(v), true);
+    this.length += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.reserve(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
+  /** The bytes written so far (a view; copy it if the writer is reused). */
+  finish(): Uint8Array {
+    return this.buf.subarray(0, this.length);
+  }
+}
+
+/**
+ * A bounds-checked reader for binary formats. Every read past the end throws `RangeError`,
+ * which format parsers turn into an IntegrityError naming the object.
+ */
+export class ByteReader {
+  private readonly buf: Uint8Array;
+  private readonly view: DataView;
+  offset = 0;
+  constructor(buf: Uint8Array) {
+    this.buf = buf;
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  get remaining(): number {
+    return this.buf.length - this.offset;
+  }
+  private need(n: number): void {
+    if (n > this.remaining)
+      throw new RangeError(`truncated: needed ${n} bytes, ${this.remaining} left`);
+  }
+  u8(): number {
+    this.need(1);
+    return this.buf[this.offset++];
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.view.getUint32(this.offset, true);
+    this.offset += 4;
+    return v;
+  }
+  u64(): number {
+    this.need(8);
+    const v = this.view.getBigUint64(this.offset, true);
+    this.offset += 8;
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError("u64 value too large");
+    return Number(v);
+  }
+  bytes(n: number): Uint8Array {
+    this.need(n);
+    const out = this.buf.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return out;
+  }
+}

@@ -1,0 +1,75 @@
+import { CDC_MAX, cdcCut } from "./fastcdc.ts";
+import { SQLITE_HEADER_BYTES, sqlitePageSize } from "./sqlite.ts";
+
+/** How a file was chunked; recorded nowhere, derived from the content each time. */
+export type ChunkingMode = { kind: "cdc" } | { kind: "pages"; pageSize: number };
+
+/**
+ * Splits a byte stream into chunks: one per page for a SQLite database (detected from its
+ * header), FastCDC otherwise. Yields fresh copies, so callers may keep them. Memory is bounded by
+ * about twice the largest chunk plus one input block.
+ */
+export async function* chunkStream(
+  source: AsyncIterable<Uint8Array>,
+  gear: Uint32Array,
+  onMode?: (mode: ChunkingMode) => void,
+): AsyncGenerator<Uint8Array> {
+  let buf = new Uint8Array(CDC_MAX * 2);
+  let start = 0;
+  let end = 0;
+  let mode: ChunkingMode | null = null;
+
+  const cut = (final: boolean): number => {
+    if (mode!.kind === "pages") {
+      const n = end - start;
+      if (n >= mode!.pageSize) return mode!.pageSize;
+      return final ? n : 0;
+    }
+    // Cut only once a whole maximum-size window is buffered (or at the end): scanning a partial
+    // window and rescanning it after every input block would be quadratic.
+    if (!final && end - start < CDC_MAX) return 0;
+    return cdcCut(gear, buf, start, end, final);
+  };
+  const decideMode = (final: boolean) => {
+    if (mode || (!final && end - start < SQLITE_HEADER_BYTES)) return;
+    const pageSize = sqlitePageSize(buf.subarray(start, end));
+    mode = pageSize ? { kind: "pages", pageSize } : { kind: "cdc" };
+    onMode?.(mode);
+  };
+
+  for await (const block of source) {
+    let off = 0;
+    while (off < block.length) {
+      if (end === buf.length) {
+        // Compact, or grow when the caller's blocks are larger than our buffer.
+        if (start > 0) {
+          buf.copyWithin(0, start, end);
+          end -= start;
+          start = 0;
+        } else {
+          const bigger = new Uint8Array(buf.length * 2);
+          bigger.set(buf);
+          buf = bigger;
+        }
+      }
+      const take = Math.min(block.length - off, buf.length - end);
+      buf.set(block.subarray(off, off + take), end);
+      end += take;
+      off += take;
+      decideMode(false);
+      if (!mode) continue;
+      for (;;) {
+        const n = cut(false);
+        if (n === 0) break;
+        yield buf.slice(start, start + n);
+        start += n;
+      }
+    }
+  }
+  decideMode(true);
+  while (end > start) {
+    const n = cut(true);
+    yield buf.slice(start, start + n);
+    start += n;
+  }
+}

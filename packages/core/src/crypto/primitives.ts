@@ -1,0 +1,41 @@
+/**
+ * The cryptographic and compression primitives the core composes. The core never implements a
+ * primitive: this interface is filled by WebCrypto plus @noble/hashes in browsers
+ * (`webPrimitives`) and by node:crypto plus node:zlib in Node (`@locket/node`'s
+ * `nodePrimitives`). Both must produce identical bytes; the test vectors check that.
+ */
+
+/** An AES-256-GCM key, imported once and reused for many messages. */
+export interface AeadKey {
+  /** Encrypts; returns ciphertext || 16-byte tag. `nonce` is 12 bytes. */
+  seal(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
+  /** Decrypts and authenticates; returns null when authentication fails (never throws for that). */
+  open(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array | null>;
+}
+
+export interface Primitives {
+  /** `n` bytes from a CSPRNG. */
+  randomBytes(n: number): Uint8Array;
+  /** SHA-256. */
+  sha256(data: Uint8Array): Uint8Array;
+  /** HMAC-SHA256, synchronous because chunk IDs are computed per 4 KiB page. */
+  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /** HKDF-SHA256 (RFC 5869) with the given salt and info, `length` bytes of output. */
+  hkdfSha256(
+    ikm: Uint8Array,
+    salt: Uint8Array,
+    info: Uint8Array,
+    length: number,
+  ): Promise<Uint8Array>;
+  /** Imports a 32-byte AES-256-GCM key. */
+  aesGcmKey(raw: Uint8Array): Promise<AeadKey>;
+  /** Constant-time equality of two byte strings (false for different lengths). */
+  timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean;
+  /** zstd-compresses `data` (frame format, RFC 8878), or returns null where no compressor exists. */
+  zstdCompress(data: Uint8Array): Uint8Array | null;
+  /**
+   * Decompresses one zstd frame whose output must be at most `maxOutput` bytes.
+   * @throws {Error} on malformed input or output larger than `maxOutput`.
+   */
+  zstdDecompress(data: Uint8Array, maxOutput: number): Uint8Array;
+}

@@ -1,0 +1,166 @@
+import { toHex } from "../bytes.ts";
+import { chunkStream } from "../chunker/chunk-stream.ts";
+import { UsageError } from "../errors.ts";
+import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
+import type { Snapshot } from "../format/snapshot.ts";
+import { encodeTree, INLINE_CONTENT_MAX, splitIdLists, type TreeNode } from "../format/tree.ts";
+import type { Repository } from "../repository.ts";
+import { checkFreshness, nextSeq } from "./freshness.ts";
+import { Packer } from "./packer.ts";
+import { isLikelyCompressed, type SourceDir, type SourceEntry, type SourceFile } from "./source.ts";
+
+/** Counters reported while a backup runs. */
+export interface BackupProgress {
+  files: number;
+  dirs: number;
+  /** Bytes of file content read so far. */
+  bytes: number;
+  /** Bytes of new blobs (before compression) queued for storage. */
+  newBytes: number;
+  /** Bytes of packs stored so far. */
+  storedBytes: number;
+  /** Path of the file being read, relative to the snapshot root. */
+  current: string;
+}
+
+export interface BackupOptions {
+  readonly host: string;
+  /** The paths as the user named them, recorded in the snapshot. */
+  readonly paths: readonly string[];
+  readonly tags?: readonly string[];
+  /** Highest snapshot sequence this device has seen; storage behind it is a rollback. */
+  readonly minSeq?: number;
+  readonly now?: () => Date;
+  readonly onProgress?: (p: Readonly<BackupProgress>) => void;
+}
+
+export interface BackupResult {
+  readonly id: string;
+  readonly snapshot: Snapshot;
+  /** Packs left by an interrupted backup that this run indexed and reused. */
+  readonly adoptedPacks: number;
+}
+
+/**
+ * Backs up `roots` (each becomes a top-level entry of the snapshot) into `repo`.
+ *
+ * Write ordering (docs/design.md): packs first, then one index file naming them, then the
+ * snapshot. If anything fails before the snapshot is stored, no snapshot refers to partial data,
+ * and the next run adopts the packs already stored instead of uploading them again.
+ * @throws {UsageError} when two roots share a name.
+ * @throws {RollbackError} when storage is behind `minSeq`.
+ * @throws whatever the sources or storage throw; the repository stays consistent.
+ */
+export async function backup(
+  repo: Repository,
+  roots: readonly SourceEntry[],
+  opts: BackupOptions,
+): Promise<BackupResult> {
+  const names = new Set<string>();
+  for (const r of roots) {
+    if (names.has(r.name))
+      throw new UsageError(
+        `two paths share the name ${JSON.stringify(r.name)}; back them up separately`,
+      );
+    names.add(r.name);
+  }
+  const started = (opts.now ?? (() => new Date()))();
+  await repo.loadIndex();
+  const adopted = await repo.adoptUnindexedPacks();
+  const history = await repo.snapshots();
+  checkFreshness(history, opts.minSeq ?? 0);
+
+  const packer = new Packer(repo);
+  const progress: BackupProgress = {
+    files: 0,
+    dirs: 0,
+    bytes: 0,
+    newBytes: 0,
+    storedBytes: 0,
+    current: "",
+  };
+  const report = () => {
+    progress.storedBytes = packer.storedBytes;
+    opts.onProgress?.(progress);
+  };
+
+  const storeBlob = async (type: BlobType, data: Uint8Array, compress: boolean) => {
+    const id = blobId(repo.p, repo.keys.id, type, data);
+    const hex = toHex(id);
+    if (!packer.has(hex)) {
+      await packer.add(type, id, data, compress);
+      progress.newBytes += data.length;
+    }
+    return { id, hex };
+  };
+
+  const fileNode = async (f: SourceFile, path: string): Promise<TreeNode> => {
+    progress.current = path;
+    const compress = f.compressible ?? !isLikelyCompressed(f.name);
+    const ids: Uint8Array[] = [];
+    let size = 0;
+    let lastReport = 0;
+    for await (const chunk of chunkStream(f.open(), repo.keys.gear)) {
+      ids.push((await storeBlob(BLOB_DATA, chunk, compress)).id);
+      size += chunk.length;
+      progress.bytes += chunk.length;
+      if (progress.bytes - lastReport >= 4 << 20) {
+        lastReport = progress.bytes;
+        report();
+      }
+    }
+    progress.files++;
+    report();
+    const base = { type: "file" as const, name: f.name, mode: f.mode, mtimeMs: f.mtimeMs, size };
+    if (ids.length <= INLINE_CONTENT_MAX) return { ...base, content: ids.map(toHex) };
+    const lists: string[] = [];
+    for (const list of splitIdLists(ids)) lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
+    return { ...base, lists };
+  };
+
+  const dirNode = async (d: SourceDir, path: string): Promise<TreeNode> => {
+    const nodes: TreeNode[] = [];
+    for (const child of await d.children())
+      nodes.push(await entryNode(child, `${path}/${child.name}`));
+    progress.dirs++;
+    const subtree = (await storeBlob(BLOB_TREE, encodeTree(nodes), true)).hex;
+    return { type: "dir", name: d.name, mode: d.mode, mtimeMs: d.mtimeMs, subtree };
+  };
+
+  const entryNode = (e: SourceEntry, path: string) =>
+    e.type === "file" ? fileNode(e, path) : dirNode(e, path);
+
+  const rootNodes: TreeNode[] = [];
+  for (const r of roots) rootNodes.push(await entryNode(r, r.name));
+  const tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
+  await packer.flush();
+  report();
+
+  // Ordering: the index file must name every pack before a snapshot may refer to its blobs.
+  let addedBytes = packer.storedBytes;
+  const toIndex = [...adopted, ...packer.stored];
+  if (toIndex.length > 0) addedBytes += (await repo.saveIndex(toIndex)).size;
+
+  const parent = history.length ? history[history.length - 1].id : null;
+  const durationMs = Date.now() - started.getTime();
+  const snapshot: Snapshot = {
+    version: 1,
+    seq: nextSeq(history, opts.minSeq ?? 0),
+    parent,
+    time: started.toISOString(),
+    host: opts.host,
+    paths: [...opts.paths],
+    tags: [...(opts.tags ?? [])],
+    tree,
+    summary: {
+      files: progress.files,
+      dirs: progress.dirs,
+      bytes: progress.bytes,
+      addedBytes,
+      newBlobs: packer.stored.reduce((n, p) => n + p.entries.length, 0),
+      durationMs,
+    },
+  };
+  const { name } = await repo.saveSnapshot(snapshot);
+  return { id: name, snapshot, adoptedPacks: adopted.length };
+}

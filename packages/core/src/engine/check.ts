@@ -1,0 +1,185 @@
+import { toHex } from "../bytes.ts";
+import { LocketError } from "../errors.ts";
+import { blobId } from "../format/blob.ts";
+import { openIndex } from "../format/index-file.ts";
+import { openPackHeader, openSegment } from "../format/pack.ts";
+import { openSnapshot } from "../format/snapshot.ts";
+import type { Repository } from "../repository.ts";
+import { walk } from "./restore.ts";
+
+/** One problem `check` found, naming the object (or snapshot path) it concerns. */
+export interface CheckProblem {
+  readonly object: string;
+  readonly message: string;
+}
+
+export interface CheckReport {
+  readonly snapshots: number;
+  readonly indexFiles: number;
+  readonly packs: number;
+  readonly blobs: number;
+  /** Packs downloaded and fully verified (with `readData`). */
+  readonly packsRead: number;
+  readonly bytesRead: number;
+  /** Damage: any entry here means the check failed. */
+  readonly errors: readonly CheckProblem[];
+  /** Harmless findings, such as packs left by an interrupted backup. */
+  readonly warnings: readonly CheckProblem[];
+}
+
+export interface CheckOptions {
+  /** Download every pack and verify every blob, not only the structure. */
+  readonly readData?: boolean;
+  readonly onProgress?: (p: { phase: string; done: number; total: number; bytes: number }) => void;
+}
+
+function problem(err: unknown, object: string): CheckProblem {
+  if (err instanceof LocketError) return { object, message: err.message };
+  throw err;
+}
+
+/**
+ * Verifies a repository: every index file, snapshot and tree authenticates; every blob a snapshot
+ * needs is indexed in a pack that exists; with `readData`, every pack's bytes match its name and
+ * every blob its keyed ID. Problems are collected, not thrown, so one run reports all damage.
+ * @throws only for storage failures that prevent listing.
+ */
+export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckReport> {
+  const errors: CheckProblem[] = [];
+  const warnings: CheckProblem[] = [];
+  const { p, keys, storage } = repo;
+
+  let indexFiles = 0;
+  for await (const { name } of storage.list("index")) {
+    indexFiles++;
+    try {
+      const packs = await openIndex(
+        p,
+        keys,
+        await repo.loadVerified("index", name),
+        `index/${name}`,
+      );
+      for (const pack of packs) repo.addPack(toHex(pack.packId), pack.entries);
+    } catch (err) {
+      errors.push(problem(err, `index/${name}`));
+    }
+  }
+
+  const stored = new Map<string, number>();
+  for await (const { name, size } of storage.list("data")) stored.set(name, size);
+  for (const pack of repo.packs) {
+    if (!stored.has(pack))
+      errors.push({ object: `data/${pack}`, message: "pack is missing (an index lists it)" });
+  }
+  for (const pack of stored.keys()) {
+    if (!repo.packs.has(pack)) {
+      warnings.push({
+        object: `data/${pack}`,
+        message: "pack is not indexed (left by an interrupted backup; the next backup adopts it)",
+      });
+    }
+  }
+
+  let snapshots = 0;
+  const seenTrees = new Set<string>();
+  for await (const { name } of storage.list("snapshots")) {
+    snapshots++;
+    try {
+      const snap = await openSnapshot(
+        p,
+        keys,
+        await repo.loadVerified("snapshots", name),
+        `snapshots/${name}`,
+      );
+      await checkTree(repo, snap.tree, name, seenTrees, errors);
+    } catch (err) {
+      errors.push(problem(err, `snapshots/${name}`));
+    }
+    opts.onProgress?.({ phase: "snapshots", done: snapshots, total: 0, bytes: 0 });
+  }
+
+  let packsRead = 0;
+  let bytesRead = 0;
+  if (opts.readData) {
+    for (const [name, size] of stored) {
+      const object = `data/${name}`;
+      try {
+        const bytes = await repo.loadVerified("data", name);
+        bytesRead += bytes.length;
+        const entries = await openPackHeader(keys, bytes, size, object);
+        const segments = new Map<number, Promise<Uint8Array>>();
+        for (const e of entries) {
+          let seg = segments.get(e.segmentOffset);
+          if (!seg) {
+            seg = openSegment(
+              p,
+              keys,
+              bytes.subarray(e.segmentOffset, e.segmentOffset + e.segmentLength),
+              object,
+            );
+            segments.set(e.segmentOffset, seg);
+          }
+          const payload = await seg;
+          const plain = payload.subarray(e.offset, e.offset + e.length);
+          if (
+            plain.length !== e.length ||
+            toHex(blobId(p, keys.id, e.type, plain)) !== toHex(e.id)
+          ) {
+            errors.push({ object, message: `blob ${toHex(e.id)} does not match its ID` });
+          }
+        }
+      } catch (err) {
+        errors.push(problem(err, object));
+      }
+      packsRead++;
+      opts.onProgress?.({
+        phase: "read-data",
+        done: packsRead,
+        total: stored.size,
+        bytes: bytesRead,
+      });
+    }
+  }
+
+  return {
+    snapshots,
+    indexFiles,
+    packs: stored.size,
+    blobs: repo.blobCount,
+    packsRead,
+    bytesRead,
+    errors,
+    warnings,
+  };
+}
+
+async function checkTree(
+  repo: Repository,
+  treeId: string,
+  snapshot: string,
+  seenTrees: Set<string>,
+  errors: CheckProblem[],
+): Promise<void> {
+  if (seenTrees.has(treeId)) return;
+  seenTrees.add(treeId);
+  for await (const { path, node } of walk(repo, treeId)) {
+    if (node.type !== "file") continue;
+    let ids: string[];
+    try {
+      ids = await repo.contentIds(node);
+    } catch (err) {
+      errors.push(problem(err, `snapshots/${snapshot}:${path.join("/")}`));
+      continue;
+    }
+    for (const id of ids) {
+      const loc = repo.lookup(id);
+      if (!loc) {
+        errors.push({
+          object: `snapshots/${snapshot}:${path.join("/")}`,
+          message: `data blob ${id} is not indexed`,
+        });
+        break;
+      }
+    }
+  }
+}

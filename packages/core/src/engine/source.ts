@@ -1,0 +1,74 @@
+/**
+ * What the backup engine reads: a tree of files and folders, provided by the platform
+ * (`@locket/node` walks the file system and copies live SQLite databases consistently; a browser
+ * app can provide in-memory files). The engine never touches a file system itself.
+ */
+
+export interface SourceFile {
+  readonly type: "file";
+  readonly name: string;
+  readonly mode: number;
+  readonly mtimeMs: number;
+  /** Expected size, for progress; the stored size is what `open` yields. */
+  readonly size: number;
+  /** The file's bytes. Called once. Errors thrown here abort the backup. */
+  open(): AsyncIterable<Uint8Array>;
+  /** Optional hint: false when the content is known not to compress (media). */
+  readonly compressible?: boolean;
+}
+
+export interface SourceDir {
+  readonly type: "dir";
+  readonly name: string;
+  readonly mode: number;
+  readonly mtimeMs: number;
+  /** The folder's entries. */
+  children(): Promise<readonly SourceEntry[]>;
+}
+
+export type SourceEntry = SourceFile | SourceDir;
+
+const INCOMPRESSIBLE = new Set([
+  "jpg",
+  "jpeg",
+  "png",
+  "gif",
+  "webp",
+  "heic",
+  "heif",
+  "avif",
+  "mp4",
+  "m4v",
+  "mov",
+  "3gp",
+  "mkv",
+  "webm",
+  "avi",
+  "opus",
+  "ogg",
+  "oga",
+  "m4a",
+  "mp3",
+  "aac",
+  "amr",
+  "flac",
+  "zip",
+  "gz",
+  "tgz",
+  "zst",
+  "xz",
+  "bz2",
+  "7z",
+  "rar",
+  "pdf",
+  "docx",
+  "xlsx",
+  "pptx",
+  "apk",
+]);
+
+/** Whether a file name's extension says it is already compressed (media, archives). */
+export function isLikelyCompressed(name: string): boolean {
+  const dot = name.lastIndexOf(".");
+  return dot > 0 && INCOMPRESSIBLE.has(name.slice(dot + 1).toLowerCase());
+}

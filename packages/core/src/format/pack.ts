@@ -1,0 +1,181 @@
+import { ByteReader, ByteWriter, toHex } from "../bytes.ts";
+import type { RepoKeys } from "../crypto/keys.ts";
+import type { Primitives } from "../crypto/primitives.ts";
+import { AAD, open, SEAL_OVERHEAD, seal } from "../crypto/seal.ts";
+import { IntegrityError, UnsupportedVersionError } from "../errors.ts";
+import { type BlobType, ID_BYTES, isBlobType, MAX_BLOB_BYTES } from "./blob.ts";
+import { decodePayload } from "./payload.ts";
+
+/**
+ * Packs (SPEC.md "Packs"): `segment* || sealed header || header length (u32 LE)`. A segment is a
+ * sealed payload holding one or more blobs back to back; the header lists every blob with its
+ * segment and offsets, so a pack alone is enough to rebuild the index.
+ */
+
+export const PACK_HEADER_VERSION = 1;
+/** Bytes of one header entry: type, id, segment offset, segment length, offset, length. */
+export const PACK_ENTRY_BYTES = 1 + ID_BYTES + 4 * 4;
+/** Largest segment we accept on read (sealed bytes), and the largest raw segment payload. */
+export const MAX_SEGMENT_BYTES = 16 * 1024 * 1024;
+/** Largest pack header we accept (about 340 k blobs). */
+export const MAX_PACK_HEADER_BYTES = 16 * 1024 * 1024;
+
+/** Where one blob lives inside a pack. */
+export interface PackEntry {
+  readonly type: BlobType;
+  readonly id: Uint8Array;
+  /** Offset of the blob's sealed segment in the pack. */
+  readonly segmentOffset: number;
+  /** Length of the sealed segment. */
+  readonly segmentLength: number;
+  /** Offset of the blob in the segment's decoded payload. */
+  readonly offset: number;
+  /** Length of the blob's plaintext. */
+  readonly length: number;
+}
+
+/** Encodes header entries (the part that index files repeat per pack). */
+export function writeEntries(w: ByteWriter, entries: readonly PackEntry[]): void {
+  for (const e of entries) {
+    w.u8(e.type);
+    w.bytes(e.id);
+    w.u32(e.segmentOffset);
+    w.u32(e.segmentLength);
+    w.u32(e.offset);
+    w.u32(e.length);
+  }
+}
+
+/**
+ * Reads `count` entries, checking each against the pack size when it is known.
+ * @throws {RangeError} on truncation or an entry that points outside the pack or a segment.
+ */
+export function readEntries(r: ByteReader, count: number, packDataBytes?: number): PackEntry[] {
+  if (count * PACK_ENTRY_BYTES > r.remaining) throw new RangeError("entry count exceeds data");
+  const out: PackEntry[] = [];
+  for (let i = 0; i < count; i++) {
+    const type = r.u8();
+    if (!isBlobType(type)) throw new RangeError(`unknown blob type ${type}`);
+    const id = r.bytes(ID_BYTES).slice();
+    const e = {
+      type,
+      id,
+      segmentOffset: r.u32(),
+      segmentLength: r.u32(),
+      offset: r.u32(),
+      length: r.u32(),
+    };
+    if (e.segmentLength < SEAL_OVERHEAD || e.segmentLength > MAX_SEGMENT_BYTES) {
+      throw new RangeError(`segment length ${e.segmentLength} out of range`);
+    }
+    if (packDataBytes !== undefined && e.segmentOffset + e.segmentLength > packDataBytes) {
+      throw new RangeError("segment reaches past the pack's data");
+    }
+    if (e.length > MAX_BLOB_BYTES || e.offset + e.length > MAX_SEGMENT_BYTES) {
+      throw new RangeError(`blob length ${e.length} out of range`);
+    }
+    out.push(e);
+  }
+  return out;
+}
+
+/** Seals a pack header for `entries`; returns the bytes to append after the segments. */
+export async function sealPackTrailer(
+  p: Primitives,
+  keys: RepoKeys,
+  entries: readonly PackEntry[],
+): Promise<Uint8Array> {
+  const w = new ByteWriter(5 + entries.length * PACK_ENTRY_BYTES);
+  w.u8(PACK_HEADER_VERSION);
+  w.u32(entries.length);
+  writeEntries(w, entries);
+  const sealed = await seal(p, keys.meta, w.finish(), AAD.packHeader);
+  const out = new ByteWriter(sealed.length + 4);
+  out.bytes(sealed);
+  out.u32(sealed.length);
+  return out.finish();
+}
+
+/**
+ * Reads a pack's header given the pack's last bytes (`tail`, which must hold the whole sealed
+ * header plus its length) and the pack's total size.
+ * @throws {IntegrityError} naming `objectName` when the header is truncated, forged or hostile.
+ */
+export async function openPackHeader(
+  keys: RepoKeys,
+  tail: Uint8Array,
+  packSize: number,
+  objectName: string,
+): Promise<PackEntry[]> {
+  const headerLength = readTrailerLength(tail, packSize, objectName);
+  if (headerLength + 4 > tail.length) throw new RangeError("tail does not hold the whole header");
+  const sealed = tail.subarray(tail.length - 4 - headerLength, tail.length - 4);
+  const plain = await open(keys.meta, sealed, AAD.packHeader);
+  if (!plain)
+    throw new IntegrityError("pack header fails authentication (corrupt or forged)", objectName);
+  try {
+    const r = new ByteReader(plain);
+    const version = r.u8();
+    if (version !== PACK_HEADER_VERSION) {
+      throw new UnsupportedVersionError(
+        `${objectName}: pack header version ${version} is not supported`,
+      );
+    }
+    const entries = readEntries(r, r.u32(), packSize - 4 - headerLength);
+    if (r.remaining !== 0) throw new RangeError("trailing bytes after entries");
+    return entries;
+  } catch (err) {
+    if (err instanceof RangeError)
+      throw new IntegrityError(`malformed pack header: ${err.message}`, objectName);
+    throw err;
+  }
+}
+
+/**
+ * The sealed header's length from a pack's last 4 bytes, validated against the pack size.
+ * @throws {IntegrityError} when the pack is too short or the length is hostile.
+ */
+export function readTrailerLength(tail: Uint8Array, packSize: number, objectName: string): number {
+  if (tail.length < 4 || packSize < 4 + SEAL_OVERHEAD)
+    throw new IntegrityError("pack is truncated", objectName);
+  const v = new DataView(tail.buffer, tail.byteOffset + tail.length - 4, 4).getUint32(0, true);
+  if (v < SEAL_OVERHEAD || v > MAX_PACK_HEADER_BYTES || v + 4 > packSize) {
+    throw new IntegrityError(
+      `pack header length ${v} is impossible for a ${packSize}-byte pack (truncated?)`,
+      objectName,
+    );
+  }
+  return v;
+}
+
+/**
+ * Opens one segment and returns its decoded payload.
+ * @throws {IntegrityError} naming `objectName` when it fails authentication or decoding.
+ */
+export async function openSegment(
+  p: Primitives,
+  keys: RepoKeys,
+  sealed: Uint8Array,
+  objectName: string,
+): Promise<Uint8Array> {
+  const payload = await open(keys.data, sealed, AAD.segment);
+  if (!payload)
+    throw new IntegrityError(
+      "data segment fails authentication (corrupt, truncated or swapped)",
+      objectName,
+    );
+  try {
+    return decodePayload(p, payload, MAX_SEGMENT_BYTES);
+  } catch (err) {
+    throw new IntegrityError(
+      `data segment does not decode: ${(err as Error).message}`,
+      objectName,
+      { cause: err },
+    );
+  }
+}
+
+/** Storage path of a pack for messages, e.g. `data/3f2a…`. */
+export function packObjectName(id: Uint8Array | string): string {
+  return `data/${typeof id === "string" ? id : toHex(id)}`;
+}

@@ -1,0 +1,128 @@
+import { fromUtf8, utf8 } from "../bytes.ts";
+
+/**
+ * Trees (SPEC.md "Trees"): one directory's entries as UTF-8 JSON, stored as a blob of type tree.
+ * A file's content is its list of data blob IDs in order; long lists are split into list blobs
+ * (`lists`) so that a database's 100 000 page IDs are not stored again in every snapshot's tree.
+ */
+
+/** Content IDs inline in a tree up to this count; above it they move to list blobs. */
+export const INLINE_CONTENT_MAX = 64;
+/** Most IDs in one list blob. */
+export const LIST_MAX_IDS = 1024;
+
+export interface FileNode {
+  readonly type: "file";
+  readonly name: string;
+  readonly mode: number;
+  readonly mtimeMs: number;
+  readonly size: number;
+  /** Data blob IDs (hex), when at most INLINE_CONTENT_MAX. */
+  readonly content?: readonly string[];
+  /** List blob IDs (hex), each holding a run of data blob IDs, otherwise. */
+  readonly lists?: readonly string[];
+}
+
+export interface DirNode {
+  readonly type: "dir";
+  readonly name: string;
+  readonly mode: number;
+  readonly mtimeMs: number;
+  /** Tree blob ID (hex) of the directory's entries. */
+  readonly subtree: string;
+}
+
+export type TreeNode = FileNode | DirNode;
+
+export interface Tree {
+  readonly nodes: readonly TreeNode[];
+}
+
+/** Encodes a tree; nodes are sorted by name (UTF-16 code units) so equal trees dedup. */
+export function encodeTree(nodes: readonly TreeNode[]): Uint8Array {
+  const sorted = [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  return utf8(JSON.stringify({ nodes: sorted }));
+}
+
+const HEX64 = /^[0-9a-f]{64}$/;
+
+/** Whether `name` is a safe single path component (no separators, no dot names, no NUL). */
+export function isSafeName(name: unknown): name is string {
+  return (
+    typeof name === "string" &&
+    name.length > 0 &&
+    name.length <= 4096 &&
+    name !== "." &&
+    name !== ".." &&
+    !/[/\\\0]/.test(name)
+  );
+}
+
+function isIdList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((x) => typeof x === "string" && HEX64.test(x));
+}
+
+/**
+ * Decodes and validates a tree. Hostile trees (path traversal names, wrong types, duplicate
+ * names) are rejected, so restore never writes outside its target.
+ * @throws {RangeError} describing the first problem; callers wrap it into an IntegrityError.
+ */
+export function decodeTree(bytes: Uint8Array): Tree {
+  const raw = JSON.parse(fromUtf8(bytes)) as { nodes?: unknown };
+  if (!raw || !Array.isArray(raw.nodes)) throw new RangeError("tree has no node list");
+  const seen = new Set<string>();
+  for (const n of raw.nodes as Record<string, unknown>[]) {
+    if (!n || typeof n !== "object") throw new RangeError("tree node is not an object");
+    if (!isSafeName(n.name)) throw new RangeError(`unsafe name ${JSON.stringify(n.name)}`);
+    if (seen.has(n.name)) throw new RangeError(`duplicate name ${JSON.stringify(n.name)}`);
+    seen.add(n.name);
+    if (!Number.isInteger(n.mode) || typeof n.mtimeMs !== "number")
+      throw new RangeError("bad mode or mtime");
+    if (n.type === "dir") {
+      if (typeof n.subtree !== "string" || !HEX64.test(n.subtree))
+        throw new RangeError("bad subtree id");
+    } else if (n.type === "file") {
+      if (!Number.isSafeInteger(n.size) || (n.size as number) < 0)
+        throw new RangeError("bad file size");
+      const hasContent = n.content !== undefined;
+      if (hasContent === (n.lists !== undefined))
+        throw new RangeError("file needs content or lists");
+      if (!isIdList(hasContent ? n.content : n.lists)) throw new RangeError("bad content ids");
+    } else {
+      throw new RangeError(`unknown node type ${JSON.stringify(n.type)}`);
+    }
+  }
+  return raw as Tree;
+}
+
+/**
+ * Splits a file's content IDs into list blob bodies: a list ends after an ID whose first byte is
+ * zero (1 in 256, so about 8 KiB per list) or at LIST_MAX_IDS. The boundaries depend only on the
+ * IDs, so an unchanged run of pages yields the same list blob every day.
+ */
+export function splitIdLists(ids: readonly Uint8Array[]): Uint8Array[] {
+  const lists: Uint8Array[] = [];
+  let start = 0;
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i][0] === 0 || i + 1 - start === LIST_MAX_IDS || i === ids.length - 1) {
+      const body = new Uint8Array((i + 1 - start) * 32);
+      for (let j = start; j <= i; j++) body.set(ids[j], (j - start) * 32);
+      lists.push(body);
+      start = i + 1;
+    }
+  }
+  return lists;
+}
+
+/**
+ * Parses a list blob body into IDs.
+ * @throws {RangeError} when the length is not a positive multiple of 32.
+ */
+export function parseIdList(body: Uint8Array): Uint8Array[] {
+  if (body.length === 0 || body.length % 32 !== 0 || body.length > LIST_MAX_IDS * 32) {
+    throw new RangeError(`list blob of ${body.length} bytes`);
+  }
+  const out: Uint8Array[] = [];
+  for (let i = 0; i < body.length; i += 32) out.push(body.subarray(i, i + 32));
+  return out;
+}

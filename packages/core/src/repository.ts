@@ -1,0 +1,349 @@
+import { fromHex, toHex } from "./bytes.ts";
+import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
+import type { Primitives } from "./crypto/primitives.ts";
+import {
+  AlreadyExistsError,
+  IntegrityError,
+  NotFoundError,
+  UsageError,
+  WrongKeyError,
+} from "./errors.ts";
+import { BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "./format/blob.ts";
+import {
+  decodeConfig,
+  encodeConfig,
+  newRepoId,
+  REPOSITORY_VERSION,
+  type RepoConfig,
+} from "./format/config.ts";
+import { type IndexedPack, openIndex, sealIndex } from "./format/index-file.ts";
+import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
+import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
+import { decodeTree, type FileNode, parseIdList, type Tree } from "./format/tree.ts";
+import type { ObjectKind, Storage } from "./storage/storage.ts";
+
+/** Where a blob lives: its pack and its place in that pack. */
+export interface BlobLocation {
+  readonly pack: string;
+  readonly type: BlobType;
+  readonly segmentOffset: number;
+  readonly segmentLength: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A snapshot with its ID (the hex SHA-256 of its stored bytes). */
+export interface SnapshotRef {
+  readonly id: string;
+  readonly snapshot: Snapshot;
+}
+
+const SEGMENT_CACHE_ENTRIES = 8;
+// A pack's header is usually small; read this much of its end first to get it in one request.
+const TAIL_GUESS_BYTES = 64 * 1024;
+
+/**
+ * An open repository: storage, keys and the in-memory index of every blob. Reading methods
+ * verify everything they return (object names against SHA-256, blobs against their keyed IDs);
+ * anything that does not verify throws IntegrityError naming the object.
+ */
+export class Repository {
+  readonly storage: Storage;
+  readonly p: Primitives;
+  readonly keys: RepoKeys;
+  readonly config: RepoConfig;
+  private readonly index = new Map<string, BlobLocation>();
+  private readonly indexedPacks = new Set<string>();
+  private readonly segments = new Map<string, Promise<Uint8Array>>();
+
+  private constructor(storage: Storage, p: Primitives, keys: RepoKeys, config: RepoConfig) {
+    this.storage = storage;
+    this.p = p;
+    this.keys = keys;
+    this.config = config;
+  }
+
+  /**
+   * Creates a repository in empty storage, keyed by `rootKey`.
+   * @throws {AlreadyExistsError} when storage already holds a repository config.
+   */
+  static async init(storage: Storage, p: Primitives, rootKey: Uint8Array): Promise<Repository> {
+    const keys = await deriveKeys(p, rootKey);
+    const config: RepoConfig = {
+      version: REPOSITORY_VERSION,
+      id: newRepoId((n) => p.randomBytes(n)),
+      keyCheck: toHex(keys.keyCheck),
+      createdAt: new Date().toISOString(),
+    };
+    try {
+      await storage.save("config", "config", encodeConfig(config), { exclusive: true });
+    } catch (err) {
+      if (err instanceof AlreadyExistsError) {
+        throw new AlreadyExistsError(`a repository already exists at ${storage.location}`);
+      }
+      throw err;
+    }
+    return new Repository(storage, p, keys, config);
+  }
+
+  /**
+   * Opens a repository and checks that `rootKey` is its key.
+   * @throws {NotFoundError} when there is no repository config.
+   * @throws {WrongKeyError} when the key check does not match.
+   * @throws {UnsupportedVersionError} for a newer format.
+   */
+  static async open(storage: Storage, p: Primitives, rootKey: Uint8Array): Promise<Repository> {
+    let bytes: Uint8Array;
+    try {
+      bytes = await storage.load("config", "config");
+    } catch (err) {
+      if (err instanceof NotFoundError)
+        throw new NotFoundError(`no repository at ${storage.location}`);
+      throw err;
+    }
+    const config = decodeConfig(bytes);
+    const keys = await deriveKeys(p, rootKey);
+    if (!p.timingSafeEqual(keys.keyCheck, config.keyCheckBytes)) {
+      throw new WrongKeyError(`this key does not open the repository at ${storage.location}`);
+    }
+    return new Repository(storage, p, keys, config);
+  }
+
+  /** Number of blobs in the in-memory index. */
+  get blobCount(): number {
+    return this.index.size;
+  }
+
+  /** Whether the index knows blob `id` (hex). */
+  has(id: string): boolean {
+    return this.index.has(id);
+  }
+
+  /** The location of blob `id` (hex), if indexed. */
+  lookup(id: string): BlobLocation | undefined {
+    return this.index.get(id);
+  }
+
+  /** Packs the in-memory index covers. */
+  get packs(): ReadonlySet<string> {
+    return this.indexedPacks;
+  }
+
+  /** Adds one pack's entries to the in-memory index. */
+  addPack(pack: string, entries: readonly PackEntry[]): void {
+    this.indexedPacks.add(pack);
+    for (const e of entries) {
+      const id = toHex(e.id);
+      if (this.index.has(id)) continue;
+      const { type, segmentOffset, segmentLength, offset, length } = e;
+      this.index.set(id, { pack, type, segmentOffset, segmentLength, offset, length });
+    }
+  }
+
+  /**
+   * Loads every index file into memory.
+   * @throws {IntegrityError} when an index file is damaged.
+   */
+  async loadIndex(): Promise<IndexedPack[]> {
+    const all: IndexedPack[] = [];
+    for await (const { name } of this.storage.list("index")) {
+      const bytes = await this.loadVerified("index", name);
+      const packs = await openIndex(this.p, this.keys, bytes, `index/${name}`);
+      for (const pack of packs) {
+        this.addPack(toHex(pack.packId), pack.entries);
+        all.push(pack);
+      }
+    }
+    return all;
+  }
+
+  /**
+   * Finds packs that no index lists (left by an interrupted backup), reads their headers and
+   * adds them to the in-memory index, so their blobs are reused instead of uploaded again.
+   * Returns them, for the caller to write an index file that covers them.
+   */
+  async adoptUnindexedPacks(): Promise<IndexedPack[]> {
+    const adopted: IndexedPack[] = [];
+    for await (const { name, size } of this.storage.list("data")) {
+      if (this.indexedPacks.has(name)) continue;
+      try {
+        const entries = await this.readPackHeader(name, size);
+        this.addPack(name, entries);
+        adopted.push({ packId: fromHex(name), entries });
+      } catch (err) {
+        // A damaged leftover is not fatal for a new backup: its blobs are simply uploaded again.
+        if (!(err instanceof IntegrityError)) throw err;
+      }
+    }
+    return adopted;
+  }
+
+  /**
+   * Reads and authenticates a pack's header.
+   * @throws {IntegrityError} when the pack is truncated or its header forged.
+   */
+  async readPackHeader(name: string, size?: number): Promise<PackEntry[]> {
+    const packSize = size ?? (await this.storage.stat("data", name)).size;
+    const objectName = `data/${name}`;
+    const guess = Math.min(packSize, TAIL_GUESS_BYTES);
+    let tail = await this.storage.load("data", name, packSize - guess, guess);
+    const headerLength = readTrailerLength(tail, packSize, objectName);
+    if (headerLength + 4 > tail.length) {
+      tail = await this.storage.load("data", name, packSize - headerLength - 4, headerLength + 4);
+    }
+    return openPackHeader(this.keys, tail, packSize, objectName);
+  }
+
+  /**
+   * Reads blob `id` (hex) and verifies it against its keyed ID.
+   * @throws {IntegrityError} when the blob is missing from the index, or its pack is missing,
+   *   damaged or swapped.
+   */
+  async loadBlob(id: string, expectType?: BlobType): Promise<Uint8Array> {
+    const loc = this.index.get(id);
+    if (!loc) throw new IntegrityError(`blob ${id} is referenced but no index lists it`);
+    if (expectType !== undefined && loc.type !== expectType) {
+      throw new IntegrityError(`blob ${id} has type ${loc.type}, expected ${expectType}`);
+    }
+    const payload = await this.loadSegment(loc);
+    if (loc.offset + loc.length > payload.length) {
+      throw new IntegrityError(`blob ${id} lies outside its segment`, `data/${loc.pack}`);
+    }
+    const plain = payload.subarray(loc.offset, loc.offset + loc.length);
+    const actual = blobId(this.p, this.keys.id, loc.type, plain);
+    if (toHex(actual) !== id) {
+      throw new IntegrityError(
+        `blob ${id} does not match its ID (swapped or forged data)`,
+        `data/${loc.pack}`,
+      );
+    }
+    return plain;
+  }
+
+  private loadSegment(loc: BlobLocation): Promise<Uint8Array> {
+    const key = `${loc.pack}:${loc.segmentOffset}`;
+    let seg = this.segments.get(key);
+    if (seg) {
+      this.segments.delete(key);
+      this.segments.set(key, seg);
+      return seg;
+    }
+    seg = (async () => {
+      const objectName = `data/${loc.pack}`;
+      let sealed: Uint8Array;
+      try {
+        sealed = await this.storage.load("data", loc.pack, loc.segmentOffset, loc.segmentLength);
+      } catch (err) {
+        if (err instanceof NotFoundError) throw new IntegrityError("pack is missing", objectName);
+        if ((err as { code?: string }).code === "storage") {
+          throw new IntegrityError(`pack cannot be read: ${(err as Error).message}`, objectName, {
+            cause: err,
+          });
+        }
+        throw err;
+      }
+      return openSegment(this.p, this.keys, sealed, objectName);
+    })();
+    seg.catch(() => this.segments.delete(key));
+    this.segments.set(key, seg);
+    if (this.segments.size > SEGMENT_CACHE_ENTRIES) {
+      this.segments.delete(this.segments.keys().next().value!);
+    }
+    return seg;
+  }
+
+  /** Loads and decodes tree blob `id` (hex). @throws {IntegrityError} when damaged or hostile. */
+  async loadTree(id: string): Promise<Tree> {
+    const bytes = await this.loadBlob(id, BLOB_TREE);
+    try {
+      return decodeTree(bytes);
+    } catch (err) {
+      throw new IntegrityError(`tree ${id} is malformed: ${(err as Error).message}`);
+    }
+  }
+
+  /** A file's data blob IDs in order, expanding list blobs. */
+  async contentIds(node: FileNode): Promise<string[]> {
+    if (node.content) return [...node.content];
+    const out: string[] = [];
+    for (const list of node.lists ?? []) {
+      try {
+        for (const id of parseIdList(await this.loadBlob(list, BLOB_LIST))) out.push(toHex(id));
+      } catch (err) {
+        if (err instanceof RangeError)
+          throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
+        throw err;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Loads a content-addressed object and checks that its SHA-256 is its name, which detects
+   * swapped, replaced and corrupted objects before any decryption.
+   * @throws {IntegrityError} on a mismatch; {NotFoundError} when missing.
+   */
+  async loadVerified(kind: ObjectKind, name: string): Promise<Uint8Array> {
+    const bytes = await this.storage.load(kind, name);
+    if (toHex(this.p.sha256(bytes)) !== name) {
+      throw new IntegrityError(
+        "content does not match its name (corrupt, truncated or swapped)",
+        `${kind}/${name}`,
+      );
+    }
+    return bytes;
+  }
+
+  /** Stores a content-addressed object; returns its name and size. */
+  async saveAddressed(
+    kind: ObjectKind,
+    bytes: Uint8Array,
+  ): Promise<{ name: string; size: number }> {
+    const name = toHex(this.p.sha256(bytes));
+    await this.storage.save(kind, name, bytes);
+    return { name, size: bytes.length };
+  }
+
+  /** Writes an index file for `packs`. */
+  async saveIndex(packs: readonly IndexedPack[]): Promise<{ name: string; size: number }> {
+    return this.saveAddressed("index", await sealIndex(this.p, this.keys, packs));
+  }
+
+  /** Writes a snapshot; returns its ID. */
+  async saveSnapshot(s: Snapshot): Promise<{ name: string; size: number }> {
+    return this.saveAddressed("snapshots", await sealSnapshot(this.p, this.keys, s));
+  }
+
+  /** Every snapshot, verified, oldest first (by sequence number). */
+  async snapshots(): Promise<SnapshotRef[]> {
+    const out: SnapshotRef[] = [];
+    for await (const { name } of this.storage.list("snapshots")) {
+      const bytes = await this.loadVerified("snapshots", name);
+      out.push({
+        id: name,
+        snapshot: await openSnapshot(this.p, this.keys, bytes, `snapshots/${name}`),
+      });
+    }
+    return out.sort((a, b) => a.snapshot.seq - b.snapshot.seq || (a.id < b.id ? -1 : 1));
+  }
+
+  /**
+   * Finds a snapshot by "latest", a full ID or a unique ID prefix (at least 4 digits).
+   * @throws {NotFoundError} when none matches; {UsageError} when the prefix is ambiguous.
+   */
+  async findSnapshot(ref: string): Promise<SnapshotRef> {
+    const all = await this.snapshots();
+    if (ref === "latest") {
+      if (all.length === 0)
+        throw new NotFoundError(`the repository at ${this.storage.location} has no snapshots`);
+      return all[all.length - 1];
+    }
+    if (!/^[0-9a-f]{4,64}$/.test(ref))
+      throw new UsageError(`snapshot must be "latest" or a hex ID, got ${JSON.stringify(ref)}`);
+    const hits = all.filter((s) => s.id.startsWith(ref));
+    if (hits.length === 0) throw new NotFoundError(`no snapshot ${ref}`);
+    if (hits.length > 1)
+      throw new UsageError(`snapshot prefix ${ref} is ambiguous (${hits.length} matches)`);
+    return hits[0];
+  }
+}

@@ -1,0 +1,71 @@
+/**
+ * The storage interface every backend implements (local folder, memory, S3). Modelled on
+ * restic's backend: a flat namespace of immutable objects grouped by kind. The doc comments are
+ * the contract; `test/storage-conformance.ts` checks it, and every backend must pass it.
+ *
+ * Backends see only encrypted bytes and opaque names. They never interpret content.
+ */
+
+/** Object kinds; each is a folder (or key prefix) of its own. */
+export type ObjectKind = "config" | "data" | "index" | "snapshots";
+
+/** All kinds, in the order `check` and tools walk them. */
+export const OBJECT_KINDS: readonly ObjectKind[] = ["config", "data", "index", "snapshots"];
+
+/** An object's name and size as listed. */
+export interface ObjectInfo {
+  readonly name: string;
+  readonly size: number;
+}
+
+/** Options for `Storage.save`. */
+export interface SaveOptions {
+  /**
+   * Create only: fail with AlreadyExistsError when an object of that name exists. Backends
+   * implement it atomically where they can (link(2), S3 `If-None-Match: *`).
+   */
+  readonly exclusive?: boolean;
+}
+
+export interface Storage {
+  /** Where the repository lives, for messages (a path, or `s3://bucket/prefix`; never credentials). */
+  readonly location: string;
+
+  /**
+   * Stores `data` as `kind/name`. Atomic and durable when it resolves: a reader sees the whole
+   * object or none of it, and it survives a crash or power loss (local: temp file, fsync,
+   * rename, fsync of the folder). Saving a name that exists replaces it, unless `exclusive`.
+   * Names are lowercase hex (64 digits), except the single object of kind "config", named "config".
+   * @throws {AlreadyExistsError} when `exclusive` is set and the object exists.
+   * @throws {StorageError} on any I/O failure; nothing partial is left visible under `name`.
+   */
+  save(kind: ObjectKind, name: string, data: Uint8Array, options?: SaveOptions): Promise<void>;
+
+  /**
+   * Reads `kind/name`: the whole object, or `length` bytes from `offset`. Idempotent. A range
+   * that reaches past the end is a permanent error, never a short read.
+   * @throws {NotFoundError} when the object does not exist.
+   * @throws {StorageError} on I/O failure or a range outside the object.
+   */
+  load(kind: ObjectKind, name: string, offset?: number, length?: number): Promise<Uint8Array>;
+
+  /**
+   * Size of `kind/name` in bytes.
+   * @throws {NotFoundError} when the object does not exist.
+   */
+  stat(kind: ObjectKind, name: string): Promise<ObjectInfo>;
+
+  /**
+   * Every object of `kind`, each exactly once, in no particular order. Objects being written
+   * (temporary files) are never listed.
+   */
+  list(kind: ObjectKind): AsyncIterable<ObjectInfo>;
+
+  /** Deletes `kind/name`. Deleting an object that does not exist succeeds (idempotent). */
+  remove(kind: ObjectKind, name: string): Promise<void>;
+}
+
+/** Whether `name` is a valid object name for `kind` (guards backends against path tricks). */
+export function isValidName(kind: ObjectKind, name: string): boolean {
+  return kind === "config" ? name === "config" : /^[0-9a-f]{64}$/.test(name);
+}

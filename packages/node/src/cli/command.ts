@@ -1,0 +1,32 @@
+import type { ParseArgsConfig } from "node:util";
+import type { Context } from "./context.ts";
+
+/** One `locket` subcommand: its help, its options and what it does. */
+export interface Command {
+  readonly name: string;
+  /** One line for `locket --help`. */
+  readonly summary: string;
+  /** `locket NAME …` synopsis. */
+  readonly usage: string;
+  /** The text `locket NAME --help` prints after the synopsis: what it does, options, examples. */
+  readonly help: string;
+  readonly options: NonNullable<ParseArgsConfig["options"]>;
+  /** Runs the command; returns the `--json` result object (human output goes through ctx.say). */
+  run(ctx: Context): Promise<Record<string, unknown>>;
+}
+
+/** Options every command takes. */
+export const GLOBAL_OPTIONS: NonNullable<ParseArgsConfig["options"]> = {
+  repo: { type: "string", short: "r" },
+  "recovery-key": { type: "string" },
+  json: { type: "boolean" },
+  progress: { type: "string" },
+  help: { type: "boolean", short: "h" },
+};
+
+export const GLOBAL_HELP = `Global options:
+  -r, --repo PATH          repository (or LOCKET_REPOSITORY; default: the one \`init\` made on this device)
+      --recovery-key KEY   the 68-digit recovery key (or LOCKET_RECOVERY_KEY), for a device without the key
+      --json               print one JSON result object on stdout
+      --progress MODE      bar | json (NDJSON events on stderr) | none  (default: bar on a terminal)
+  -h, --help               this help`;

@@ -1,0 +1,49 @@
+import { IntegrityError, check as runCheck } from "@locket/core";
+import type { Command } from "../command.ts";
+import { bytes } from "../format.ts";
+
+export const check: Command = {
+  name: "check",
+  summary: "verify the repository's structure (and with --read-data, every byte)",
+  usage: "locket check [--read-data]",
+  help: `Verifies that every index file and snapshot authenticates, every tree decodes, and every
+blob a snapshot needs is indexed in a pack that exists. With --read-data it also downloads every
+pack, checks it against its name (SHA-256) and every blob against its keyed ID.
+Exit status 3 when anything is damaged; each problem names the object.
+
+Options:
+      --read-data          read and verify all data, not only the structure`,
+  options: { "read-data": { type: "boolean" } },
+  async run(ctx) {
+    const { repo } = await ctx.openRepo();
+    const report = await runCheck(repo, {
+      readData: ctx.values["read-data"] === true,
+      onProgress: (p) =>
+        p.phase === "read-data" &&
+        ctx.progress.update({
+          phase: "read-data",
+          bytes: p.bytes,
+          files: p.done,
+          totalFiles: p.total,
+        }),
+    });
+    ctx.progress.done();
+    for (const w of report.warnings) ctx.warn(`warning: ${w.object}: ${w.message}`);
+    for (const e of report.errors) process.stderr.write(`error: ${e.object}: ${e.message}\n`);
+    ctx.say(
+      `${report.snapshots} snapshots, ${report.indexFiles} index files, ${report.packs} packs, ${report.blobs} blobs` +
+        (ctx.values["read-data"]
+          ? `; read ${report.packsRead} packs (${bytes(report.bytesRead)})`
+          : ""),
+    );
+    if (report.errors.length) {
+      const err = new IntegrityError(
+        `check found ${report.errors.length} problem(s); the first: ${report.errors[0].object}: ${report.errors[0].message}`,
+      );
+      Object.assign(err, { details: report });
+      throw err;
+    }
+    ctx.say("no errors found");
+    return { ...report };
+  },
+};

@@ -1,0 +1,65 @@
+import { bytes, clock } from "./format.ts";
+
+/** How progress is shown: a bar on a terminal, NDJSON events on stderr, or nothing. */
+export type ProgressMode = "bar" | "json" | "none";
+
+export interface ProgressState {
+  readonly phase: string;
+  readonly bytes: number;
+  readonly totalBytes?: number;
+  readonly files: number;
+  readonly totalFiles?: number;
+  readonly current?: string;
+}
+
+/**
+ * Renders progress at most ~8 times a second: a one-line bar with bytes, files, rate and ETA on a
+ * terminal, or `{"event":"progress",...}` lines on stderr for scripts.
+ */
+export class Progress {
+  private readonly mode: ProgressMode;
+  private readonly out: NodeJS.WriteStream;
+  private readonly started = Date.now();
+  private last = 0;
+  private drawn = false;
+
+  constructor(mode: ProgressMode, out: NodeJS.WriteStream = process.stderr) {
+    this.mode = mode;
+    this.out = out;
+  }
+
+  update(s: ProgressState, force = false): void {
+    if (this.mode === "none") return;
+    const now = Date.now();
+    if (!force && now - this.last < 125) return;
+    this.last = now;
+    const elapsed = (now - this.started) / 1000;
+    const rate = elapsed > 0 ? s.bytes / elapsed : 0;
+    if (this.mode === "json") {
+      this.out.write(
+        `${JSON.stringify({ event: "progress", ...s, elapsedMs: now - this.started, rate: Math.round(rate) })}\n`,
+      );
+      return;
+    }
+    const width = 24;
+    const frac = s.totalBytes ? Math.min(1, s.bytes / s.totalBytes) : 0;
+    const filled = Math.round(frac * width);
+    const bar = s.totalBytes
+      ? `[${"=".repeat(filled)}${filled < width ? ">" : ""}${" ".repeat(Math.max(0, width - filled - 1))}] ${(frac * 100).toFixed(0).padStart(3)}%`
+      : "";
+    const eta = s.totalBytes && rate > 0 ? clock((s.totalBytes - s.bytes) / rate) : "--:--";
+    const files = s.totalFiles ? `${s.files}/${s.totalFiles} files` : `${s.files} files`;
+    const total = s.totalBytes ? ` / ${bytes(s.totalBytes)}` : "";
+    let line = `${s.phase} ${bar} ${bytes(s.bytes)}${total}  ${files}  ${bytes(rate)}/s  ETA ${eta}`;
+    const cols = this.out.columns ?? 100;
+    if (s.current && line.length + 3 < cols) line += `  ${s.current}`;
+    this.out.write(`\r\x1b[K${line.slice(0, cols - 1)}`);
+    this.drawn = true;
+  }
+
+  /** Clears the bar so the result can be printed. */
+  done(): void {
+    if (this.mode === "bar" && this.drawn) this.out.write("\r\x1b[K");
+    this.drawn = false;
+  }
+}

@@ -1,0 +1,249 @@
+import { createReadStream } from "node:fs";
+import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { basename, join, resolve } from "node:path";
+import { DatabaseSync, backup as sqliteBackup } from "node:sqlite";
+import {
+  isLikelyCompressed,
+  NotFoundError,
+  type SourceEntry,
+  type SourceFile,
+  SQLITE_HEADER_BYTES,
+  sqlitePageSize,
+} from "@locket/core";
+
+/** Media selection, like WhatsApp's "include videos". */
+export interface MediaPolicy {
+  /** Skip video files (by extension). */
+  readonly excludeVideos?: boolean;
+  /** Glob patterns (`*`, `**`, `?`) matched against paths relative to each backed-up root; matches are skipped. */
+  readonly exclude?: readonly string[];
+  /** When given, only files matching one of these are kept (folders are always walked). */
+  readonly include?: readonly string[];
+}
+
+/** What the walk skipped and why, for the CLI to report. */
+export interface SkipNote {
+  readonly path: string;
+  readonly reason: string;
+}
+
+const VIDEO = new Set([
+  "mp4",
+  "m4v",
+  "mov",
+  "3gp",
+  "3gpp",
+  "mkv",
+  "webm",
+  "avi",
+  "wmv",
+  "mpg",
+  "mpeg",
+]);
+const READ_BLOCK = 1 << 20;
+
+/** Converts a glob (`**` any folders, `*` within a component, `?` one character) to a RegExp. */
+export function globToRegExp(glob: string): RegExp {
+  let re = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === "*" && glob[i + 1] === "*") {
+      re += ".*";
+      i++;
+      if (glob[i + 1] === "/") i++;
+    } else if (c === "*") re += "[^/]*";
+    else if (c === "?") re += "[^/]";
+    else re += c.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+  }
+  // A pattern without a slash matches a name at any depth, as in .gitignore.
+  return glob.includes("/") ? new RegExp(`^${re}$`) : new RegExp(`(^|/)${re}$`);
+}
+
+function policyFilter(policy: MediaPolicy): (rel: string, name: string) => string | null {
+  const exclude = (policy.exclude ?? []).map(globToRegExp);
+  const include = (policy.include ?? []).map(globToRegExp);
+  return (rel, name) => {
+    const dot = name.lastIndexOf(".");
+    if (policy.excludeVideos && dot > 0 && VIDEO.has(name.slice(dot + 1).toLowerCase()))
+      return "video excluded";
+    if (exclude.some((r) => r.test(rel))) return "excluded by pattern";
+    if (include.length && !include.some((r) => r.test(rel))) return "not included by pattern";
+    return null;
+  };
+}
+
+async function* readStream(path: string): AsyncGenerator<Uint8Array> {
+  for await (const block of createReadStream(path, { highWaterMark: READ_BLOCK })) {
+    yield block as Buffer;
+  }
+}
+
+async function isSqlite(path: string, size: number): Promise<boolean> {
+  if (size < 512) return false;
+  const fh = await open(path, "r");
+  try {
+    const header = new Uint8Array(SQLITE_HEADER_BYTES);
+    const { bytesRead } = await fh.read(header, 0, SQLITE_HEADER_BYTES, 0);
+    return bytesRead === SQLITE_HEADER_BYTES && sqlitePageSize(header) !== null;
+  } finally {
+    await fh.close();
+  }
+}
+
+async function walBytes(path: string): Promise<number> {
+  try {
+    return (await stat(`${path}-wal`)).size;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * A consistent copy of a live SQLite database. It first opens a read transaction, which stops
+ * writers from changing the main file (rollback-journal mode holds a SHARED lock; in WAL mode a
+ * checkpoint cannot pass an active reader). If the main file alone is then the reader's view (not
+ * WAL mode, or an empty `-wal`), the file is streamed as it is: byte-identical to the original.
+ * Otherwise the WAL holds committed pages, and SQLite's online backup API copies the database
+ * page for page, in one step (so a concurrent writer cannot make it restart forever), into a
+ * private temporary file. Never VACUUM INTO: that renumbers pages and would defeat page-level
+ * deduplication.
+ */
+async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
+  // Read-write when allowed: only then does SQLite, as the last connection to close, remove the
+  // -wal and -shm files that opening a WAL database creates, leaving the user's folder as it was.
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { timeout: 10_000 });
+  } catch {
+    db = new DatabaseSync(path, { readOnly: true, timeout: 10_000 });
+  }
+  let dir: string | undefined;
+  try {
+    db.exec("BEGIN");
+    db.prepare("SELECT count(*) FROM sqlite_schema").get();
+    const wal =
+      (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
+    if (!wal || (await walBytes(path)) === 0) {
+      yield* readStream(path);
+      return;
+    }
+    db.exec("COMMIT");
+    dir = await mkdtemp(join(tmpdir(), "locket-sqlite-"));
+    const copy = join(dir, "copy.db");
+    await sqliteBackup(db, copy, { rate: 0x7fffffff });
+    yield* readStream(copy);
+  } finally {
+    if (db.isTransaction) db.exec("COMMIT");
+    db.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Builds the backup source for the paths a user named. SQLite databases are copied consistently
+ * (their `-wal`, `-shm` and `-journal` companions are folded into that copy, never stored
+ * beside it); symlinks, sockets and devices are skipped with a note.
+ * @throws {NotFoundError} when a path does not exist.
+ */
+export async function fsSource(
+  paths: readonly string[],
+  policy: MediaPolicy = {},
+  onSkip: (n: SkipNote) => void = () => {},
+): Promise<SourceEntry[]> {
+  const filter = policyFilter(policy);
+  const sqliteFiles = new WeakSet<SourceEntry>();
+
+  const fileEntry = async (
+    abs: string,
+    name: string,
+    st: Awaited<ReturnType<typeof stat>>,
+  ): Promise<SourceFile> => {
+    const size = Number(st.size);
+    const sqlite = !isLikelyCompressed(name) && (await isSqlite(abs, size));
+    const file: SourceFile = {
+      type: "file",
+      name,
+      mode: Number(st.mode) & 0o7777,
+      mtimeMs: Number(st.mtimeMs),
+      size,
+      open: () => (sqlite ? sqliteSnapshot(abs) : readStream(abs)),
+      compressible: !isLikelyCompressed(name),
+    };
+    if (sqlite) sqliteFiles.add(file);
+    return file;
+  };
+
+  const entry = async (abs: string, name: string, rel: string): Promise<SourceEntry | null> => {
+    const st = await lstat(abs);
+    if (st.isDirectory()) {
+      return {
+        type: "dir",
+        name,
+        mode: st.mode & 0o7777,
+        mtimeMs: st.mtimeMs,
+        children: async () => {
+          const names = (await readdir(abs)).sort();
+          const sqliteNames = new Set<string>();
+          const out: SourceEntry[] = [];
+          for (const child of names) {
+            const childRel = rel ? `${rel}/${child}` : child;
+            const companion = /^(.*)-(wal|shm|journal)$/.exec(child);
+            if (companion && names.includes(companion[1])) {
+              // Decided after the database itself is seen (sorted order puts it first).
+              if (sqliteNames.has(companion[1])) continue;
+            }
+            const e = await entry(join(abs, child), child, childRel);
+            if (!e) continue;
+            if (sqliteFiles.has(e)) sqliteNames.add(child);
+            out.push(e);
+          }
+          return out;
+        },
+      };
+    }
+    if (!st.isFile()) {
+      onSkip({
+        path: rel || name,
+        reason: st.isSymbolicLink() ? "symbolic link" : "not a regular file",
+      });
+      return null;
+    }
+    const why = rel ? filter(rel, name) : null;
+    if (why) {
+      onSkip({ path: rel, reason: why });
+      return null;
+    }
+    return fileEntry(abs, name, st);
+  };
+
+  const roots: SourceEntry[] = [];
+  for (const p of paths) {
+    const abs = resolve(p);
+    try {
+      await stat(abs);
+    } catch {
+      throw new NotFoundError(`no such file or folder: ${p}`);
+    }
+    const e = await entry(abs, basename(abs), "");
+    if (e) roots.push(e);
+  }
+  return roots;
+}
+
+/** Total bytes of regular files under `paths` (for progress and ETA); cheap, metadata only. */
+export async function measure(paths: readonly string[]): Promise<{ files: number; bytes: number }> {
+  let files = 0;
+  let bytes = 0;
+  const visit = async (abs: string): Promise<void> => {
+    const st = await lstat(abs);
+    if (st.isDirectory()) {
+      for (const c of await readdir(abs)) await visit(join(abs, c));
+    } else if (st.isFile()) {
+      files++;
+      bytes += st.size;
+    }
+  };
+  for (const p of paths) await visit(resolve(p));
+  return { files, bytes };
+}

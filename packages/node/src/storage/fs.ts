@@ -1,0 +1,499 @@
+/**
+ * Local-folder storage, laid out and written like restic's local backend:
+ *
+ *   ROOT/config
+ *   ROOT/data/<first two hex digits>/<name>
+ *   ROOT/index/<name>
+ *   ROOT/snapshots/<name>
+ *   ROOT/tmp/<random>        objects being written; never listed
+ */
+
+import { randomBytes } from "node:crypto";
+import type { Stats } from "node:fs";
+import {
+  chmod,
+  type FileHandle,
+  link,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  stat,
+  unlink,
+} from "node:fs/promises";
+import { dirname, join, resolve } from "node:path";
+import {
+  AlreadyExistsError,
+  LocketError,
+  NotFoundError,
+  StorageError,
+} from "../../../core/src/errors.ts";
+import {
+  isValidName,
+  OBJECT_KINDS,
+  type ObjectInfo,
+  type ObjectKind,
+  type SaveOptions,
+  type Storage,
+} from "../../../core/src/storage/storage.ts";
+
+/** Mode of stored objects: read-only, so a stray editor or script cannot change them in place. */
+const OBJECT_MODE = 0o444;
+
+/** How many `stat` calls `list` keeps in flight per folder. */
+const LIST_PARALLELISM = 32;
+
+/** A `Storage` in a local folder. Get one with `FsStorage.create` or `FsStorage.open`. */
+export class FsStorage implements Storage {
+  /** Absolute path of the repository folder. */
+  readonly location: string;
+
+  readonly #root: string;
+
+  private constructor(root: string) {
+    this.#root = root;
+    this.location = root;
+  }
+
+  /**
+   * Creates the folder structure of a new repository at `root` (the folder itself may exist and
+   * may be empty); the caller writes `config` afterwards.
+   * @throws {AlreadyExistsError} when `root` already holds a repository (has a `config`).
+   * @throws {StorageError} when a folder cannot be created.
+   */
+  static async create(root: string): Promise<FsStorage> {
+    const abs = resolve(root);
+    const storage = new FsStorage(abs);
+    const config = join(abs, "config");
+    let exists = true;
+    try {
+      await stat(config);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") throw storageError("stat", config, err);
+      exists = false;
+    }
+    if (exists) throw new AlreadyExistsError(`a repository already exists at ${abs}`);
+    const created = await mkdirOrFail(abs, { recursive: true });
+    if (created !== undefined) await fsyncCreated(abs, created);
+    for (const dir of ["data", "index", "snapshots", "tmp"]) await storage.#ensureDir(dir);
+    return storage;
+  }
+
+  /**
+   * Opens the repository at `root`. Only checks that `config` exists; it is not read.
+   * @throws {NotFoundError} "no repository at PATH" when `root/config` does not exist.
+   * @throws {StorageError} when `root/config` cannot be checked or is not a file.
+   */
+  static async open(root: string): Promise<FsStorage> {
+    const abs = resolve(root);
+    const config = join(abs, "config");
+    let isFile: boolean;
+    try {
+      isFile = (await stat(config)).isFile();
+    } catch (err) {
+      const code = errnoCode(err);
+      if (code === "ENOENT" || code === "ENOTDIR") {
+        throw new NotFoundError(`no repository at ${abs}`);
+      }
+      throw storageError("stat", config, err);
+    }
+    if (!isFile) throw new StorageError(`not a regular file: ${config}`);
+    return new FsStorage(abs);
+  }
+
+  /**
+   * Atomically and durably stores `data` as `kind/name`: temp file in ROOT/tmp, fsync, then
+   * rename (or link, when `exclusive`) into place, then fsync of the destination folder.
+   * @throws {AlreadyExistsError} when `exclusive` is set and the object exists.
+   * @throws {StorageError} on an invalid kind or name, or any I/O failure; the temp file is
+   *   removed and nothing is visible under `name`.
+   */
+  async save(
+    kind: ObjectKind,
+    name: string,
+    data: Uint8Array,
+    options: SaveOptions = {},
+  ): Promise<void> {
+    const path = this.#path(kind, name);
+    const tmp = await this.#writeTemp(data);
+    let tmpLeft = true;
+    try {
+      const dir = dirname(path);
+      if (options.exclusive) {
+        // link(2) fails with EEXIST instead of replacing, so two exclusive saves cannot both win.
+        await this.#retryAfterMkdir(
+          dir,
+          () => link(tmp, path),
+          "link",
+          path,
+          (code) => {
+            if (code === "EEXIST") {
+              throw new AlreadyExistsError(`object already exists: ${kind}/${name}`);
+            }
+          },
+        );
+      } else {
+        await makeWritableOnWindows(path);
+        await this.#retryAfterMkdir(dir, () => rename(tmp, path), "rename", path);
+        tmpLeft = false;
+      }
+      await fsyncDir(dir);
+    } finally {
+      if (tmpLeft) await unlink(tmp).catch(() => {});
+    }
+  }
+
+  /**
+   * Reads `kind/name`, or `length` bytes from `offset` (to the end when `length` is omitted).
+   * @throws {NotFoundError} when the object does not exist.
+   * @throws {StorageError} on an invalid kind or name, an I/O failure, an object that is not a
+   *   regular file, or a range outside the object.
+   */
+  async load(
+    kind: ObjectKind,
+    name: string,
+    offset?: number,
+    length?: number,
+  ): Promise<Uint8Array> {
+    const path = this.#path(kind, name);
+    let handle: FileHandle;
+    try {
+      handle = await open(path, "r");
+    } catch (err) {
+      throw notFoundOr("open", path, kind, name, err);
+    }
+    try {
+      let size: number;
+      try {
+        const st = await handle.stat();
+        if (!st.isFile()) throw new StorageError(`not a regular file: ${path}`);
+        size = st.size;
+      } catch (err) {
+        if (err instanceof LocketError) throw err;
+        throw storageError("stat", path, err);
+      }
+      const [start, end] = checkRange(kind, name, size, offset, length);
+      const out = new Uint8Array(end - start);
+      let done = 0;
+      while (done < out.length) {
+        let n: number;
+        try {
+          ({ bytesRead: n } = await handle.read(out, done, out.length - done, start + done));
+        } catch (err) {
+          throw storageError("read", path, err);
+        }
+        // The file shrank under us (objects are immutable, so something outside Locket did it).
+        if (n === 0) {
+          throw new StorageError(`short read of ${path}: ${done} of ${out.length} bytes`);
+        }
+        done += n;
+      }
+      return out;
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  /**
+   * Size of `kind/name`.
+   * @throws {NotFoundError} when the object does not exist.
+   * @throws {StorageError} on an invalid kind or name, an I/O failure, or an object that is not
+   *   a regular file.
+   */
+  async stat(kind: ObjectKind, name: string): Promise<ObjectInfo> {
+    const path = this.#path(kind, name);
+    let st: Stats;
+    try {
+      st = await stat(path);
+    } catch (err) {
+      throw notFoundOr("stat", path, kind, name, err);
+    }
+    if (!st.isFile()) throw new StorageError(`not a regular file: ${path}`);
+    return { name, size: st.size };
+  }
+
+  /**
+   * Every object of `kind`; for data, walks the data/xx folders. Skips anything that is not a
+   * regular file with a valid name (temp files live elsewhere, in ROOT/tmp), and objects removed
+   * while listing. A missing kind folder lists as empty.
+   * @throws {StorageError} on an invalid kind or an I/O failure.
+   */
+  async *list(kind: ObjectKind): AsyncIterable<ObjectInfo> {
+    if (!OBJECT_KINDS.includes(kind)) {
+      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+    }
+    if (kind === "config") {
+      const info = await this.#statIfFile(join(this.#root, "config"), "config");
+      if (info) yield info;
+      return;
+    }
+    const top = join(this.#root, kind);
+    if (kind !== "data") {
+      yield* await this.#listDir(top, (n) => isValidName(kind, n));
+      return;
+    }
+    for (const entry of await readdirOrEmpty(top)) {
+      if (!entry.isDirectory() || !/^[0-9a-f]{2}$/.test(entry.name)) continue;
+      const prefix = entry.name;
+      yield* await this.#listDir(
+        join(top, prefix),
+        (n) => n.startsWith(prefix) && isValidName(kind, n),
+      );
+    }
+  }
+
+  /**
+   * Deletes `kind/name`; succeeds when it does not exist. The folder is not fsynced: an object
+   * that reappears after a crash is harmless, since names are content hashes.
+   * @throws {StorageError} on an invalid kind or name, or an I/O failure.
+   */
+  async remove(kind: ObjectKind, name: string): Promise<void> {
+    const path = this.#path(kind, name);
+    await makeWritableOnWindows(path);
+    try {
+      await unlink(path);
+    } catch (err) {
+      if (errnoCode(err) !== "ENOENT") throw storageError("unlink", path, err);
+    }
+  }
+
+  /** Path of `kind/name`, after checking both so no argument can point outside ROOT. */
+  #path(kind: ObjectKind, name: string): string {
+    if (!OBJECT_KINDS.includes(kind)) {
+      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+    }
+    if (!isValidName(kind, name)) {
+      throw new StorageError(`invalid object name for kind ${kind}: ${describe(name)}`);
+    }
+    if (kind === "config") return join(this.#root, "config");
+    if (kind === "data") return join(this.#root, "data", name.slice(0, 2), name);
+    return join(this.#root, kind, name);
+  }
+
+  /** Writes `data` to a new fsynced, read-only file in ROOT/tmp and returns its path. */
+  async #writeTemp(data: Uint8Array): Promise<string> {
+    const tmpDir = join(this.#root, "tmp");
+    const tmp = join(tmpDir, randomBytes(16).toString("hex"));
+    // Created read-only: the open descriptor can still write, later opens cannot.
+    const handle = await this.#retryAfterMkdir(
+      tmpDir,
+      () => open(tmp, "wx", OBJECT_MODE),
+      "create",
+      tmp,
+    );
+    try {
+      try {
+        await handle.writeFile(data);
+      } catch (err) {
+        throw storageError("write", tmp, err);
+      }
+      try {
+        await handle.sync();
+      } catch (err) {
+        throw storageError("fsync", tmp, err);
+      }
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw err;
+    }
+    try {
+      // close can report deferred write errors (NFS), so it is not fire-and-forget.
+      await handle.close();
+    } catch (err) {
+      await unlink(tmp).catch(() => {});
+      throw storageError("close", tmp, err);
+    }
+    return tmp;
+  }
+
+  /**
+   * Runs `op`; when it fails with ENOENT (its folder is missing), creates `dir` and runs it once
+   * more. `onError` may throw a more specific error for an errno code; otherwise failures become
+   * StorageError naming `verb` and `path`.
+   */
+  async #retryAfterMkdir<T>(
+    dir: string,
+    op: () => Promise<T>,
+    verb: string,
+    path: string,
+    onError?: (code: string | undefined) => void,
+  ): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      const code = errnoCode(err);
+      onError?.(code);
+      if (code !== "ENOENT") throw storageError(verb, path, err);
+    }
+    await this.#ensureDir(dir.slice(this.#root.length + 1));
+    try {
+      return await op();
+    } catch (err) {
+      onError?.(errnoCode(err));
+      throw storageError(verb, path, err);
+    }
+  }
+
+  /**
+   * Creates `rel` (relative to ROOT) one level at a time, fsyncing the parent of each folder it
+   * creates. Deliberately not recursive from ROOT: a vanished repository must fail, not be
+   * silently recreated empty.
+   */
+  async #ensureDir(rel: string): Promise<void> {
+    let dir = this.#root;
+    // Empty parts are skipped so that ROOT itself is never created here.
+    for (const part of rel.split(/[\\/]/).filter((p) => p !== "")) {
+      const parent = dir;
+      dir = join(dir, part);
+      try {
+        await mkdir(dir);
+      } catch (err) {
+        if (errnoCode(err) === "EEXIST") continue;
+        throw storageError("mkdir", dir, err);
+      }
+      await fsyncDir(parent);
+    }
+  }
+
+  /** Lists the regular files of `dir` whose names pass `accept`, with sizes. */
+  async #listDir(dir: string, accept: (name: string) => boolean): Promise<ObjectInfo[]> {
+    const names = (await readdirOrEmpty(dir))
+      .filter((e) => (e.isFile() || e.isSymbolicLink()) && accept(e.name))
+      .map((e) => e.name);
+    const out: ObjectInfo[] = [];
+    for (let i = 0; i < names.length; i += LIST_PARALLELISM) {
+      const batch = names.slice(i, i + LIST_PARALLELISM);
+      const infos = await Promise.all(batch.map((n) => this.#statIfFile(join(dir, n), n)));
+      for (const info of infos) if (info) out.push(info);
+    }
+    return out;
+  }
+
+  /** `{ name, size }` of the regular file at `path`, or undefined when it is gone or not a file. */
+  async #statIfFile(path: string, name: string): Promise<ObjectInfo | undefined> {
+    try {
+      const st = await stat(path);
+      return st.isFile() ? { name, size: st.size } : undefined;
+    } catch (err) {
+      // Removed between readdir and stat: it is simply not there any more.
+      if (errnoCode(err) === "ENOENT") return undefined;
+      throw storageError("stat", path, err);
+    }
+  }
+}
+
+/** The errno code of a Node error (`"ENOENT"`), if it has one. */
+function errnoCode(err: unknown): string | undefined {
+  if (typeof err === "object" && err !== null && "code" in err && typeof err.code === "string") {
+    return err.code;
+  }
+  return undefined;
+}
+
+/** A StorageError naming the failed operation, the errno code and the path; `err` is the cause. */
+function storageError(verb: string, path: string, err: unknown): StorageError {
+  const reason = errnoCode(err) ?? (err instanceof Error ? err.message : String(err));
+  return new StorageError(`${verb} ${path}: ${reason}`, { cause: err });
+}
+
+/** NotFoundError for ENOENT (the object is missing), StorageError for anything else. */
+function notFoundOr(
+  verb: string,
+  path: string,
+  kind: ObjectKind,
+  name: string,
+  err: unknown,
+): Error {
+  if (errnoCode(err) === "ENOENT") return new NotFoundError(`object not found: ${kind}/${name}`);
+  return storageError(verb, path, err);
+}
+
+/**
+ * mkdir that maps failures to StorageError; returns the first folder created, if any.
+ * @throws {StorageError} when the folder cannot be created.
+ */
+async function mkdirOrFail(dir: string, options: { recursive: true }): Promise<string | undefined> {
+  try {
+    return await mkdir(dir, options);
+  } catch (err) {
+    throw storageError("mkdir", dir, err);
+  }
+}
+
+/** Fsyncs the parent of every folder from `created` down to `leaf` (all newly created). */
+async function fsyncCreated(leaf: string, created: string): Promise<void> {
+  for (let dir = leaf; ; dir = dirname(dir)) {
+    await fsyncDir(dirname(dir));
+    if (dir === created || dirname(dir) === dir) return;
+  }
+}
+
+/** The entries of `dir`, or none when it does not exist. */
+async function readdirOrEmpty(dir: string) {
+  try {
+    return await readdir(dir, { withFileTypes: true });
+  } catch (err) {
+    if (errnoCode(err) === "ENOENT") return [];
+    throw storageError("readdir", dir, err);
+  }
+}
+
+/**
+ * Makes a folder's entries durable. Ignores the errors restic ignores: some filesystems cannot
+ * fsync a folder (EINVAL, ENOTSUP; ENOTTY on macOS network mounts), and Windows cannot open one.
+ * @throws {StorageError} on any other failure.
+ */
+async function fsyncDir(dir: string): Promise<void> {
+  if (process.platform === "win32") return;
+  let handle: FileHandle | undefined;
+  try {
+    handle = await open(dir, "r");
+    await handle.sync();
+  } catch (err) {
+    const code = errnoCode(err);
+    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOTTY") {
+      throw storageError("fsync", dir, err);
+    }
+  } finally {
+    await handle?.close().catch(() => {});
+  }
+}
+
+/** Windows refuses to replace or delete a read-only file; elsewhere this does nothing. */
+async function makeWritableOnWindows(path: string): Promise<void> {
+  if (process.platform !== "win32") return;
+  await chmod(path, 0o666).catch(() => {});
+}
+
+/** Quotes a caller-supplied string for a message, cut short so a huge argument stays readable. */
+function describe(value: unknown): string {
+  const s = JSON.stringify(String(value));
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * Resolves `offset`/`length` against an object of `size` bytes into `[start, end)`.
+ * @throws {StorageError} when the range is not whole numbers or reaches outside the object.
+ */
+function checkRange(
+  kind: ObjectKind,
+  name: string,
+  size: number,
+  offset = 0,
+  length?: number,
+): [number, number] {
+  const end = length === undefined ? size : offset + length;
+  const valid =
+    Number.isSafeInteger(offset) &&
+    offset >= 0 &&
+    (length === undefined || (Number.isSafeInteger(length) && length >= 0)) &&
+    offset <= size &&
+    end <= size;
+  if (!valid) {
+    throw new StorageError(
+      `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name} (${size} bytes)`,
+    );
+  }
+  return [offset, end];
+}
