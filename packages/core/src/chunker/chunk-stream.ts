@@ -1,6 +1,8 @@
 import { CDC_MAX, cdcCut } from "./fastcdc.ts";
 import { SQLITE_HEADER_BYTES, sqlitePageSize } from "./sqlite.ts";
 
+const INITIAL_BUFFER = 64 * 1024;
+
 /** How a file was chunked; recorded nowhere, derived from the content each time. */
 export type ChunkingMode = { kind: "cdc" } | { kind: "pages"; pageSize: number };
 
@@ -14,7 +16,9 @@ export async function* chunkStream(
   gear: Uint32Array,
   onMode?: (mode: ChunkingMode) => void,
 ): AsyncGenerator<Uint8Array> {
-  let buf = new Uint8Array(CDC_MAX * 2);
+  // Start small and grow by doubling: most media files are far smaller than CDC_MAX, and a
+  // fixed 8 MiB buffer per file made allocation and GC dominate backups of many small files.
+  let buf = new Uint8Array(INITIAL_BUFFER);
   let start = 0;
   let end = 0;
   let mode: ChunkingMode | null = null;
