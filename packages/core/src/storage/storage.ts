@@ -42,8 +42,9 @@ export interface Storage {
   save(kind: ObjectKind, name: string, data: Uint8Array, options?: SaveOptions): Promise<void>;
 
   /**
-   * Reads `kind/name`: the whole object, or `length` bytes from `offset`. Idempotent. A range
-   * that reaches past the end is a permanent error, never a short read.
+   * Reads `kind/name`: the whole object, or `length` bytes from `offset` (without `length`: from
+   * `offset` to the end; `length` 0 gives an empty array). Idempotent. A range that reaches past
+   * the end is an error, never a short read.
    * @throws {NotFoundError} when the object does not exist.
    * @throws {StorageError} on I/O failure or a range outside the object.
    */
@@ -52,20 +53,28 @@ export interface Storage {
   /**
    * Size of `kind/name` in bytes.
    * @throws {NotFoundError} when the object does not exist.
+   * @throws {StorageError} on I/O failure.
    */
   stat(kind: ObjectKind, name: string): Promise<ObjectInfo>;
 
   /**
    * Every object of `kind`, each exactly once, in no particular order. Objects being written
    * (temporary files) are never listed.
+   * @throws {StorageError} on I/O failure (raised from the iteration, not the call).
    */
   list(kind: ObjectKind): AsyncIterable<ObjectInfo>;
 
-  /** Deletes `kind/name`. Deleting an object that does not exist succeeds (idempotent). */
+  /**
+   * Deletes `kind/name`. Deleting an object that does not exist succeeds (idempotent).
+   * @throws {StorageError} on I/O failure.
+   */
   remove(kind: ObjectKind, name: string): Promise<void>;
 }
 
-/** Whether `name` is a valid object name for `kind` (guards backends against path tricks). */
+/**
+ * Whether `name` is a valid object name for `kind` (guards backends against path tricks). Every
+ * method throws StorageError for an invalid name before touching storage.
+ */
 export function isValidName(kind: ObjectKind, name: string): boolean {
   return kind === "config" ? name === "config" : /^[0-9a-f]{64}$/.test(name);
 }

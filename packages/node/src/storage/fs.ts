@@ -24,18 +24,16 @@ import {
 import { dirname, join, resolve } from "node:path";
 import {
   AlreadyExistsError,
+  isValidName,
   LocketError,
   NotFoundError,
-  StorageError,
-} from "../../../core/src/errors.ts";
-import {
-  isValidName,
   OBJECT_KINDS,
   type ObjectInfo,
   type ObjectKind,
   type SaveOptions,
   type Storage,
-} from "../../../core/src/storage/storage.ts";
+  StorageError,
+} from "@locket/core";
 
 /** Mode of stored objects: read-only, so a stray editor or script cannot change them in place. */
 const OBJECT_MODE = 0o444;
