@@ -19,7 +19,14 @@ import {
 import { type IndexedPack, openIndex, sealIndex } from "./format/index-file.ts";
 import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
-import { decodeTree, type FileNode, parseIdList, type Tree } from "./format/tree.ts";
+import {
+  type DirNode,
+  decodeTree,
+  type FileNode,
+  parseIdList,
+  type Tree,
+  type TreeNode,
+} from "./format/tree.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
 
 /** Where a blob lives: its pack and its place in that pack. */
@@ -53,6 +60,7 @@ export class Repository {
   readonly keys: RepoKeys;
   readonly config: RepoConfig;
   private readonly index = new Map<string, BlobLocation>();
+  /** Packs that some index file in storage names (not merely known to this object). */
   private readonly indexedPacks = new Set<string>();
   private readonly segments = new Map<string, Promise<Uint8Array>>();
 
@@ -124,14 +132,17 @@ export class Repository {
     return this.index.get(id);
   }
 
-  /** Packs the in-memory index covers. */
+  /** Packs that an index file in storage names. */
   get packs(): ReadonlySet<string> {
     return this.indexedPacks;
   }
 
-  /** Adds one pack's entries to the in-memory index. */
-  addPack(pack: string, entries: readonly PackEntry[]): void {
-    this.indexedPacks.add(pack);
+  /**
+   * Adds one pack's entries to the in-memory index. `indexed` says whether an index file in
+   * storage names the pack; packs that none names are adopted by the next backup.
+   */
+  addPack(pack: string, entries: readonly PackEntry[], indexed = false): void {
+    if (indexed) this.indexedPacks.add(pack);
     for (const e of entries) {
       const id = toHex(e.id);
       if (this.index.has(id)) continue;
@@ -150,7 +161,7 @@ export class Repository {
       const bytes = await this.loadVerified("index", name);
       const packs = await openIndex(this.p, this.keys, bytes, `index/${name}`);
       for (const pack of packs) {
-        this.addPack(toHex(pack.packId), pack.entries);
+        this.addPack(toHex(pack.packId), pack.entries, true);
         all.push(pack);
       }
     }
@@ -262,6 +273,24 @@ export class Repository {
     }
   }
 
+  /**
+   * A folder's entries, joining the parts of a split folder and checking that they continue
+   * each other in strict name order.
+   * @throws {IntegrityError} when a part is missing, damaged or out of order.
+   */
+  async dirNodes(node: DirNode): Promise<TreeNode[]> {
+    if (node.subtree) return [...(await this.loadTree(node.subtree)).nodes];
+    const out: TreeNode[] = [];
+    for (const part of node.subtrees ?? []) {
+      const nodes = (await this.loadTree(part)).nodes;
+      if (out.length && nodes.length && !(out[out.length - 1].name < nodes[0].name)) {
+        throw new IntegrityError(`folder ${node.name}: tree parts overlap or are out of order`);
+      }
+      out.push(...nodes);
+    }
+    return out;
+  }
+
   /** A file's data blob IDs in order, expanding list blobs. */
   async contentIds(node: FileNode): Promise<string[]> {
     if (node.content) return [...node.content];
@@ -306,7 +335,9 @@ export class Repository {
 
   /** Writes an index file for `packs`. */
   async saveIndex(packs: readonly IndexedPack[]): Promise<{ name: string; size: number }> {
-    return this.saveAddressed("index", await sealIndex(this.p, this.keys, packs));
+    const saved = await this.saveAddressed("index", await sealIndex(this.p, this.keys, packs));
+    for (const pack of packs) this.indexedPacks.add(toHex(pack.packId));
+    return saved;
   }
 
   /** Writes a snapshot; returns its ID. */

@@ -1,9 +1,16 @@
-import { toHex } from "../bytes.ts";
+import { toHex, utf8 } from "../bytes.ts";
 import { chunkStream } from "../chunker/chunk-stream.ts";
 import { UsageError } from "../errors.ts";
 import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
 import type { Snapshot } from "../format/snapshot.ts";
-import { encodeTree, INLINE_CONTENT_MAX, splitIdLists, type TreeNode } from "../format/tree.ts";
+import {
+  encodeTree,
+  INLINE_CONTENT_MAX,
+  splitIdLists,
+  splitTreeNodes,
+  TREE_SPLIT_BYTES,
+  type TreeNode,
+} from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
 import { checkFreshness, nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
@@ -123,8 +130,17 @@ export async function backup(
     for (const child of await d.children())
       nodes.push(await entryNode(child, `${path}/${child.name}`));
     progress.dirs++;
-    const subtree = (await storeBlob(BLOB_TREE, encodeTree(nodes), true)).hex;
-    return { type: "dir", name: d.name, mode: d.mode, mtimeMs: d.mtimeMs, subtree };
+    const base = { type: "dir" as const, name: d.name, mode: d.mode, mtimeMs: d.mtimeMs };
+    const encoded = encodeTree(nodes);
+    if (encoded.length <= TREE_SPLIT_BYTES) {
+      return { ...base, subtree: (await storeBlob(BLOB_TREE, encoded, true)).hex };
+    }
+    const nameHash = (name: string) => repo.p.hmacSha256(repo.keys.id, utf8(name));
+    const subtrees: string[] = [];
+    for (const part of splitTreeNodes(nodes, nameHash)) {
+      subtrees.push((await storeBlob(BLOB_TREE, encodeTree(part), true)).hex);
+    }
+    return { ...base, subtrees };
   };
 
   const entryNode = (e: SourceEntry, path: string) =>

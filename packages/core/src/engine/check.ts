@@ -4,7 +4,8 @@ import { blobId } from "../format/blob.ts";
 import { openIndex } from "../format/index-file.ts";
 import { openPackHeader, openSegment } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
-import type { Repository } from "../repository.ts";
+import type { Repository, SnapshotRef } from "../repository.ts";
+import { checkFreshness } from "./freshness.ts";
 import { walk } from "./restore.ts";
 
 /** One problem `check` found, naming the object (or snapshot path) it concerns. */
@@ -30,6 +31,8 @@ export interface CheckReport {
 export interface CheckOptions {
   /** Download every pack and verify every blob, not only the structure. */
   readonly readData?: boolean;
+  /** Highest snapshot sequence this device has seen (a lower history is reported as rollback). */
+  readonly minSeq?: number;
   readonly onProgress?: (p: { phase: string; done: number; total: number; bytes: number }) => void;
 }
 
@@ -59,7 +62,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         await repo.loadVerified("index", name),
         `index/${name}`,
       );
-      for (const pack of packs) repo.addPack(toHex(pack.packId), pack.entries);
+      for (const pack of packs) repo.addPack(toHex(pack.packId), pack.entries, true);
     } catch (err) {
       errors.push(problem(err, `index/${name}`));
     }
@@ -82,6 +85,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
 
   let snapshots = 0;
   const seenTrees = new Set<string>();
+  const history: SnapshotRef[] = [];
   for await (const { name } of storage.list("snapshots")) {
     snapshots++;
     try {
@@ -91,11 +95,23 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         await repo.loadVerified("snapshots", name),
         `snapshots/${name}`,
       );
+      history.push({ id: name, snapshot: snap });
       await checkTree(repo, snap.tree, name, seenTrees, errors);
     } catch (err) {
       errors.push(problem(err, `snapshots/${name}`));
     }
     opts.onProgress?.({ phase: "snapshots", done: snapshots, total: 0, bytes: 0 });
+  }
+
+  if (errors.length === 0) {
+    try {
+      checkFreshness(
+        history.sort((a, b) => a.snapshot.seq - b.snapshot.seq),
+        opts.minSeq ?? 0,
+      );
+    } catch (err) {
+      errors.push(problem(err, "snapshots"));
+    }
   }
 
   let packsRead = 0;

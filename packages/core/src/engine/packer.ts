@@ -1,6 +1,7 @@
 import { fromHex, toHex } from "../bytes.ts";
 import { AAD, seal } from "../crypto/seal.ts";
-import type { BlobType } from "../format/blob.ts";
+import { LocketError } from "../errors.ts";
+import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
 import type { IndexedPack } from "../format/index-file.ts";
 import { type PackEntry, sealPackTrailer } from "../format/pack.ts";
 import { encodePayload } from "../format/payload.ts";
@@ -49,6 +50,13 @@ export class Packer {
 
   /** Queues a new blob. `compress` says whether zstd is worth trying on it. */
   async add(type: BlobType, id: Uint8Array, data: Uint8Array, compress: boolean): Promise<void> {
+    // Readers refuse larger blobs; storing one would make the whole index unreadable.
+    if (data.length > MAX_BLOB_BYTES) {
+      throw new LocketError(
+        "failure",
+        `a blob of ${data.length} bytes exceeds the ${MAX_BLOB_BYTES}-byte limit`,
+      );
+    }
     this.pending.add(toHex(id));
     if (this.segment.length > 0 && compress !== this.segmentCompress) await this.sealSegment();
     this.segmentCompress = compress;

@@ -1,4 +1,5 @@
 import { IntegrityError } from "../errors.ts";
+import { BLOB_DATA } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
 
@@ -19,11 +20,18 @@ export async function* walk(
   treeId: string,
   prefix: readonly string[] = [],
 ): AsyncGenerator<WalkEntry> {
-  const tree = await repo.loadTree(treeId);
-  for (const node of tree.nodes) {
+  yield* walkNodes(repo, (await repo.loadTree(treeId)).nodes, prefix);
+}
+
+async function* walkNodes(
+  repo: Repository,
+  nodes: readonly TreeNode[],
+  prefix: readonly string[],
+): AsyncGenerator<WalkEntry> {
+  for (const node of nodes) {
     const path = [...prefix, node.name];
     yield { path, node };
-    if (node.type === "dir") yield* walk(repo, node.subtree, path);
+    if (node.type === "dir") yield* walkNodes(repo, await repo.dirNodes(node), path);
   }
 }
 
@@ -41,7 +49,7 @@ export async function* readFile(
 ): AsyncGenerator<Uint8Array> {
   let total = 0;
   for (const id of await repo.contentIds(node)) {
-    const chunk = await repo.loadBlob(id);
+    const chunk = await repo.loadBlob(id, BLOB_DATA);
     total += chunk.length;
     if (total > node.size) break;
     yield chunk;

@@ -68,8 +68,10 @@ export async function openIndex(
     if (r.remaining !== 0) throw new RangeError("trailing bytes");
     return packs;
   } catch (err) {
-    if (err instanceof RangeError)
-      throw new IntegrityError(`malformed index: ${err.message}`, objectName);
-    throw err;
+    if (err instanceof UnsupportedVersionError) throw err;
+    // Anything else (truncation, a hostile length, a zstd frame that does not decode) is damage.
+    throw new IntegrityError(`malformed index: ${(err as Error).message}`, objectName, {
+      cause: err,
+    });
   }
 }

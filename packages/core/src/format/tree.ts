@@ -28,8 +28,13 @@ export interface DirNode {
   readonly name: string;
   readonly mode: number;
   readonly mtimeMs: number;
-  /** Tree blob ID (hex) of the directory's entries. */
-  readonly subtree: string;
+  /** Tree blob ID (hex) of the directory's entries, when they fit one tree blob. */
+  readonly subtree?: string;
+  /**
+   * Tree blob IDs (hex) of a large directory's entries, otherwise: each holds a run of the
+   * entries, and the runs concatenate in name order.
+   */
+  readonly subtrees?: readonly string[];
 }
 
 export type TreeNode = FileNode | DirNode;
@@ -79,8 +84,14 @@ export function decodeTree(bytes: Uint8Array): Tree {
     if (!Number.isInteger(n.mode) || typeof n.mtimeMs !== "number")
       throw new RangeError("bad mode or mtime");
     if (n.type === "dir") {
-      if (typeof n.subtree !== "string" || !HEX64.test(n.subtree))
-        throw new RangeError("bad subtree id");
+      const single = n.subtree !== undefined;
+      if (single === (n.subtrees !== undefined)) {
+        throw new RangeError("folder needs subtree or subtrees");
+      }
+      const ok = single
+        ? typeof n.subtree === "string" && HEX64.test(n.subtree)
+        : isIdList(n.subtrees) && n.subtrees.length > 0;
+      if (!ok) throw new RangeError("bad subtree id");
     } else if (n.type === "file") {
       if (!Number.isSafeInteger(n.size) || (n.size as number) < 0)
         throw new RangeError("bad file size");
@@ -93,6 +104,39 @@ export function decodeTree(bytes: Uint8Array): Tree {
     }
   }
   return raw as Tree;
+}
+
+/** A folder's entries are split over several tree blobs once its tree exceeds this size. */
+export const TREE_SPLIT_BYTES = 1024 * 1024;
+/** Largest run of entries in one part of a split folder (encoded bytes, approximately). */
+export const TREE_PART_MAX_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Splits a large folder's sorted entries into runs, each encoded as its own tree blob: a run ends
+ * after an entry whose name's keyed hash starts with 10 zero bits (1 in 1024), or when it
+ * reaches TREE_PART_MAX_BYTES. The cut points depend only on the names, so adding a photo to a
+ * folder of 60 000 changes one part, not the whole listing.
+ */
+export function splitTreeNodes(
+  nodes: readonly TreeNode[],
+  nameHash: (name: string) => Uint8Array,
+): TreeNode[][] {
+  const sorted = [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const parts: TreeNode[][] = [];
+  let part: TreeNode[] = [];
+  let bytes = 0;
+  for (const node of sorted) {
+    part.push(node);
+    bytes += JSON.stringify(node).length + 1;
+    const h = nameHash(node.name);
+    if ((h[0] === 0 && h[1] < 64) || bytes >= TREE_PART_MAX_BYTES) {
+      parts.push(part);
+      part = [];
+      bytes = 0;
+    }
+  }
+  if (part.length) parts.push(part);
+  return parts;
 }
 
 /**

@@ -15,9 +15,10 @@ Options:
       --read-data          read and verify all data, not only the structure`,
   options: { "read-data": { type: "boolean" } },
   async run(ctx) {
-    const { repo } = await ctx.openRepo();
+    const { repo, state } = await ctx.openRepo();
     const report = await runCheck(repo, {
       readData: ctx.values["read-data"] === true,
+      minSeq: state.lastSeq,
       onProgress: (p) =>
         p.phase === "read-data" &&
         ctx.progress.update({

@@ -1,4 +1,4 @@
-import { UsageError, walk } from "@locket/core";
+import { checkFreshness, UsageError, walk } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes } from "../format.ts";
 
@@ -11,8 +11,9 @@ export const ls: Command = {
   options: {},
   async run(ctx) {
     if (ctx.positionals.length > 1) throw new UsageError("ls takes at most one SNAPSHOT");
-    const { repo } = await ctx.openRepo();
+    const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
+    checkFreshness(await repo.snapshots(), state.lastSeq);
     const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
     const entries: Record<string, unknown>[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {

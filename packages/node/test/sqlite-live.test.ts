@@ -1,0 +1,360 @@
+/**
+ * Backing up a SQLite database while another process writes to it, through the real `locket`
+ * CLI: every snapshot must restore to a database that passes integrity_check and holds a
+ * transaction-consistent state from the time of the backup.
+ */
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { type TestContext, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import { writeDemoData } from "../src/demo-data.ts";
+
+const LOCKET_JS = fileURLToPath(new URL("../bin/locket.js", import.meta.url));
+const BIN_DIR = fileURLToPath(new URL("../../../node_modules/.bin", import.meta.url));
+const CLI_TIMEOUT_MS = 60_000;
+const WRITER_MAX_MS = 30_000;
+const BACKUPS = 3;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+interface CliResult {
+  readonly args: readonly string[];
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+function cliEnv(home: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("LOCKET_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
+  }
+  return { ...env, PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`, LOCKET_HOME: home };
+}
+
+function locket(args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [LOCKET_JS, ...args], {
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ args, status, stdout, stderr });
+    });
+  });
+}
+
+/** Runs `locket ARGS… --json`, which must succeed, and returns its JSON result. */
+async function ok<T>(args: readonly string[], env: NodeJS.ProcessEnv): Promise<T> {
+  const r = await locket([...args, "--json"], env);
+  const why = `locket ${args.join(" ")}: exit ${r.status}\n${r.stdout}\n${r.stderr}`;
+  assert.equal(r.status, 0, why);
+  const lines = r.stdout.split("\n").filter((l) => l !== "");
+  assert.equal(lines.length, 1, why);
+  const json = JSON.parse(lines[0]) as { ok: boolean };
+  assert.equal(json.ok, true, why);
+  return json as T;
+}
+
+async function scratch(t: TestContext, label: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), `locket-sqlite-${label}-`));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function sha256(path: string): Promise<string> {
+  return createHash("sha256")
+    .update(await readFile(path))
+    .digest("hex");
+}
+
+/** Whether the database header says WAL (file format read/write versions 2). */
+async function isWalHeader(path: string): Promise<boolean> {
+  const header = (await readFile(path)).subarray(0, 20);
+  return header[18] === 2 && header[19] === 2;
+}
+
+/** Rows the writer has committed so far, read through a short-lived read-only connection. */
+function committedRows(dbPath: string): number {
+  const db = new DatabaseSync(dbPath, { readOnly: true, timeout: 20_000 });
+  try {
+    return Number((db.prepare("SELECT count(*) AS n FROM live_log").get() as { n: number }).n);
+  } finally {
+    db.close();
+  }
+}
+
+/**
+ * The writer: small transactions, each inserting a message and a log row, bumping a counter and
+ * updating an existing message, so every committed state satisfies
+ *   messages = base + counter.n  and  count(live_log) = counter.n.
+ * Runs until the stop file exists (at most WRITER_MAX_MS).
+ */
+const WRITER = `
+import { existsSync } from "node:fs";
+import { DatabaseSync } from "node:sqlite";
+
+const [dbPath, stopFile, journalMode, maxMs] = process.argv.slice(2);
+const db = new DatabaseSync(dbPath, { timeout: 20000 });
+const mode = db.prepare("PRAGMA journal_mode = " + journalMode).get().journal_mode;
+if (mode !== journalMode.toLowerCase()) throw new Error("journal_mode is " + mode);
+db.exec("PRAGMA synchronous = OFF");
+db.exec(\`CREATE TABLE IF NOT EXISTS live_log (
+  id INTEGER PRIMARY KEY, message_id INTEGER NOT NULL, ts INTEGER NOT NULL, note TEXT NOT NULL)\`);
+db.exec("CREATE TABLE IF NOT EXISTS live_counter (id INTEGER PRIMARY KEY, n INTEGER NOT NULL)");
+db.exec("INSERT OR IGNORE INTO live_counter VALUES (1, 0)");
+const chats = db.prepare("SELECT id FROM chats ORDER BY id").all().map((r) => r.id);
+const maxId = db.prepare("SELECT max(id) AS m FROM messages").get().m;
+const insertMessage = db.prepare(
+  "INSERT INTO messages (chat_id, key_id, from_me, timestamp, status, text) VALUES (?, ?, 1, ?, 4, ?)",
+);
+const insertLog = db.prepare("INSERT INTO live_log (message_id, ts, note) VALUES (?, ?, ?)");
+const bump = db.prepare("UPDATE live_counter SET n = n + 1 WHERE id = 1");
+const touch = db.prepare("UPDATE messages SET status = 13, starred = 1 - starred WHERE id = ?");
+const pause = new Int32Array(new SharedArrayBuffer(4));
+const words = ["ok", "see you", "on my way", "lunch?", "haha", "sounds good", "call me", "thanks"];
+const deadline = Date.now() + Number(maxMs);
+let n = 0;
+let seed = 12345;
+const rand = (k) => {
+  seed = (seed * 1103515245 + 12345) % 2147483648;
+  return seed % k;
+};
+while (!existsSync(stopFile) && Date.now() < deadline) {
+  db.exec("BEGIN IMMEDIATE");
+  const text = Array.from({ length: 8 + rand(40) }, () => words[rand(words.length)]).join(" ");
+  const now = Date.now();
+  const { lastInsertRowid } = insertMessage.run(chats[rand(chats.length)], "live-" + n, now, text);
+  insertLog.run(lastInsertRowid, now, text);
+  bump.run();
+  touch.run(1 + rand(maxId));
+  db.exec("COMMIT");
+  n++;
+  if (n === 1) process.stdout.write("ready\\n");
+  Atomics.wait(pause, 0, 0, 1);
+}
+db.close();
+process.stdout.write("done " + n + "\\n");
+`;
+
+interface Writer {
+  readonly child: ChildProcess;
+  /** Resolves with the writer's exit code once it has stopped. */
+  readonly exited: Promise<number | null>;
+  stop(): Promise<number | null>;
+  output(): string;
+}
+
+async function startWriter(dir: string, dbPath: string, journalMode: string): Promise<Writer> {
+  const script = join(dir, "writer.mjs");
+  const stopFile = join(dir, "stop");
+  await writeFile(script, WRITER);
+  const child = spawn(
+    process.execPath,
+    [script, dbPath, stopFile, journalMode, String(WRITER_MAX_MS)],
+    { stdio: ["ignore", "pipe", "pipe"] },
+  );
+  let out = "";
+  let err = "";
+  child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+    out += d;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+    err += d;
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.on("close", (code) => resolve(code)),
+  );
+  const ready = new Promise<void>((resolve, reject) => {
+    const onData = () => {
+      if (out.includes("ready\n")) resolve();
+    };
+    child.stdout?.on("data", onData);
+    exited.then((code) => reject(new Error(`writer exited (${code}) before ready: ${err}`)));
+  });
+  const killTimer = setTimeout(() => child.kill("SIGKILL"), WRITER_MAX_MS + 10_000);
+  exited.finally(() => clearTimeout(killTimer));
+  await ready;
+  return {
+    child,
+    exited,
+    async stop() {
+      await writeFile(stopFile, "");
+      return exited;
+    },
+    output: () => `${out}${err}`,
+  };
+}
+
+interface TakenBackup {
+  readonly snapshot: string;
+  /** Rows committed before the backup started and after it ended. */
+  readonly before: number;
+  readonly after: number;
+}
+
+/**
+ * The live scenario: a demo database, a writer in `journalMode`, BACKUPS backups of the folder
+ * holding the database while it writes, then a restore and a check of every snapshot.
+ */
+async function liveBackups(t: TestContext, journalMode: "WAL" | "DELETE"): Promise<void> {
+  const dir = await scratch(t, journalMode.toLowerCase());
+  const live = join(dir, "live");
+  const demo = writeDemoData(live, { messages: 3000, mediaMb: 0 });
+  await rm(demo.mediaDir, { recursive: true });
+  const dbPath = demo.dbPath;
+  const env = cliEnv(join(dir, "home"));
+  await ok(["init", "--repo", join(dir, "repo")], env);
+
+  const writer = await startWriter(dir, dbPath, journalMode);
+  const taken: TakenBackup[] = [];
+  try {
+    for (let i = 0; i < BACKUPS; i++) {
+      // Let the writer commit a few more transactions (and, in WAL mode, grow the WAL).
+      await new Promise((r) => setTimeout(r, 150));
+      const before = committedRows(dbPath);
+      const companions = (await readdir(live)).filter((n) => n !== "chat.db");
+      const b = await ok<{ snapshot: string; skipped: unknown[] }>(["backup", live], env);
+      const after = committedRows(dbPath);
+      taken.push({ snapshot: b.snapshot, before, after });
+      t.diagnostic(
+        `backup ${i + 1}: ${before}..${after} rows committed; beside the db: ${companions.join(", ") || "nothing"}`,
+      );
+      const listing = await ok<{ entries: { path: string; type: string }[] }>(
+        ["ls", b.snapshot],
+        env,
+      );
+      assert.deepEqual(
+        listing.entries.map((e) => e.path),
+        ["live", "live/chat.db"],
+        "the database's -wal/-shm/-journal companions are not stored beside it",
+      );
+    }
+  } finally {
+    const code = await writer.stop();
+    assert.equal(code, 0, `the writer failed:\n${writer.output()}`);
+  }
+  const total = Number(/done (\d+)/.exec(writer.output())?.[1]);
+  t.diagnostic(`writer committed ${total} transactions in all`);
+  assert.ok(
+    taken[taken.length - 1].after > taken[0].before,
+    "the writer kept committing while the backups ran",
+  );
+  assert.deepEqual(await readdir(live), ["chat.db"], "nothing left beside the database");
+
+  for (const [i, b] of taken.entries()) {
+    const target = join(dir, `restored-${i + 1}`);
+    await ok(["restore", b.snapshot, "--target", target], env);
+    const db = new DatabaseSync(join(target, "live", "chat.db"));
+    try {
+      const integrity = db
+        .prepare("PRAGMA integrity_check")
+        .all()
+        .map((r) => String(r.integrity_check))
+        .join("; ");
+      assert.equal(integrity, "ok", `snapshot ${i + 1} restores a healthy database`);
+      const logged = Number(
+        (db.prepare("SELECT count(*) AS n FROM live_log").get() as { n: number }).n,
+      );
+      const counter = Number(
+        (db.prepare("SELECT n FROM live_counter WHERE id = 1").get() as { n: number }).n,
+      );
+      const messages = Number(
+        (db.prepare("SELECT count(*) AS n FROM messages").get() as { n: number }).n,
+      );
+      t.diagnostic(`snapshot ${i + 1}: ${logged} rows (taken between ${b.before} and ${b.after})`);
+      assert.ok(logged >= b.before, `snapshot ${i + 1} holds every row committed before it began`);
+      assert.ok(logged <= b.after, `snapshot ${i + 1} holds no row committed after it ended`);
+      assert.equal(counter, logged, "a transaction-consistent state (counter matches the log)");
+      assert.equal(messages, demo.messages + logged, "a transaction-consistent state (messages)");
+      // The restored database is usable: indexes answer queries, and it accepts writes.
+      const newest = db
+        .prepare(
+          "SELECT m.id, c.jid FROM messages m JOIN chats c ON c.id = m.chat_id" +
+            " WHERE m.chat_id = ? ORDER BY m.timestamp DESC LIMIT 5",
+        )
+        .all(1);
+      assert.ok(newest.length > 0);
+      const joined = db
+        .prepare("SELECT count(*) AS n FROM live_log l JOIN messages m ON m.id = l.message_id")
+        .get() as { n: number };
+      assert.equal(Number(joined.n), logged, "every logged message is present");
+      db.exec("INSERT INTO live_log (message_id, ts, note) VALUES (1, 0, 'after restore')");
+    } finally {
+      db.close();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test("backups of a WAL database while another process writes to it restore consistently", async (t) => {
+  await liveBackups(t, "WAL");
+});
+
+test("backups of a rollback-journal (DELETE) database while another process writes restore consistently", async (t) => {
+  await liveBackups(t, "DELETE");
+});
+
+test("backing up a WAL database no other connection has open leaves no -wal/-shm behind", async (t) => {
+  const dir = await scratch(t, "leftovers");
+  const demo = writeDemoData(join(dir, "chat"), { messages: 3000, mediaMb: 0 });
+  assert.ok(await isWalHeader(demo.dbPath), "the demo database is in WAL mode");
+  const before = (await readdir(join(dir, "chat"))).sort();
+  assert.deepEqual(before, ["Media", "chat.db"]);
+  const env = cliEnv(join(dir, "home"));
+  await ok(["init", "--repo", join(dir, "repo")], env);
+  await ok(["backup", demo.dbPath], env);
+  await ok(["backup", join(dir, "chat")], env);
+  assert.deepEqual((await readdir(join(dir, "chat"))).sort(), before);
+});
+
+test("a quiescent database restores byte-identical (WAL and rollback-journal mode)", async (t) => {
+  const dir = await scratch(t, "quiescent");
+  const chat = join(dir, "chat");
+  const demo = writeDemoData(chat, { messages: 3000, mediaMb: 0 });
+  // A second copy in rollback-journal mode.
+  const walCopy = await readFile(demo.dbPath);
+  const deletePath = join(chat, "delete-mode.db");
+  await writeFile(deletePath, walCopy);
+  const conv = new DatabaseSync(deletePath);
+  conv.exec("PRAGMA journal_mode = DELETE");
+  conv.close();
+  assert.ok(await isWalHeader(demo.dbPath));
+  assert.ok(!(await isWalHeader(deletePath)));
+  const hashes = { wal: await sha256(demo.dbPath), delete: await sha256(deletePath) };
+  const sizes = { wal: (await stat(demo.dbPath)).size, delete: (await stat(deletePath)).size };
+
+  const env = cliEnv(join(dir, "home"));
+  await ok(["init", "--repo", join(dir, "repo")], env);
+  await ok(["backup", demo.dbPath, deletePath], env);
+  const target = join(dir, "restored");
+  await ok(["restore", "latest", "--target", target], env);
+  assert.equal((await stat(join(target, "chat.db"))).size, sizes.wal);
+  assert.equal(await sha256(join(target, "chat.db")), hashes.wal);
+  assert.equal((await stat(join(target, "delete-mode.db"))).size, sizes.delete);
+  assert.equal(await sha256(join(target, "delete-mode.db")), hashes.delete);
+  // The sources were not changed by being backed up.
+  assert.equal(await sha256(demo.dbPath), hashes.wal);
+  assert.equal(await sha256(deletePath), hashes.delete);
+});
