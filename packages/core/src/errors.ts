@@ -8,12 +8,16 @@
 export type ErrorCode =
   | "usage"
   | "wrong_key"
+  | "wrong_password"
+  | "guess_limit"
   | "integrity"
   | "unsupported_version"
   | "storage"
   | "not_found"
   | "already_exists"
   | "locked"
+  | "unauthorized"
+  | "rate_limited"
   | "rollback"
   | "failure";
 
@@ -21,6 +25,8 @@ export type ErrorCode =
 export const EXIT_STATUS: Record<ErrorCode, number> = {
   usage: 2,
   wrong_key: 4,
+  wrong_password: 4,
+  guess_limit: 5,
   integrity: 3,
   rollback: 3,
   unsupported_version: 1,
@@ -28,6 +34,8 @@ export const EXIT_STATUS: Record<ErrorCode, number> = {
   not_found: 1,
   already_exists: 1,
   locked: 1,
+  unauthorized: 1,
+  rate_limited: 1,
   failure: 1,
 };
 
@@ -58,6 +66,29 @@ export class WrongKeyError extends LocketError {
   constructor(message: string) {
     super("wrong_key", message);
     this.name = "WrongKeyError";
+  }
+}
+
+/** The password is wrong. `guessesRemaining` says how many tries the vault still allows. */
+export class WrongPasswordError extends LocketError {
+  readonly guessesRemaining: number;
+  constructor(guessesRemaining: number) {
+    super(
+      "wrong_password",
+      guessesRemaining > 0
+        ? `wrong password; ${guessesRemaining} ${guessesRemaining === 1 ? "guess" : "guesses"} left before this backup's password is locked for good`
+        : "wrong password; that was the last guess: this backup's password can no longer be tried; use the recovery key",
+    );
+    this.name = "WrongPasswordError";
+    this.guessesRemaining = guessesRemaining;
+  }
+}
+
+/** Every guess is spent: the vault destroyed the record, and only the recovery key is left. */
+export class GuessLimitError extends LocketError {
+  constructor() {
+    super("guess_limit", "this backup's password can no longer be tried; use the recovery key");
+    this.name = "GuessLimitError";
   }
 }
 

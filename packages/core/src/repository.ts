@@ -283,7 +283,8 @@ export class Repository {
     const out: TreeNode[] = [];
     for (const part of node.subtrees ?? []) {
       const nodes = (await this.loadTree(part)).nodes;
-      if (out.length && nodes.length && !(out[out.length - 1].name < nodes[0].name)) {
+      if (nodes.length === 0) throw new IntegrityError(`folder ${node.name}: an empty tree part`);
+      if (out.length && !(out[out.length - 1].name < nodes[0].name)) {
         throw new IntegrityError(`folder ${node.name}: tree parts overlap or are out of order`);
       }
       out.push(...nodes);

@@ -42,7 +42,7 @@ export function formatRecoveryKey(rootKey: Uint8Array): string {
  * @throws {WrongKeyError} when the text is not 68 hex digits or the check digits do not match.
  */
 export function parseRecoveryKey(text: string): Uint8Array {
-  const digits = text.replace(/[\s-]/g, "").toLowerCase();
+  const digits = text.replace(/[ \t\r\n-]/g, "").toLowerCase();
   if (!/^[0-9a-f]*$/.test(digits)) {
     const bad = digits.match(/[^0-9a-f]/)![0];
     throw new WrongKeyError(

@@ -56,7 +56,7 @@ export function isSafeName(name: unknown): name is string {
   return (
     typeof name === "string" &&
     name.length > 0 &&
-    name.length <= 4096 &&
+    utf8(name).length <= 4096 &&
     name !== "." &&
     name !== ".." &&
     !/[/\\\0]/.test(name)
@@ -75,14 +75,19 @@ function isIdList(v: unknown): v is string[] {
 export function decodeTree(bytes: Uint8Array): Tree {
   const raw = JSON.parse(fromUtf8(bytes)) as { nodes?: unknown };
   if (!raw || !Array.isArray(raw.nodes)) throw new RangeError("tree has no node list");
-  const seen = new Set<string>();
+  let previous: string | undefined;
   for (const n of raw.nodes as Record<string, unknown>[]) {
     if (!n || typeof n !== "object") throw new RangeError("tree node is not an object");
     if (!isSafeName(n.name)) throw new RangeError(`unsafe name ${JSON.stringify(n.name)}`);
-    if (seen.has(n.name)) throw new RangeError(`duplicate name ${JSON.stringify(n.name)}`);
-    seen.add(n.name);
-    if (!Number.isInteger(n.mode) || typeof n.mtimeMs !== "number")
+    // Strictly ascending: sorted as written, and no name twice.
+    if (previous !== undefined && !(previous < n.name)) {
+      throw new RangeError(`names out of order or duplicated at ${JSON.stringify(n.name)}`);
+    }
+    previous = n.name;
+    const mode = n.mode as number;
+    if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777 || !Number.isFinite(n.mtimeMs)) {
       throw new RangeError("bad mode or mtime");
+    }
     if (n.type === "dir") {
       const single = n.subtree !== undefined;
       if (single === (n.subtrees !== undefined)) {
@@ -99,6 +104,10 @@ export function decodeTree(bytes: Uint8Array): Tree {
       if (hasContent === (n.lists !== undefined))
         throw new RangeError("file needs content or lists");
       if (!isIdList(hasContent ? n.content : n.lists)) throw new RangeError("bad content ids");
+      if (hasContent && (n.content as string[]).length > INLINE_CONTENT_MAX) {
+        throw new RangeError(`more than ${INLINE_CONTENT_MAX} inline content ids`);
+      }
+      if (!hasContent && (n.lists as string[]).length === 0) throw new RangeError("empty lists");
     } else {
       throw new RangeError(`unknown node type ${JSON.stringify(n.type)}`);
     }
