@@ -7,5 +7,12 @@ if (major < 24) {
   );
   process.exit(1);
 }
+// A closed pipe (`locket snapshots | head -1`) is a normal way for a reader to stop listening.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on("error", (err) => {
+    if (err.code === "EPIPE") process.exit(process.exitCode ?? 0);
+    throw err;
+  });
+}
 const { main } = await import("../src/cli/main.ts");
 process.exitCode = await main(process.argv.slice(2));

@@ -15,6 +15,8 @@ export interface RepoState {
   readonly rootKey?: string;
   readonly lastSeq: number;
   readonly lastSnapshot?: string;
+  /** The key vault holding this repository's password-protected root key, once `password set` ran. */
+  readonly vault?: { readonly url: string; readonly account: string };
 }
 
 export interface Defaults {

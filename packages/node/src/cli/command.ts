@@ -20,6 +20,10 @@ export const GLOBAL_OPTIONS: NonNullable<ParseArgsConfig["options"]> = {
   repo: { type: "string", short: "r" },
   "recovery-key": { type: "string" },
   json: { type: "boolean" },
+  vault: { type: "string" },
+  account: { type: "string" },
+  "token-file": { type: "string" },
+  "password-stdin": { type: "boolean" },
   progress: { type: "string" },
   help: { type: "boolean", short: "h" },
 };
@@ -27,6 +31,9 @@ export const GLOBAL_OPTIONS: NonNullable<ParseArgsConfig["options"]> = {
 export const GLOBAL_HELP = `Global options:
   -r, --repo PATH          repository (or LOCKET_REPOSITORY; default: the one \`init\` made on this device)
       --recovery-key KEY   the 68-digit recovery key (or LOCKET_RECOVERY_KEY), for a device without the key
+      --vault URL          key vault holding the password-protected key (or LOCKET_VAULT)
+      --account NAME       account at the vault (or LOCKET_ACCOUNT); token in LOCKET_TOKEN or --token-file
+      --password-stdin     read the password from standard input (or LOCKET_PASSWORD; default: prompt)
       --json               print one JSON result object on stdout
       --progress MODE      bar | json (NDJSON events on stderr) | none  (default: bar on a terminal)
   -h, --help               this help`;

@@ -8,8 +8,10 @@ import { demoData } from "./commands/demo-data.ts";
 import { drill } from "./commands/drill.ts";
 import { init } from "./commands/init.ts";
 import { ls } from "./commands/ls.ts";
+import { password } from "./commands/password.ts";
 import { restore } from "./commands/restore.ts";
 import { snapshots } from "./commands/snapshots.ts";
+import { vault } from "./commands/vault.ts";
 import { Context } from "./context.ts";
 
 /** Every subcommand, in the order `locket --help` lists them. */
@@ -21,6 +23,8 @@ export const COMMANDS: readonly Command[] = [
   restore,
   drill,
   check,
+  password,
+  vault,
   demoData,
   demo,
 ];
@@ -43,10 +47,14 @@ Start here:
 Environment:
   LOCKET_REPOSITORY    repository, instead of --repo
   LOCKET_RECOVERY_KEY  recovery key, instead of --recovery-key
+  LOCKET_VAULT         key vault URL, instead of --vault
+  LOCKET_ACCOUNT       vault account, instead of --account
+  LOCKET_TOKEN         vault account token (a JWT from your app's backend or 'locket vault token')
+  LOCKET_PASSWORD      backup password, instead of the prompt (for scripts)
   LOCKET_HOME          this device's state (default: the platform's config folder)
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 integrity failure (damaged, truncated or rolled-back
-data), 4 wrong key.
+data), 4 wrong key or password, 5 password guess limit reached (use the recovery key).
 
 Run 'locket COMMAND --help' for a command's options.`;
 
@@ -99,7 +107,7 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
             `unexpected error: ${(err as Error)?.message ?? String(err)}`,
             { cause: err },
           );
-    process.stderr.write(`\r\x1b[Klocket: ${e.message}\n`);
+    process.stderr.write(`${process.stderr.isTTY ? "\r\x1b[K" : ""}locket: ${e.message}\n`);
     if (!(err instanceof LocketError) && env.LOCKET_DEBUG)
       process.stderr.write(`${(err as Error)?.stack}\n`);
     if (json) {
