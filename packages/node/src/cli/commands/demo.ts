@@ -8,8 +8,19 @@ import {
   IntegrityError,
   parseRecoveryKey,
   Repository,
+  readFile,
   backup as runBackup,
+  WrongPasswordError,
+  walk,
 } from "@locket/core";
+import { VaultClient } from "@locket/vault/client";
+import {
+  issueToken,
+  loadTokenSecret,
+  type RunningVault,
+  serveVault,
+  silentLogger,
+} from "@locket/vault/server";
 import { diffTrees } from "../../compare.ts";
 import { simulateDay, writeDemoData } from "../../demo-data.ts";
 import { nodePrimitives } from "../../primitives.ts";
@@ -19,6 +30,9 @@ import { FsStorage } from "../../storage/fs.ts";
 import type { Command } from "../command.ts";
 import { bytes, seconds } from "../format.ts";
 
+/** The demo's password: shown on screen, because this whole demo is throwaway. */
+const DEMO_PASSWORD = "correct horse battery";
+
 export const demo: Command = {
   name: "demo",
   summary: "run the whole story on a generated chat data set, in a temporary folder",
@@ -26,11 +40,14 @@ export const demo: Command = {
   help: `Shows what Locket does, end to end, without touching your files:
   1. writes a realistic chat data set (a SQLite database and media),
   2. creates a repository and a root key, and shows the recovery key,
-  3. backs up the chat data,
-  4. simulates a day of chat (new messages, receipts, new media) and backs up again,
+  3. starts a key vault on 127.0.0.1 (SQLite) and protects the root key with a password,
+  4. backs up the chat data,
+  5. simulates a day of chat (new messages, receipts, new media) and backs up again,
      reporting how little the second backup stores,
-  5. on a "new device" that has only the repository and the recovery key, restores the latest
-     snapshot, compares every file and checks the database with PRAGMA integrity_check.
+  6. on a "new device" that has only the repository and the password, recovers the key from the
+     vault (after one wrong guess), restores the latest snapshot, compares every file and checks
+     the database with PRAGMA integrity_check,
+  7. proves the recovery key alone opens the backup too (a restore drill).
 Everything happens in a temporary folder, deleted afterwards unless --keep.
 
 Options:
@@ -45,6 +62,7 @@ Options:
   async run(ctx) {
     const p = nodePrimitives;
     const dir = await mkdtemp(join(tmpdir(), "locket-demo-"));
+    let vault: RunningVault | undefined;
     const step = (n: number, text: string) => ctx.say(`\n${n}. ${text}`);
     try {
       const data = join(dir, "chat");
@@ -62,15 +80,28 @@ Options:
       ctx.say(`   repository ${repo.config.id} at ${storage.location}`);
       ctx.say(`   recovery key (a throwaway one, for this demo): ${recoveryKey}`);
 
+      step(3, "Protecting the root key with a password at a key vault (OPAQUE, 10 guesses)");
+      const vaultDir = join(dir, "vault");
+      vault = await serveVault({ dataDir: vaultDir, port: 0, log: silentLogger });
+      const token = await issueToken(await loadTokenSecret(vaultDir), "demo-user");
+      const vaultClient = new VaultClient({ url: vault.url, token, primitives: p });
+      await vaultClient.enroll(DEMO_PASSWORD, { rootKey, repoId: repo.config.id });
+      ctx.say(
+        `   an embedded vault on ${vault.url} (SQLite) now holds the key sealed under "${DEMO_PASSWORD}";`,
+      );
+      ctx.say(
+        "   only OPAQUE messages reach the vault, never the password, and it cannot open what it holds",
+      );
+
       const paths = [join(data, "chat.db"), join(data, "Media")];
-      step(3, "First backup");
+      step(4, "First backup");
       const first = await runBackup(repo, await fsSource(paths), { host: "demo", paths });
       const s1 = first.snapshot.summary;
       ctx.say(
         `   ${s1.files} files, ${bytes(s1.bytes)} read in ${seconds(s1.durationMs)}; ${bytes(s1.addedBytes)} stored (compressed, encrypted)`,
       );
 
-      step(4, "A day of chat: new messages, receipts on 1% of messages, a few new photos");
+      step(5, "A day of chat: new messages, receipts on 1% of messages, a few new photos");
       const day = simulateDay(data, {
         newMessages: Math.max(50, Math.round(messages / 20)),
         newMedia: 3,
@@ -98,12 +129,19 @@ Options:
         `   and the database's ${Math.round(dbNewBytes / 4096)} changed pages (${bytes(dbNewBytes)} of a ${bytes(dbSize)} database)`,
       );
 
-      step(5, "A new device with only the repository and the recovery key restores everything");
-      const keyOnNewDevice = parseRecoveryKey(recoveryKey);
+      step(6, "A new device with only the repository and the password restores everything");
+      try {
+        await vaultClient.recover("a wrong guess");
+      } catch (err) {
+        if (!(err instanceof WrongPasswordError)) throw err;
+        ctx.say(`   a wrong password first: ${err.message}`);
+      }
+      const recovered = await vaultClient.recover(DEMO_PASSWORD);
+      ctx.say("   the right password: the vault resets the count and hands back the sealed key");
       const repo3 = await Repository.open(
         await FsStorage.open(storage.location),
         p,
-        keyOnNewDevice,
+        recovered.rootKey,
       );
       await repo3.loadIndex();
       const latest = await repo3.findSnapshot("latest");
@@ -126,6 +164,25 @@ Options:
       ctx.say(
         "   every file is identical to the original; the database passes PRAGMA integrity_check",
       );
+
+      step(7, "Without the password, the 64-digit recovery key alone opens the backup too");
+      const byRecoveryKey = await Repository.open(
+        await FsStorage.open(storage.location),
+        p,
+        parseRecoveryKey(recoveryKey),
+      );
+      await byRecoveryKey.loadIndex();
+      let verified = 0;
+      for await (const { node } of walk(
+        byRecoveryKey,
+        (await byRecoveryKey.findSnapshot("latest")).snapshot.tree,
+      )) {
+        if (node.type !== "file") continue;
+        for await (const chunk of readFile(byRecoveryKey, node)) verified += chunk.length;
+      }
+      ctx.say(
+        `   restore drill with the recovery key: ${bytes(verified)} read and verified, nothing written`,
+      );
       ctx.say(
         `\nDone. The day's backup stored ${bytes(s2.addedBytes)} for a ${bytes(s2.bytes)} data set.`,
       );
@@ -143,6 +200,7 @@ Options:
         integrityCheck: integrity,
       };
     } finally {
+      await vault?.close();
       if (!ctx.values.keep) await rm(dir, { recursive: true, force: true });
     }
   },
