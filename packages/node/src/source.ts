@@ -91,6 +91,19 @@ async function isSqlite(path: string, size: number): Promise<boolean> {
   }
 }
 
+/**
+ * What the file cache compares: size, mtime and ctime in nanoseconds, inode and device. Any
+ * write changes mtime or ctime; a replaced file changes the inode. "none" when missing.
+ */
+async function fileStamp(path: string): Promise<string> {
+  try {
+    const s = await lstat(path, { bigint: true });
+    return `${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}:${s.dev}`;
+  } catch {
+    return "none";
+  }
+}
+
 async function walBytes(path: string): Promise<number> {
   try {
     return (await stat(`${path}-wal`)).size;
@@ -161,6 +174,8 @@ export async function fsSource(
   ): Promise<SourceFile> => {
     const size = Number(st.size);
     const sqlite = !isLikelyCompressed(name) && (await isSqlite(abs, size));
+    const cacheKey =
+      (await fileStamp(abs)) + (sqlite ? `|wal:${await fileStamp(`${abs}-wal`)}` : "");
     const file: SourceFile = {
       type: "file",
       name,
@@ -169,6 +184,7 @@ export async function fsSource(
       size,
       open: () => (sqlite ? sqliteSnapshot(abs) : readStream(abs)),
       compressible: !isLikelyCompressed(name),
+      cacheKey,
     };
     if (sqlite) sqliteFiles.add(file);
     return file;

@@ -1,17 +1,18 @@
 import { toHex, utf8 } from "../bytes.ts";
 import { chunkStream } from "../chunker/chunk-stream.ts";
-import { UsageError } from "../errors.ts";
+import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
 import type { Snapshot } from "../format/snapshot.ts";
 import {
   encodeTree,
+  type FileNode,
   INLINE_CONTENT_MAX,
   splitIdLists,
   splitTreeNodes,
   TREE_SPLIT_BYTES,
   type TreeNode,
 } from "../format/tree.ts";
-import type { Repository } from "../repository.ts";
+import type { Repository, SnapshotRef } from "../repository.ts";
 import { checkFreshness, nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 import { isLikelyCompressed, type SourceDir, type SourceEntry, type SourceFile } from "./source.ts";
@@ -26,6 +27,8 @@ export interface BackupProgress {
   newBytes: number;
   /** Bytes of packs stored so far. */
   storedBytes: number;
+  /** Files skipped because the parent snapshot has them unchanged (same cache key). */
+  unchangedFiles: number;
   /** Path of the file being read, relative to the snapshot root. */
   current: string;
 }
@@ -39,6 +42,11 @@ export interface BackupOptions {
   readonly minSeq?: number;
   readonly now?: () => Date;
   readonly onProgress?: (p: Readonly<BackupProgress>) => void;
+  /**
+   * The snapshot whose unchanged files are reused without reading them: its ID, or null for
+   * none. Default: the newest snapshot with the same host and paths.
+   */
+  readonly parent?: string | null;
 }
 
 export interface BackupResult {
@@ -84,6 +92,7 @@ export async function backup(
     bytes: 0,
     newBytes: 0,
     storedBytes: 0,
+    unchangedFiles: 0,
     current: "",
   };
   const report = () => {
@@ -101,8 +110,50 @@ export async function backup(
     return { id, hex };
   };
 
-  const fileNode = async (f: SourceFile, path: string): Promise<TreeNode> => {
+  // The file cache: a file whose platform cache key (size, mtime, inode, ...) equals the parent
+  // snapshot's node is not read again; its content IDs are reused if every blob is still indexed.
+  const cacheParent = opts.parent === null ? undefined : pickParent(history, opts);
+  const reusable = (f: SourceFile, prev: TreeNode | undefined): prev is FileNode => {
+    if (
+      !f.cacheKey ||
+      prev?.type !== "file" ||
+      prev.cacheKey !== f.cacheKey ||
+      prev.size !== f.size
+    ) {
+      return false;
+    }
+    return (prev.content ?? prev.lists ?? []).every((id) => repo.has(id));
+  };
+  const childrenOf = async (
+    prev: TreeNode | undefined,
+  ): Promise<Map<string, TreeNode> | undefined> => {
+    if (prev?.type !== "dir") return undefined;
+    try {
+      return new Map((await repo.dirNodes(prev)).map((n) => [n.name, n]));
+    } catch (err) {
+      // A damaged or pruned parent must not block a new backup: read this folder in full.
+      if (err instanceof IntegrityError) return undefined;
+      throw err;
+    }
+  };
+
+  const fileNode = async (f: SourceFile, path: string, prev?: TreeNode): Promise<TreeNode> => {
     progress.current = path;
+    if (reusable(f, prev)) {
+      progress.files++;
+      progress.bytes += prev.size;
+      progress.unchangedFiles++;
+      const { content, lists } = prev;
+      return {
+        type: "file",
+        name: f.name,
+        mode: f.mode,
+        mtimeMs: f.mtimeMs,
+        size: prev.size,
+        cacheKey: f.cacheKey,
+        ...(content ? { content } : { lists: lists! }),
+      };
+    }
     const compress = f.compressible ?? !isLikelyCompressed(f.name);
     const ids: Uint8Array[] = [];
     let size = 0;
@@ -118,17 +169,28 @@ export async function backup(
     }
     progress.files++;
     report();
-    const base = { type: "file" as const, name: f.name, mode: f.mode, mtimeMs: f.mtimeMs, size };
+    const base = {
+      type: "file" as const,
+      name: f.name,
+      mode: f.mode,
+      mtimeMs: f.mtimeMs,
+      size,
+      // Only a file read exactly as sized may be skipped next time: one that changed while it was
+      // read (size differs) gets no key, so the next backup reads it again.
+      ...(f.cacheKey && size === f.size ? { cacheKey: f.cacheKey } : {}),
+    };
     if (ids.length <= INLINE_CONTENT_MAX) return { ...base, content: ids.map(toHex) };
     const lists: string[] = [];
     for (const list of splitIdLists(ids)) lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
     return { ...base, lists };
   };
 
-  const dirNode = async (d: SourceDir, path: string): Promise<TreeNode> => {
+  const dirNode = async (d: SourceDir, path: string, prev?: TreeNode): Promise<TreeNode> => {
     const nodes: TreeNode[] = [];
-    for (const child of await d.children())
-      nodes.push(await entryNode(child, `${path}/${child.name}`));
+    const previous = await childrenOf(prev);
+    for (const child of await d.children()) {
+      nodes.push(await entryNode(child, `${path}/${child.name}`, previous?.get(child.name)));
+    }
     progress.dirs++;
     const base = { type: "dir" as const, name: d.name, mode: d.mode, mtimeMs: d.mtimeMs };
     const encoded = encodeTree(nodes);
@@ -143,11 +205,20 @@ export async function backup(
     return { ...base, subtrees };
   };
 
-  const entryNode = (e: SourceEntry, path: string) =>
-    e.type === "file" ? fileNode(e, path) : dirNode(e, path);
+  const entryNode = (e: SourceEntry, path: string, prev?: TreeNode) =>
+    e.type === "file" ? fileNode(e, path, prev) : dirNode(e, path, prev);
 
+  const parentRoots = cacheParent
+    ? await childrenOf({
+        type: "dir",
+        name: "",
+        mode: 0,
+        mtimeMs: 0,
+        subtree: cacheParent.snapshot.tree,
+      })
+    : undefined;
   const rootNodes: TreeNode[] = [];
-  for (const r of roots) rootNodes.push(await entryNode(r, r.name));
+  for (const r of roots) rootNodes.push(await entryNode(r, r.name, parentRoots?.get(r.name)));
   const tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
   await packer.flush();
   report();
@@ -174,9 +245,21 @@ export async function backup(
       bytes: progress.bytes,
       addedBytes,
       newBlobs: packer.stored.reduce((n, p) => n + p.entries.length, 0),
+      unchangedFiles: progress.unchangedFiles,
       durationMs,
     },
   };
   const { name } = await repo.saveSnapshot(snapshot);
   return { id: name, snapshot, adoptedPacks: adopted.length };
+}
+
+/** The snapshot a backup compares against: the given ID, or the newest with the same host and paths. */
+function pickParent(history: readonly SnapshotRef[], opts: BackupOptions): SnapshotRef | undefined {
+  if (opts.parent) return history.find((s) => s.id === opts.parent);
+  const paths = JSON.stringify([...opts.paths].sort());
+  for (let i = history.length - 1; i >= 0; i--) {
+    const s = history[i].snapshot;
+    if (s.host === opts.host && JSON.stringify([...s.paths].sort()) === paths) return history[i];
+  }
+  return undefined;
 }

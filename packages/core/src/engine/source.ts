@@ -15,6 +15,11 @@ export interface SourceFile {
   open(): AsyncIterable<Uint8Array>;
   /** Optional hint: false when the content is known not to compress (media). */
   readonly compressible?: boolean;
+  /**
+   * Optional: a string that changes whenever the content may have changed (the platform's size,
+   * mtime, inode, ctime, ...). When it equals the parent snapshot's, the file is not read.
+   */
+  readonly cacheKey?: string;
 }
 
 export interface SourceDir {

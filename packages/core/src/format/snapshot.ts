@@ -22,6 +22,8 @@ export interface SnapshotSummary {
   /** Bytes added to storage by this backup's packs and index file (the snapshot itself excluded). */
   readonly addedBytes: number;
   readonly newBlobs: number;
+  /** Files not read because the parent snapshot had them unchanged (optional; absent before). */
+  readonly unchangedFiles?: number;
   readonly durationMs: number;
 }
 

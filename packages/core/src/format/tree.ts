@@ -21,6 +21,8 @@ export interface FileNode {
   readonly content?: readonly string[];
   /** List blob IDs (hex), each holding a run of data blob IDs, otherwise. */
   readonly lists?: readonly string[];
+  /** The platform's cache key when the file was read (opaque; compared for equality only). */
+  readonly cacheKey?: string;
 }
 
 export interface DirNode {
@@ -108,6 +110,9 @@ export function decodeTree(bytes: Uint8Array): Tree {
         throw new RangeError(`more than ${INLINE_CONTENT_MAX} inline content ids`);
       }
       if (!hasContent && (n.lists as string[]).length === 0) throw new RangeError("empty lists");
+      if (n.cacheKey !== undefined && (typeof n.cacheKey !== "string" || n.cacheKey.length > 256)) {
+        throw new RangeError("bad cache key");
+      }
     } else {
       throw new RangeError(`unknown node type ${JSON.stringify(n.type)}`);
     }

@@ -70,8 +70,10 @@ Examples:
     if (result.adoptedPacks)
       ctx.say(`resumed: reused ${result.adoptedPacks} pack(s) left by an interrupted backup`);
     ctx.say(`snapshot ${result.id.slice(0, 12)} (#${result.snapshot.seq}) saved`);
+    const unchanged = s.unchangedFiles ?? 0;
     ctx.say(
-      `  ${s.files} files, ${s.dirs} folders, ${bytes(s.bytes)} read in ${seconds(s.durationMs)}`,
+      `  ${s.files} files, ${s.dirs} folders, ${bytes(s.bytes)} in ${seconds(s.durationMs)}` +
+        (unchanged ? `; ${unchanged} unchanged file(s) not read again` : ""),
     );
     ctx.say(`  ${s.newBlobs} new blobs, ${bytes(s.addedBytes)} added to the repository`);
     return {
