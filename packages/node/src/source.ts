@@ -1,4 +1,3 @@
-import { createReadStream } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -73,9 +72,30 @@ function policyFilter(policy: MediaPolicy): (rel: string, name: string) => strin
   };
 }
 
+/**
+ * The file's bytes in blocks of READ_BLOCK, read ahead into two alternating buffers: while the
+ * caller processes one block, the next is being read (see SourceFile.open: a block is valid until
+ * the next one is requested).
+ */
 async function* readStream(path: string): AsyncGenerator<Uint8Array> {
-  for await (const block of createReadStream(path, { highWaterMark: READ_BLOCK })) {
-    yield block as Buffer;
+  const fh = await open(path, "r");
+  let next: ReturnType<typeof fh.read<Uint8Array>> | undefined;
+  try {
+    const bufs = [new Uint8Array(READ_BLOCK), new Uint8Array(READ_BLOCK)];
+    let turn = 0;
+    next = fh.read(bufs[turn], 0, READ_BLOCK, null);
+    for (;;) {
+      const { bytesRead, buffer } = await next;
+      if (bytesRead === 0) return;
+      turn ^= 1;
+      // Safe: the caller has finished with bufs[turn] (the block before this one).
+      next = fh.read(bufs[turn], 0, READ_BLOCK, null);
+      yield buffer.subarray(0, bytesRead);
+    }
+  } finally {
+    // A caller that stops early leaves one read in flight: let it settle before closing.
+    await next?.catch(() => {});
+    await fh.close();
   }
 }
 

@@ -18,8 +18,11 @@ export interface Primitives {
   randomBytes(n: number): Uint8Array;
   /** SHA-256. */
   sha256(data: Uint8Array): Uint8Array;
-  /** HMAC-SHA256, synchronous because chunk IDs are computed per 4 KiB page. */
-  hmacSha256(key: Uint8Array, data: Uint8Array): Uint8Array;
+  /**
+   * HMAC-SHA256 of the concatenation of `data`, synchronous because chunk IDs are computed per
+   * 4 KiB page. Several parts avoid copying a chunk just to prefix it.
+   */
+  hmacSha256(key: Uint8Array, ...data: Uint8Array[]): Uint8Array;
   /** HKDF-SHA256 (RFC 5869) with the given salt and info, `length` bytes of output. */
   hkdfSha256(
     ikm: Uint8Array,
@@ -33,6 +36,12 @@ export interface Primitives {
   timingSafeEqual(a: Uint8Array, b: Uint8Array): boolean;
   /** zstd-compresses `data` (frame format, RFC 8878), or returns null where no compressor exists. */
   zstdCompress(data: Uint8Array): Uint8Array | null;
+  /**
+   * Optional: the same as `zstdCompress` off the calling thread (Node's threadpool), so that a
+   * backup compresses one segment while it chunks and hashes the next. `data` must not change
+   * until the promise settles.
+   */
+  zstdCompressAsync?(data: Uint8Array): Promise<Uint8Array | null>;
   /**
    * Decompresses one zstd frame whose output must be at most `maxOutput` bytes.
    * @throws {Error} on malformed input or output larger than `maxOutput`.

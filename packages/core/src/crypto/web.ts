@@ -22,7 +22,11 @@ export function webPrimitives(
       return out;
     },
     sha256: (data) => sha256(data),
-    hmacSha256: (key, data) => hmac(sha256, key, data),
+    hmacSha256: (key, ...data) => {
+      const h = hmac.create(sha256, key);
+      for (const d of data) h.update(d);
+      return h.digest();
+    },
     async hkdfSha256(ikm, salt, info, length) {
       const key = await subtle.importKey("raw", ab(ikm), "HKDF", false, ["deriveBits"]);
       const bits = await subtle.deriveBits(

@@ -1,10 +1,10 @@
 import { fromHex, toHex } from "../bytes.ts";
-import { AAD, seal } from "../crypto/seal.ts";
+import { AAD, NONCE_BYTES } from "../crypto/seal.ts";
 import { LocketError } from "../errors.ts";
 import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
 import type { IndexedPack } from "../format/index-file.ts";
 import { type PackEntry, sealPackTrailer } from "../format/pack.ts";
-import { encodePayload } from "../format/payload.ts";
+import { encodePayloadInPlaceAsync, PAYLOAD_HEADER_BYTES } from "../format/payload.ts";
 import type { Repository } from "../repository.ts";
 
 /** A pack is stored once it holds this many bytes (SPEC.md "Packs"). */
@@ -12,10 +12,40 @@ export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
 /** A segment is sealed once it holds this many raw bytes. */
 export const SEGMENT_TARGET_BYTES = 512 * 1024;
 
-interface PendingBlob {
+interface PendingEntry {
   readonly type: BlobType;
   readonly id: Uint8Array;
-  readonly data: Uint8Array;
+  /** Offset of the blob in the segment's raw bytes. */
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** Segments compressed and sealed concurrently (each up to about SEGMENT_TARGET_BYTES). */
+const MAX_INFLIGHT_SEGMENTS = 4;
+
+/** Packs written to storage concurrently while the next one fills. */
+const MAX_INFLIGHT_PACKS = 2;
+
+/** A byte buffer that grows by doubling and is reused between packs. */
+class Growable {
+  buf: Uint8Array;
+  length = 0;
+  constructor(initial: number) {
+    this.buf = new Uint8Array(initial);
+  }
+  ensure(extra: number): void {
+    if (this.length + extra <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.length + extra) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.length));
+    this.buf = next;
+  }
+  append(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.length);
+    this.length += b.length;
+  }
 }
 
 /**
@@ -24,16 +54,31 @@ interface PendingBlob {
  * packs, and stores each pack when it is full. Stored packs enter the repository's in-memory
  * index at once, but no index file names them until the caller writes one: that ordering is
  * what makes an interrupted backup harmless.
+ *
+ * Bytes are copied once, into a reused segment buffer, when a blob is added: callers may reuse
+ * their buffers afterwards.
  */
 export class Packer {
   private readonly repo: Repository;
   private readonly pending = new Set<string>();
-  private segment: PendingBlob[] = [];
-  private segmentBytes = 0;
+  // Reused buffers: allocating a fresh half-megabyte buffer per segment and 16 MiB per pack made
+  // V8 run a full collection every few megabytes (external memory pressure).
+  private readonly segmentPool: Growable[] = [];
+  private readonly packPool: Growable[] = [];
+  // The segment's raw bytes, after PAYLOAD_HEADER_BYTES of room for the payload header.
+  private segment: Growable;
+  private segmentEntries: PendingEntry[] = [];
   private segmentCompress = true;
-  private parts: Uint8Array[] = [];
-  private packBytes = 0;
+  // Segments being compressed and sealed off the main thread, oldest first.
+  private readonly inflight: {
+    job: Promise<{ nonce: Uint8Array; body: Uint8Array }>;
+    buffer: Growable;
+    entries: PendingEntry[];
+  }[] = [];
+  private pack: Growable;
   private entries: PackEntry[] = [];
+  // Packs being written to storage; at most MAX_INFLIGHT_PACKS.
+  private readonly storing: Promise<void>[] = [];
   /** Packs stored by this packer, for the index file the caller writes. */
   readonly stored: IndexedPack[] = [];
   /** Bytes of packs stored so far. */
@@ -41,6 +86,22 @@ export class Packer {
 
   constructor(repo: Repository) {
     this.repo = repo;
+    this.segment = this.takeSegmentBuffer();
+    this.pack = this.takePackBuffer();
+  }
+
+  private takeSegmentBuffer(): Growable {
+    const g =
+      this.segmentPool.pop() ??
+      new Growable(PAYLOAD_HEADER_BYTES + SEGMENT_TARGET_BYTES + 64 * 1024);
+    g.length = PAYLOAD_HEADER_BYTES;
+    return g;
+  }
+
+  private takePackBuffer(): Growable {
+    const g = this.packPool.pop() ?? new Growable(PACK_TARGET_BYTES + SEGMENT_TARGET_BYTES * 4);
+    g.length = 0;
+    return g;
   }
 
   /** Whether blob `id` (hex) is stored or queued already. */
@@ -48,7 +109,7 @@ export class Packer {
     return this.pending.has(id) || this.repo.has(id);
   }
 
-  /** Queues a new blob. `compress` says whether zstd is worth trying on it. */
+  /** Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. */
   async add(type: BlobType, id: Uint8Array, data: Uint8Array, compress: boolean): Promise<void> {
     // Readers refuse larger blobs; storing one would make the whole index unreadable.
     if (data.length > MAX_BLOB_BYTES) {
@@ -58,72 +119,77 @@ export class Packer {
       );
     }
     this.pending.add(toHex(id));
-    if (this.segment.length > 0 && compress !== this.segmentCompress) await this.sealSegment();
+    if (this.segmentEntries.length > 0 && compress !== this.segmentCompress) {
+      await this.sealSegment();
+    }
     this.segmentCompress = compress;
-    this.segment.push({ type, id, data });
-    this.segmentBytes += data.length;
-    if (this.segmentBytes >= SEGMENT_TARGET_BYTES) await this.sealSegment();
+    const offset = this.segment.length - PAYLOAD_HEADER_BYTES;
+    this.segment.append(data);
+    this.segmentEntries.push({ type, id, offset, length: data.length });
+    if (offset + data.length >= SEGMENT_TARGET_BYTES) await this.sealSegment();
   }
 
   private async sealSegment(): Promise<void> {
-    if (this.segment.length === 0) return;
+    if (this.segmentEntries.length === 0) return;
     const { p, keys } = this.repo;
-    const raw = new Uint8Array(this.segmentBytes);
-    let offset = 0;
-    const segmentOffset = this.packBytes;
-    const placed: { b: PendingBlob; offset: number }[] = [];
-    for (const b of this.segment) {
-      raw.set(b.data, offset);
-      placed.push({ b, offset });
-      offset += b.data.length;
-    }
-    const sealed = await seal(
-      p,
-      keys.data,
-      encodePayload(p, raw, this.segmentCompress),
-      AAD.segment,
-    );
-    for (const { b, offset } of placed) {
-      this.entries.push({
-        type: b.type,
-        id: b.id,
-        segmentOffset,
-        segmentLength: sealed.length,
-        offset,
-        length: b.data.length,
-      });
-    }
-    this.parts.push(sealed);
-    this.packBytes += sealed.length;
-    this.segment = [];
-    this.segmentBytes = 0;
-    if (this.packBytes >= PACK_TARGET_BYTES) await this.storePack();
+    const buffer = this.segment;
+    const rawLength = buffer.length - PAYLOAD_HEADER_BYTES;
+    const compress = this.segmentCompress;
+    const entries = this.segmentEntries;
+    // The buffer belongs to the job until it settles (compression may read it on another thread).
+    this.segment = this.takeSegmentBuffer();
+    this.segmentEntries = [];
+    const job = (async () => {
+      const payload = await encodePayloadInPlaceAsync(p, buffer.buf, rawLength, compress);
+      const nonce = p.randomBytes(NONCE_BYTES);
+      return { nonce, body: await keys.data.seal(nonce, payload, AAD.segment) };
+    })();
+    job.catch(() => {}); // Rethrown when the job is awaited in order; never unhandled.
+    this.inflight.push({ job, buffer, entries });
+    while (this.inflight.length > MAX_INFLIGHT_SEGMENTS) await this.appendOldest();
   }
 
+  /** Appends the oldest sealed segment to the pack (in order), storing the pack when full. */
+  private async appendOldest(): Promise<void> {
+    const { job, buffer, entries } = this.inflight.shift()!;
+    const { nonce, body } = await job;
+    this.segmentPool.push(buffer);
+    const segmentOffset = this.pack.length;
+    const segmentLength = nonce.length + body.length;
+    this.pack.append(nonce);
+    this.pack.append(body);
+    for (const e of entries) this.entries.push({ ...e, segmentOffset, segmentLength });
+    if (this.pack.length >= PACK_TARGET_BYTES) await this.storePack();
+  }
+
+  /** Seals the current pack and starts storing it, waiting while too many are in flight. */
   private async storePack(): Promise<void> {
     if (this.entries.length === 0) return;
     const { p, keys } = this.repo;
-    this.parts.push(await sealPackTrailer(p, keys, this.entries));
-    let size = 0;
-    for (const part of this.parts) size += part.length;
-    const bytes = new Uint8Array(size);
-    let o = 0;
-    for (const part of this.parts) {
-      bytes.set(part, o);
-      o += part.length;
-    }
-    const { name } = await this.repo.saveAddressed("data", bytes);
-    this.repo.addPack(name, this.entries);
-    this.stored.push({ packId: fromHex(name), entries: this.entries });
-    this.storedBytes += size;
-    this.parts = [];
-    this.packBytes = 0;
+    const pack = this.pack;
+    const entries = this.entries;
+    pack.append(await sealPackTrailer(p, keys, entries));
+    this.pack = this.takePackBuffer();
     this.entries = [];
+    const write = (async () => {
+      const size = pack.length;
+      const { name } = await this.repo.saveAddressed("data", pack.buf.subarray(0, size));
+      // Only a pack that is durable enters the index (and so the dedup set of later backups).
+      this.repo.addPack(name, entries);
+      this.stored.push({ packId: fromHex(name), entries });
+      this.storedBytes += size;
+      this.packPool.push(pack);
+    })();
+    write.catch(() => {});
+    this.storing.push(write);
+    while (this.storing.length >= MAX_INFLIGHT_PACKS) await this.storing.shift();
   }
 
-  /** Seals and stores everything queued. */
+  /** Seals and stores everything queued; resolves when every pack is durable. */
   async flush(): Promise<void> {
     await this.sealSegment();
+    while (this.inflight.length) await this.appendOldest();
     await this.storePack();
+    while (this.storing.length) await this.storing.shift();
   }
 }

@@ -11,7 +11,10 @@ export interface SourceFile {
   readonly mtimeMs: number;
   /** Expected size, for progress; the stored size is what `open` yields. */
   readonly size: number;
-  /** The file's bytes. Called once. Errors thrown here abort the backup. */
+  /**
+   * The file's bytes. Called once. Each block may be a view into a buffer the source reuses:
+   * it must stay valid only until the next block is requested. Errors abort the backup.
+   */
   open(): AsyncIterable<Uint8Array>;
   /** Optional hint: false when the content is known not to compress (media). */
   readonly compressible?: boolean;

@@ -1,4 +1,3 @@
-import { concat } from "../bytes.ts";
 import type { Primitives } from "../crypto/primitives.ts";
 
 /** Blob types (SPEC.md "Blobs"). The type is part of the blob ID, so a blob cannot change type. */
@@ -17,6 +16,8 @@ export function isBlobType(t: number): t is BlobType {
   return t === BLOB_DATA || t === BLOB_TREE || t === BLOB_LIST;
 }
 
+const TYPE_PREFIX = [Uint8Array.of(0), Uint8Array.of(1), Uint8Array.of(2)];
+
 /** A blob's keyed ID: HMAC-SHA256(idKey, type || plaintext). Reveals nothing without the key. */
 export function blobId(
   p: Primitives,
@@ -24,5 +25,5 @@ export function blobId(
   type: BlobType,
   plaintext: Uint8Array,
 ): Uint8Array {
-  return p.hmacSha256(idKey, concat(Uint8Array.of(type), plaintext));
+  return p.hmacSha256(idKey, TYPE_PREFIX[type], plaintext);
 }

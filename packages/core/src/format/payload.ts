@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter } from "../bytes.ts";
+import { ByteReader } from "../bytes.ts";
 import type { Primitives } from "../crypto/primitives.ts";
 
 /** Payload encodings (SPEC.md "Payloads"). */
@@ -9,23 +9,66 @@ export const PAYLOAD_HEADER_BYTES = 5;
 
 /**
  * Encodes `raw` as `encoding || rawLength || body`, zstd-compressed when `compress` is set and
- * compression saves at least 1/32 of the size (media rarely does, and decompressing costs time).
+ * compression saves more than 1/32 of the size (media rarely does, and decompressing costs time).
  */
 export function encodePayload(p: Primitives, raw: Uint8Array, compress: boolean): Uint8Array {
-  let body = raw;
-  let encoding = PAYLOAD_STORED;
-  if (compress) {
-    const z = p.zstdCompress(raw);
-    if (z && z.length < raw.length - (raw.length >> 5)) {
-      body = z;
-      encoding = PAYLOAD_ZSTD;
-    }
+  const buf = new Uint8Array(PAYLOAD_HEADER_BYTES + raw.length);
+  buf.set(raw, PAYLOAD_HEADER_BYTES);
+  return encodePayloadInPlace(p, buf, raw.length, compress);
+}
+
+/**
+ * Like `encodePayload`, without copying the raw bytes: `buf` holds PAYLOAD_HEADER_BYTES of room
+ * followed by `rawLength` raw bytes. A stored payload is `buf` itself with its header filled in
+ * (a view); a compressed one is a new array.
+ */
+export function encodePayloadInPlace(
+  p: Primitives,
+  buf: Uint8Array,
+  rawLength: number,
+  compress: boolean,
+): Uint8Array {
+  return choose(buf, rawLength, compress ? p.zstdCompress(rawOf(buf, rawLength)) : null);
+}
+
+/**
+ * `encodePayloadInPlace`, compressing off the calling thread when the primitives can.
+ * `buf` must not change until the promise settles.
+ */
+export async function encodePayloadInPlaceAsync(
+  p: Primitives,
+  buf: Uint8Array,
+  rawLength: number,
+  compress: boolean,
+): Promise<Uint8Array> {
+  const raw = rawOf(buf, rawLength);
+  const z = !compress
+    ? null
+    : p.zstdCompressAsync
+      ? await p.zstdCompressAsync(raw)
+      : p.zstdCompress(raw);
+  return choose(buf, rawLength, z);
+}
+
+function rawOf(buf: Uint8Array, rawLength: number): Uint8Array {
+  return buf.subarray(PAYLOAD_HEADER_BYTES, PAYLOAD_HEADER_BYTES + rawLength);
+}
+
+/** The zstd payload when it saves enough, else the stored payload in `buf`. */
+function choose(buf: Uint8Array, rawLength: number, z: Uint8Array | null): Uint8Array {
+  if (z && z.length < rawLength - (rawLength >> 5)) {
+    const out = new Uint8Array(PAYLOAD_HEADER_BYTES + z.length);
+    writeHeader(out, PAYLOAD_ZSTD, rawLength);
+    out.set(z, PAYLOAD_HEADER_BYTES);
+    return out;
   }
-  const w = new ByteWriter(PAYLOAD_HEADER_BYTES + body.length);
-  w.u8(encoding);
-  w.u32(raw.length);
-  w.bytes(body);
-  return w.finish();
+  writeHeader(buf, PAYLOAD_STORED, rawLength);
+  return buf.subarray(0, PAYLOAD_HEADER_BYTES + rawLength);
+}
+
+function writeHeader(out: Uint8Array, encoding: number, rawLength: number): void {
+  out[0] = encoding;
+  new DataView(out.buffer, out.byteOffset + 1, 4).setUint32(0, rawLength, true);
 }
 
 /**

@@ -1,5 +1,4 @@
 import { UsageError } from "@locket/core";
-import { writeDemoData } from "../../demo-data.ts";
 import type { Command } from "../command.ts";
 import { bytes } from "../format.ts";
 
@@ -22,6 +21,8 @@ Options:
     seed: { type: "string" },
   },
   async run(ctx) {
+    // The generator is large; only this command and the demo load it.
+    const { writeDemoData } = await import("../../demo-data.ts");
     if (ctx.positionals.length !== 1) throw new UsageError("demo-data needs exactly one DIR");
     const dir = ctx.positionals[0];
     const r = writeDemoData(dir, {

@@ -13,16 +13,8 @@ import {
   WrongPasswordError,
   walk,
 } from "@locket/core";
-import { VaultClient } from "@locket/vault/client";
-import {
-  issueToken,
-  loadTokenSecret,
-  type RunningVault,
-  serveVault,
-  silentLogger,
-} from "@locket/vault/server";
+import type { RunningVault } from "@locket/vault/server";
 import { diffTrees } from "../../compare.ts";
-import { simulateDay, writeDemoData } from "../../demo-data.ts";
 import { nodePrimitives } from "../../primitives.ts";
 import { restoreToDir } from "../../restore.ts";
 import { fsSource } from "../../source.ts";
@@ -63,6 +55,12 @@ Options:
     const p = nodePrimitives;
     const dir = await mkdtemp(join(tmpdir(), "locket-demo-"));
     let vault: RunningVault | undefined;
+    // Loaded here, not at start-up (see commands/vault.ts).
+    const { simulateDay, writeDemoData } = await import("../../demo-data.ts");
+    const { VaultClient } = await import("@locket/vault/client");
+    const { issueToken, loadTokenSecret, serveVault, silentLogger } = await import(
+      "@locket/vault/server"
+    );
     const step = (n: number, text: string) => ctx.say(`\n${n}. ${text}`);
     try {
       const data = join(dir, "chat");

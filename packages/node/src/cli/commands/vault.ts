@@ -1,7 +1,6 @@
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "@locket/core";
-import { issueToken, loadTokenSecret, serveVault } from "@locket/vault/server";
 import { locketHome } from "../../device.ts";
 import type { Command } from "../command.ts";
 
@@ -40,6 +39,8 @@ Examples:
     ttl: { type: "string" },
   },
   async run(ctx) {
+    // Loaded here, not at start-up: every other command would pay for the server's modules.
+    const { issueToken, loadTokenSecret, serveVault } = await import("@locket/vault/server");
     const action = ctx.positionals[0];
     const dataDir = ctx.str("data-dir") ?? join(locketHome(ctx.env), "vault");
     if (action === "token") {
