@@ -231,6 +231,15 @@ export class Repository {
     return plain;
   }
 
+  /**
+   * Starts loading the segment that holds blob `id` (hex), so that a later `loadBlob` finds it
+   * ready. Errors surface in that `loadBlob`, not here.
+   */
+  prefetch(id: string): void {
+    const loc = this.index.get(id);
+    if (loc) this.loadSegment(loc).catch(() => {});
+  }
+
   private loadSegment(loc: BlobLocation): Promise<Uint8Array> {
     const key = `${loc.pack}:${loc.segmentOffset}`;
     let seg = this.segments.get(key);

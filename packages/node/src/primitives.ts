@@ -60,7 +60,10 @@ export const nodePrimitives: Primitives = {
         d.setAAD(aad);
         d.setAuthTag(sealed.subarray(sealed.length - 16));
         try {
-          return u8(Buffer.concat([d.update(sealed.subarray(0, sealed.length - 16)), d.final()]));
+          const out = d.update(sealed.subarray(0, sealed.length - 16));
+          // GCM's final() only checks the tag and returns no bytes: no concatenation needed.
+          d.final();
+          return u8(out);
         } catch {
           return null;
         }

@@ -3,6 +3,9 @@ import { BLOB_DATA } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
 
+/** Segments requested ahead of the one being read (the repository caches 8). */
+const PREFETCH_SEGMENTS = 3;
+
 /** One entry of a snapshot, with its path from the snapshot root. */
 export interface WalkEntry {
   /** Path components from the root; every component passed `isSafeName`. */
@@ -47,9 +50,26 @@ export async function* readFile(
   node: FileNode,
   path = node.name,
 ): AsyncGenerator<Uint8Array> {
+  const ids = await repo.contentIds(node);
+  // Where each run of chunks from one segment starts, so the next segments can be requested
+  // while this one is verified and written.
+  const starts: number[] = [];
+  let previous = "";
+  for (let i = 0; i < ids.length; i++) {
+    const loc = repo.lookup(ids[i]);
+    const key = loc ? `${loc.pack}:${loc.segmentOffset}` : ids[i];
+    if (key !== previous) starts.push(i);
+    previous = key;
+  }
+  let segment = 0;
+  let requested = 0;
   let total = 0;
-  for (const id of await repo.contentIds(node)) {
-    const chunk = await repo.loadBlob(id, BLOB_DATA);
+  for (let i = 0; i < ids.length; i++) {
+    while (segment + 1 < starts.length && starts[segment + 1] <= i) segment++;
+    while (requested < starts.length && requested <= segment + PREFETCH_SEGMENTS) {
+      repo.prefetch(ids[starts[requested++]]);
+    }
+    const chunk = await repo.loadBlob(ids[i], BLOB_DATA);
     total += chunk.length;
     if (total > node.size) break;
     yield chunk;
