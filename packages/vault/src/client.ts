@@ -126,7 +126,7 @@ export class VaultClient {
       registrationRecord,
       wrappedKey,
       keyStretching: JSON.stringify(keyStretching),
-      ...(guessLimit ? { guessLimit } : {}),
+      ...(guessLimit !== undefined ? { guessLimit } : {}),
     });
     return { guessLimit: res.guessLimit as number };
   }
@@ -138,6 +138,9 @@ export class VaultClient {
    * @throws {GuessLimitError} when every guess is spent (the record is destroyed).
    */
   async recover(password: string): Promise<Envelope> {
+    // An empty password can never be right (enrolment refuses it): never spend a guess on one,
+    // as a script with an unset variable would, ten times.
+    if (password.length === 0) throw new UsageError("the password must not be empty");
     await opaque.ready;
     const { clientLoginState, startLoginRequest } = opaque.client.startLogin({ password });
     const start = (await this.call("POST", "/v1/recovery/start", { startLoginRequest })) as {

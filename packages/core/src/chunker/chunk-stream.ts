@@ -2,6 +2,9 @@ import { CDC_MAX, cdcCut } from "./fastcdc.ts";
 import { SQLITE_HEADER_BYTES, sqlitePageSize } from "./sqlite.ts";
 
 const INITIAL_BUFFER = 64 * 1024;
+// Buffers of finished streams, reused by the next ones (one per concurrent stream is enough).
+const spare: Uint8Array[] = [];
+const MAX_SPARE = 4;
 
 /** How a file was chunked; recorded nowhere, derived from the content each time. */
 export type ChunkingMode = { kind: "cdc" } | { kind: "pages"; pageSize: number };
@@ -17,9 +20,9 @@ export async function* chunkStream(
   gear: Uint32Array,
   onMode?: (mode: ChunkingMode) => void,
 ): AsyncGenerator<Uint8Array> {
-  // Start small and grow by doubling: most media files are far smaller than CDC_MAX, and a
-  // fixed 8 MiB buffer per file made allocation and GC dominate backups of many small files.
-  let buf = new Uint8Array(INITIAL_BUFFER);
+  // A buffer from the pool, grown by doubling when needed and returned at the end: allocating one
+  // per file (and regrowing it) made allocation and GC dominate backups of many media files.
+  let buf = spare.pop() ?? new Uint8Array(INITIAL_BUFFER);
   let start = 0;
   let end = 0;
   let mode: ChunkingMode | null = null;
@@ -42,39 +45,43 @@ export async function* chunkStream(
     onMode?.(mode);
   };
 
-  for await (const block of source) {
-    let off = 0;
-    while (off < block.length) {
-      if (end === buf.length) {
-        // Compact, or grow when the caller's blocks are larger than our buffer.
-        if (start > 0) {
-          buf.copyWithin(0, start, end);
-          end -= start;
-          start = 0;
-        } else {
-          const bigger = new Uint8Array(buf.length * 2);
-          bigger.set(buf);
-          buf = bigger;
+  try {
+    for await (const block of source) {
+      let off = 0;
+      while (off < block.length) {
+        if (end === buf.length) {
+          // Compact, or grow when the caller's blocks are larger than our buffer.
+          if (start > 0) {
+            buf.copyWithin(0, start, end);
+            end -= start;
+            start = 0;
+          } else {
+            const bigger = new Uint8Array(buf.length * 2);
+            bigger.set(buf);
+            buf = bigger;
+          }
+        }
+        const take = Math.min(block.length - off, buf.length - end);
+        buf.set(block.subarray(off, off + take), end);
+        end += take;
+        off += take;
+        decideMode(false);
+        if (!mode) continue;
+        for (;;) {
+          const n = cut(false);
+          if (n === 0) break;
+          yield buf.subarray(start, start + n);
+          start += n;
         }
       }
-      const take = Math.min(block.length - off, buf.length - end);
-      buf.set(block.subarray(off, off + take), end);
-      end += take;
-      off += take;
-      decideMode(false);
-      if (!mode) continue;
-      for (;;) {
-        const n = cut(false);
-        if (n === 0) break;
-        yield buf.subarray(start, start + n);
-        start += n;
-      }
     }
-  }
-  decideMode(true);
-  while (end > start) {
-    const n = cut(true);
-    yield buf.subarray(start, start + n);
-    start += n;
+    decideMode(true);
+    while (end > start) {
+      const n = cut(true);
+      yield buf.subarray(start, start + n);
+      start += n;
+    }
+  } finally {
+    if (spare.length < MAX_SPARE) spare.push(buf);
   }
 }

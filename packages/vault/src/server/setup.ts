@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { mkdir, open, readFile } from "node:fs/promises";
+import { link, mkdir, open, readFile, unlink } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "@locket/core";
 import * as opaque from "@serenity-kit/opaque";
@@ -17,18 +17,24 @@ async function secretFile(dir: string, name: string, make: () => string): Promis
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
   }
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const value = make();
+  // Written in full to a temporary file, then linked into place: link(2) fails if another server
+  // got there first, and nobody ever reads a half-written secret.
+  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
+  const fh = await open(tmp, "wx", 0o600);
   try {
-    const fh = await open(path, "wx", 0o600);
-    await fh.writeFile(`${value}\n`);
+    await fh.writeFile(`${make()}\n`);
     await fh.sync();
+  } finally {
     await fh.close();
-    return value;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST")
-      return (await readFile(path, "utf8")).trim();
-    throw err;
   }
+  try {
+    await link(tmp, path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  } finally {
+    await unlink(tmp);
+  }
+  return (await readFile(path, "utf8")).trim();
 }
 
 /**

@@ -75,7 +75,10 @@ Example:
       true,
     );
     if (pw.length < 4) throw new UsageError("the password must have at least 4 characters");
-    const limit = ctx.str("guess-limit") === undefined ? undefined : ctx.int("guess-limit", 10);
+    let limit = ctx.str("guess-limit") === undefined ? undefined : ctx.int("guess-limit", 10);
+    if (limit !== undefined && limit < 1) throw new UsageError("--guess-limit must be at least 1");
+    // A change keeps a lowered limit rather than quietly resetting it to the vault's default.
+    if (limit === undefined && action === "change") limit = (await client.status()).guessLimit;
     const { guessLimit } = await client.enroll(
       pw,
       { rootKey: fromHex(state.rootKey!), repoId: repo.config.id },

@@ -46,8 +46,11 @@ Examples:
     if (action === "token") {
       const account = ctx.str("account") ?? ctx.env.LOCKET_ACCOUNT;
       if (!account) throw new UsageError("vault token needs --account NAME");
+      // The vault refuses tokens that live longer than an hour (SPEC.md section 14).
+      const ttl = ctx.int("ttl", 900);
+      if (ttl < 1 || ttl > 3600) throw new UsageError("--ttl must be from 1 to 3600 seconds");
       const token = await issueToken(await loadTokenSecret(dataDir, ctx.env), account, {
-        ttlSeconds: ctx.int("ttl", 900),
+        ttlSeconds: ttl,
       });
       if (!ctx.json) process.stdout.write(`${token}\n`);
       return { account, token };
