@@ -457,7 +457,17 @@ describe("webPrimitives and nodePrimitives agree", () => {
       new Uint8Array(zstdDecompressSync(d, { maxOutputLength: Math.max(1, max) })),
   };
   const web = webPrimitives();
-  const inputs = [new Uint8Array(0), utf8("abc"), randomBytes(1000, 1), randomBytes(1 << 20, 2)];
+  // Around 64 KiB, where node's AES-GCM switches between node:crypto and WebCrypto.
+  const inputs = [
+    new Uint8Array(0),
+    utf8("abc"),
+    randomBytes(1000, 1),
+    randomBytes(65536 - 17, 3),
+    randomBytes(65536 - 16, 4),
+    randomBytes(65535, 6),
+    randomBytes(65536, 7),
+    randomBytes(1 << 20, 2),
+  ];
 
   it("sha256", () => {
     assert.equal(

@@ -8,12 +8,15 @@ import {
   type KeyObject,
   randomBytes,
   timingSafeEqual,
+  webcrypto,
 } from "node:crypto";
 import { constants, zstdCompress, zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import type { AeadKey, Primitives } from "@locket/core";
 
 /** zstd level for segments and metadata: level 3 is zstd's default speed/ratio balance. */
 const ZSTD_LEVEL = 3;
+/** Messages at least this large are encrypted on the threadpool (see aesGcmKey). */
+const THREADPOOL_MIN_BYTES = 64 * 1024;
 const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } };
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
@@ -48,14 +51,43 @@ export const nodePrimitives: Primitives = {
     if (raw.length !== 32)
       throw new RangeError(`aes-256-gcm key: expected 32 bytes, got ${raw.length}`);
     const key = Buffer.from(raw);
+    // Large messages go through WebCrypto, which runs on the libuv threadpool: segments are then
+    // sealed and opened on the second core while the main thread chunks and hashes. Small ones
+    // stay on node:crypto, whose synchronous call is cheaper than a trip to the pool.
+    const subtleKey = await webcrypto.subtle.importKey("raw", key, "AES-GCM", false, [
+      "encrypt",
+      "decrypt",
+    ]);
     return {
       async seal(nonce, plaintext, aad) {
+        if (plaintext.length >= THREADPOOL_MIN_BYTES) {
+          return new Uint8Array(
+            await webcrypto.subtle.encrypt(
+              { name: "AES-GCM", iv: nonce, additionalData: aad },
+              subtleKey,
+              plaintext,
+            ),
+          );
+        }
         const c = createCipheriv("aes-256-gcm", key, nonce);
         c.setAAD(aad);
         return u8(Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]));
       },
       async open(nonce, sealed, aad) {
         if (sealed.length < 16) return null;
+        if (sealed.length >= THREADPOOL_MIN_BYTES) {
+          try {
+            return new Uint8Array(
+              await webcrypto.subtle.decrypt(
+                { name: "AES-GCM", iv: nonce, additionalData: aad },
+                subtleKey,
+                sealed,
+              ),
+            );
+          } catch {
+            return null;
+          }
+        }
         const d = createDecipheriv("aes-256-gcm", key, nonce);
         d.setAAD(aad);
         d.setAuthTag(sealed.subarray(sealed.length - 16));

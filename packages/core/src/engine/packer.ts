@@ -23,6 +23,10 @@ interface PendingEntry {
 /** Segments compressed and sealed concurrently (each up to about SEGMENT_TARGET_BYTES). */
 const MAX_INFLIGHT_SEGMENTS = 4;
 
+// A pack is stored once it reaches PACK_TARGET_BYTES, so it never holds more than that plus one
+// sealed segment (at most one largest blob) and its header: sized so the buffer never regrows.
+const PACK_CAPACITY = PACK_TARGET_BYTES + MAX_BLOB_BYTES + 1024 * 1024;
+
 /** Packs written to storage concurrently while the next one fills. */
 const MAX_INFLIGHT_PACKS = 2;
 
@@ -99,7 +103,7 @@ export class Packer {
   }
 
   private takePackBuffer(): Growable {
-    const g = this.packPool.pop() ?? new Growable(PACK_TARGET_BYTES + SEGMENT_TARGET_BYTES * 4);
+    const g = this.packPool.pop() ?? new Growable(PACK_CAPACITY);
     g.length = 0;
     return g;
   }
