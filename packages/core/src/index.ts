@@ -2,6 +2,7 @@
  * @locket/core: Locket's isomorphic core. Format, keys, chunking, crypto composition, snapshots
  * and the backup engine over a storage interface. No Node imports: Uint8Array and Web APIs only.
  */
+export * from "./blob-index.ts";
 export * from "./bytes.ts";
 export * from "./chunker/chunk-stream.ts";
 export * from "./chunker/fastcdc.ts";

@@ -1,3 +1,4 @@
+import { BlobIndex, type BlobLocation } from "./blob-index.ts";
 import { fromHex, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
@@ -29,16 +30,6 @@ import {
 } from "./format/tree.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
 
-/** Where a blob lives: its pack and its place in that pack. */
-export interface BlobLocation {
-  readonly pack: string;
-  readonly type: BlobType;
-  readonly segmentOffset: number;
-  readonly segmentLength: number;
-  readonly offset: number;
-  readonly length: number;
-}
-
 /** A snapshot with its ID (the hex SHA-256 of its stored bytes). */
 export interface SnapshotRef {
   readonly id: string;
@@ -59,7 +50,7 @@ export class Repository {
   readonly p: Primitives;
   readonly keys: RepoKeys;
   readonly config: RepoConfig;
-  private readonly index = new Map<string, BlobLocation>();
+  private readonly index = new BlobIndex();
   /** Packs that some index file in storage names (not merely known to this object). */
   private readonly indexedPacks = new Set<string>();
   private readonly segments = new Map<string, Promise<Uint8Array>>();
@@ -144,10 +135,7 @@ export class Repository {
   addPack(pack: string, entries: readonly PackEntry[], indexed = false): void {
     if (indexed) this.indexedPacks.add(pack);
     for (const e of entries) {
-      const id = toHex(e.id);
-      if (this.index.has(id)) continue;
-      const { type, segmentOffset, segmentLength, offset, length } = e;
-      this.index.set(id, { pack, type, segmentOffset, segmentLength, offset, length });
+      this.index.add(e.id, { pack, ...e });
     }
   }
 

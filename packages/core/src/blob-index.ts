@@ -1,0 +1,157 @@
+import type { BlobType } from "./format/blob.ts";
+
+/** Where a blob lives: its pack and its place in that pack. */
+export interface BlobLocation {
+  readonly pack: string;
+  readonly type: BlobType;
+  readonly segmentOffset: number;
+  readonly segmentLength: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+const ID_BYTES = 32;
+const EMPTY = 0;
+
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
+ * The in-memory map from blob ID to location, in typed arrays: about 60 bytes per blob, where a
+ * Map of hex strings to objects took about 200 and gave the garbage collector a million objects
+ * to trace in a large repository. Open addressing with linear probing; blob IDs are HMAC outputs,
+ * so their first four bytes are already a uniform hash.
+ */
+export class BlobIndex {
+  private ids: Uint8Array;
+  private packOf: Uint32Array;
+  private types: Uint8Array;
+  private fields: Uint32Array; // segmentOffset, segmentLength, offset, length per entry
+  private slots: Uint32Array; // entry number + 1, or EMPTY
+  private count = 0;
+  private readonly packs: string[] = [];
+  private readonly packNumbers = new Map<string, number>();
+  private readonly scratch = new Uint8Array(ID_BYTES);
+
+  constructor(capacity = 1024) {
+    this.ids = new Uint8Array(capacity * ID_BYTES);
+    this.packOf = new Uint32Array(capacity);
+    this.types = new Uint8Array(capacity);
+    this.fields = new Uint32Array(capacity * 4);
+    this.slots = new Uint32Array(capacity * 2);
+  }
+
+  /** Number of blobs. */
+  get size(): number {
+    return this.count;
+  }
+
+  /** Parses a hex ID into the scratch buffer; false when it is not 64 lowercase hex digits. */
+  private parse(hex: string): boolean {
+    if (hex.length !== ID_BYTES * 2) return false;
+    for (let i = 0; i < ID_BYTES; i++) {
+      const hi = hexValue(hex.charCodeAt(2 * i));
+      const lo = hexValue(hex.charCodeAt(2 * i + 1));
+      if (hi < 0 || lo < 0) return false;
+      this.scratch[i] = (hi << 4) | lo;
+    }
+    return true;
+  }
+
+  /** Slot of `id` (in the scratch buffer or given), or of the empty slot where it would go. */
+  private find(id: Uint8Array): number {
+    const mask = this.slots.length - 1;
+    let s = ((id[0] << 24) | (id[1] << 16) | (id[2] << 8) | id[3]) & mask;
+    for (;;) {
+      const e = this.slots[s];
+      if (e === EMPTY) return s;
+      const base = (e - 1) * ID_BYTES;
+      let same = true;
+      for (let i = 0; i < ID_BYTES; i++) {
+        if (this.ids[base + i] !== id[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return s;
+      s = (s + 1) & mask;
+    }
+  }
+
+  /** Whether blob `id` (hex) is indexed. */
+  has(id: string): boolean {
+    return this.parse(id) && this.slots[this.find(this.scratch)] !== EMPTY;
+  }
+
+  /** The location of blob `id` (hex), or undefined. */
+  get(id: string): BlobLocation | undefined {
+    if (!this.parse(id)) return undefined;
+    const e = this.slots[this.find(this.scratch)];
+    if (e === EMPTY) return undefined;
+    const n = e - 1;
+    const f = n * 4;
+    return {
+      pack: this.packs[this.packOf[n]],
+      type: this.types[n] as BlobType,
+      segmentOffset: this.fields[f],
+      segmentLength: this.fields[f + 1],
+      offset: this.fields[f + 2],
+      length: this.fields[f + 3],
+    };
+  }
+
+  /** Adds blob `id` (32 bytes) unless already indexed (the first location wins). */
+  add(id: Uint8Array, loc: BlobLocation): void {
+    if (id.length !== ID_BYTES)
+      throw new RangeError(`blob id: expected ${ID_BYTES} bytes, got ${id.length}`);
+    if ((this.count + 1) * 2 > this.slots.length) this.grow();
+    const s = this.find(id);
+    if (this.slots[s] !== EMPTY) return;
+    const n = this.count++;
+    if (n >= this.packOf.length) this.growEntries();
+    this.ids.set(id, n * ID_BYTES);
+    let pack = this.packNumbers.get(loc.pack);
+    if (pack === undefined) {
+      pack = this.packs.length;
+      this.packs.push(loc.pack);
+      this.packNumbers.set(loc.pack, pack);
+    }
+    this.packOf[n] = pack;
+    this.types[n] = loc.type;
+    const f = n * 4;
+    this.fields[f] = loc.segmentOffset;
+    this.fields[f + 1] = loc.segmentLength;
+    this.fields[f + 2] = loc.offset;
+    this.fields[f + 3] = loc.length;
+    this.slots[s] = n + 1;
+  }
+
+  private growEntries(): void {
+    const cap = this.packOf.length * 2;
+    const ids = new Uint8Array(cap * ID_BYTES);
+    ids.set(this.ids);
+    this.ids = ids;
+    const packOf = new Uint32Array(cap);
+    packOf.set(this.packOf);
+    this.packOf = packOf;
+    const types = new Uint8Array(cap);
+    types.set(this.types);
+    this.types = types;
+    const fields = new Uint32Array(cap * 4);
+    fields.set(this.fields);
+    this.fields = fields;
+  }
+
+  // Keeps the table at most half full, so probes stay short.
+  private grow(): void {
+    this.slots = new Uint32Array(this.slots.length * 2);
+    const id = new Uint8Array(ID_BYTES);
+    for (let n = 0; n < this.count; n++) {
+      id.set(this.ids.subarray(n * ID_BYTES, (n + 1) * ID_BYTES));
+      this.slots[this.find(id)] = n + 1;
+    }
+  }
+}

@@ -1,0 +1,72 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, it } from "node:test";
+import { BlobIndex, type BlobLocation } from "../src/blob-index.ts";
+import { toHex } from "../src/bytes.ts";
+
+function loc(i: number): BlobLocation {
+  return {
+    pack: `pack-${i % 7}`,
+    type: (i % 3) as 0 | 1 | 2,
+    segmentOffset: i * 3,
+    segmentLength: 28 + (i % 1000),
+    offset: i % 4096,
+    length: (i * 7) % 65536,
+  };
+}
+
+describe("BlobIndex", () => {
+  it("agrees with a Map on 50 000 random IDs, through several growths", () => {
+    const index = new BlobIndex(4);
+    const reference = new Map<string, BlobLocation>();
+    for (let i = 0; i < 50_000; i++) {
+      const id = new Uint8Array(randomBytes(32));
+      index.add(id, loc(i));
+      reference.set(toHex(id), loc(i));
+    }
+    assert.equal(index.size, reference.size);
+    for (const [hex, expected] of reference) {
+      assert.equal(index.has(hex), true);
+      assert.deepEqual(index.get(hex), expected);
+    }
+    for (let i = 0; i < 1000; i++) assert.equal(index.has(randomBytes(32).toString("hex")), false);
+  });
+
+  it("keeps the first location of a duplicate ID", () => {
+    const index = new BlobIndex();
+    const id = new Uint8Array(32).fill(9);
+    index.add(id, loc(1));
+    index.add(id, loc(2));
+    assert.equal(index.size, 1);
+    assert.deepEqual(index.get(toHex(id)), loc(1));
+  });
+
+  it("finds IDs whose first four bytes collide", () => {
+    const index = new BlobIndex(8);
+    const ids = Array.from({ length: 100 }, (_, i) => {
+      const id = new Uint8Array(32);
+      id[31] = i; // same hash prefix for all
+      return id;
+    });
+    ids.forEach((id, i) => index.add(id, loc(i)));
+    ids.forEach((id, i) => assert.deepEqual(index.get(toHex(id)), loc(i)));
+  });
+
+  it("answers no for malformed IDs and refuses IDs of the wrong length", () => {
+    const index = new BlobIndex();
+    index.add(new Uint8Array(32), loc(0));
+    for (const bad of [
+      "",
+      "00",
+      "0".repeat(63),
+      "0".repeat(65),
+      "G".repeat(64),
+      "0".repeat(62) + "ZZ",
+    ]) {
+      assert.equal(index.has(bad), false, bad);
+      assert.equal(index.get(bad), undefined);
+    }
+    assert.equal(index.has("0".repeat(64)), true);
+    assert.throws(() => index.add(new Uint8Array(31), loc(0)), RangeError);
+  });
+});
