@@ -48,8 +48,8 @@ describe("BlobIndex", () => {
       id[31] = i; // same hash prefix for all
       return id;
     });
-    ids.forEach((id, i) => index.add(id, loc(i)));
-    ids.forEach((id, i) => assert.deepEqual(index.get(toHex(id)), loc(i)));
+    for (const [i, id] of ids.entries()) index.add(id, loc(i));
+    for (const [i, id] of ids.entries()) assert.deepEqual(index.get(toHex(id)), loc(i));
   });
 
   it("answers no for malformed IDs and refuses IDs of the wrong length", () => {
