@@ -9,11 +9,12 @@ import {
   UsageError,
   WrongKeyError,
 } from "@locket/core";
-import { VaultClient } from "@locket/vault/client";
+import type { VaultClient } from "@locket/vault/client";
 import { Device, locketHome, type RepoState } from "../device.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
 import { FsStorage } from "../storage/fs.ts";
+import type { S3ExclusiveMode, S3StorageOptions } from "../storage/s3.ts";
 import { Progress, type ProgressMode } from "./progress.ts";
 
 /** Everything a command needs from its invocation: options, environment, output, device state. */
@@ -72,11 +73,52 @@ export class Context {
     return loc;
   }
 
-  /** Opens the storage of an existing repository. */
+  /**
+   * Opens the storage of an existing repository: a folder, or `s3://BUCKET/PREFIX`.
+   * @throws {NotFoundError} when there is no repository there.
+   * @throws {StorageError} when it cannot be reached (for S3: a missing bucket, denied access).
+   * @throws {UsageError} when an S3 setting is malformed.
+   */
   async storage(location: string): Promise<Storage> {
-    if (location.startsWith("s3://"))
-      throw new UsageError("s3:// repositories are not supported by this build yet");
-    return FsStorage.open(location);
+    if (!isS3Location(location)) return FsStorage.open(location);
+    // Loaded on demand: the AWS SDK costs ~100 ms of start-up that local repositories never need.
+    const { S3Storage } = await import("../storage/s3.ts");
+    return S3Storage.open(location, this.s3Options());
+  }
+
+  /**
+   * S3 settings from options and environment: --s3-endpoint or LOCKET_S3_ENDPOINT, --s3-region
+   * or AWS_REGION (default us-east-1), LOCKET_S3_CONCURRENCY, LOCKET_S3_EXCLUSIVE,
+   * LOCKET_S3_TIMEOUT (seconds per request), LOCKET_S3_MAX_ATTEMPTS. Credentials: explicit when
+   * this invocation's environment has AWS_ACCESS_KEY_ID, otherwise the AWS SDK's chain (profiles,
+   * SSO, instance roles).
+   * @throws {UsageError} when a setting is malformed.
+   */
+  s3Options(): S3StorageOptions {
+    const env = this.env;
+    const endpoint = this.str("s3-endpoint") ?? (env.LOCKET_S3_ENDPOINT || undefined);
+    if (endpoint !== undefined && !/^https?:\/\/[^/]+/.test(endpoint))
+      throw new UsageError(`--s3-endpoint must be an http:// or https:// URL, got ${endpoint}`);
+    const exclusive = env.LOCKET_S3_EXCLUSIVE || "conditional";
+    if (exclusive !== "conditional" && exclusive !== "head-then-put")
+      throw new UsageError(
+        `LOCKET_S3_EXCLUSIVE must be conditional or head-then-put, got ${exclusive}`,
+      );
+    const timeout = envInt(env, "LOCKET_S3_TIMEOUT");
+    const key = env.AWS_ACCESS_KEY_ID;
+    const secret = env.AWS_SECRET_ACCESS_KEY;
+    return {
+      endpoint,
+      region: this.str("s3-region") ?? (env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1"),
+      credentials:
+        key && secret
+          ? { accessKeyId: key, secretAccessKey: secret, sessionToken: env.AWS_SESSION_TOKEN }
+          : undefined,
+      concurrency: envInt(env, "LOCKET_S3_CONCURRENCY"),
+      maxAttempts: envInt(env, "LOCKET_S3_MAX_ATTEMPTS"),
+      requestTimeoutMs: timeout === undefined ? undefined : timeout * 1000,
+      exclusiveMode: exclusive as S3ExclusiveMode,
+    };
   }
 
   /** The vault URL from --vault, LOCKET_VAULT or the repository's device state. */
@@ -101,6 +143,8 @@ export class Context {
     const token = file ? (await readFile(file, "utf8")).trim() : this.env.LOCKET_TOKEN;
     if (!token)
       throw new UsageError("no account token: set LOCKET_TOKEN or pass --token-file FILE");
+    // Loaded on demand: the OPAQUE WebAssembly module costs start-up time every command would pay.
+    const { VaultClient } = await import("@locket/vault/client");
     return Object.assign(new VaultClient({ url, token, primitives: nodePrimitives }), {
       url,
       account,
@@ -173,4 +217,21 @@ export class Context {
     const state = await this.device.updateRepo(repoId, { location });
     return { repo, state };
   }
+}
+
+/** Whether a repository location is an S3 URL (`s3://BUCKET/PREFIX`). */
+export function isS3Location(location: string): boolean {
+  return location.startsWith("s3://");
+}
+
+/**
+ * A positive whole number from the environment, or undefined when unset.
+ * @throws {UsageError} when set to anything else.
+ */
+function envInt(env: NodeJS.ProcessEnv, name: string): number | undefined {
+  const v = env[name];
+  if (v === undefined || v === "") return undefined;
+  if (!/^[1-9]\d*$/.test(v))
+    throw new UsageError(`${name} takes a positive whole number, got ${v}`);
+  return Number(v);
 }

@@ -2,27 +2,37 @@ import { formatRecoveryKey, generateRootKey, Repository, toHex, UsageError } fro
 import { nodePrimitives } from "../../primitives.ts";
 import { FsStorage } from "../../storage/fs.ts";
 import type { Command } from "../command.ts";
+import { isS3Location } from "../context.ts";
 
 export const init: Command = {
   name: "init",
   summary: "create a repository and print its recovery key",
-  usage: "locket init --repo PATH",
-  help: `Creates an empty repository at PATH (a local folder; it must not hold a repository),
-generates a random 256-bit root key on this device, keeps it in this device's state
-($LOCKET_HOME), makes PATH the default repository, and prints the recovery key ONCE.
+  usage: "locket init --repo PATH|s3://BUCKET/PREFIX",
+  help: `Creates an empty repository at PATH (a local folder; it must not hold a repository) or in an
+S3 bucket under PREFIX (the bucket must exist; Locket never creates buckets; the prefix must not
+hold a repository), generates a random 256-bit root key on this device, keeps it in this device's
+state ($LOCKET_HOME), makes the repository this device's default, and prints the recovery key ONCE.
+
+For S3, pass --s3-endpoint URL (or LOCKET_S3_ENDPOINT) for a server other than AWS S3; it is not
+remembered, so set LOCKET_S3_ENDPOINT for later commands too. Credentials come from
+AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE and ~/.aws.
 
 The recovery key alone restores every backup in the repository on any device. Write it down and
 keep it somewhere safe: nobody, including Locket, can recover it for you.
 
-Example:
-  locket init --repo /mnt/backup/chats`,
+Examples:
+  locket init --repo /mnt/backup/chats
+  locket init --repo s3://my-bucket/chats                  # AWS S3; credentials from AWS_* or ~/.aws
+  locket init --repo s3://backups/alice --s3-endpoint http://127.0.0.1:7480   # Ceph RGW, MinIO, ...`,
   options: {},
   async run(ctx) {
     const location = ctx.str("repo") ?? ctx.env.LOCKET_REPOSITORY;
     if (!location) throw new UsageError("init needs --repo PATH (or LOCKET_REPOSITORY)");
-    if (location.startsWith("s3://"))
-      throw new UsageError("s3:// repositories are not supported by this build yet");
-    const storage = await FsStorage.create(location);
+    // For S3, the exclusive save of config in Repository.init is what refuses an existing
+    // repository when two inits race; create() only gives the early, friendlier message.
+    const storage = isS3Location(location)
+      ? await (await import("../../storage/s3.ts")).S3Storage.create(location, ctx.s3Options())
+      : await FsStorage.create(location);
     const rootKey = generateRootKey(nodePrimitives);
     const repo = await Repository.init(storage, nodePrimitives, rootKey);
     await ctx.device.updateRepo(repo.config.id, { location, rootKey: toHex(rootKey), lastSeq: 0 });

@@ -1,0 +1,327 @@
+/**
+ * The `locket` CLI with an s3:// repository on a real S3 server (Ceph RADOS Gateway from
+ * scripts/ceph-s3.sh): the whole story (init, backup, restore on a new device with the recovery
+ * key), and what goes wrong for real: a missing bucket, wrong credentials, and radosgw killed in
+ * the middle of a backup, restarted, and the next backup resuming.
+ */
+
+import assert from "node:assert/strict";
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { delimiter, join } from "node:path";
+import { after, before, describe, type TestContext, test } from "node:test";
+import { fileURLToPath } from "node:url";
+import type { S3Client } from "@aws-sdk/client-s3";
+import { diffTrees } from "../../src/compare.ts";
+import { adminClient, cephScript, listKeys, newBucket, type S3Env, s3Env } from "./ceph.ts";
+
+const LOCKET_JS = fileURLToPath(new URL("../../bin/locket.js", import.meta.url));
+const BIN_DIR = fileURLToPath(new URL("../../../../node_modules/.bin", import.meta.url));
+const CLI_TIMEOUT_MS = 180_000;
+
+interface CliResult {
+  readonly args: readonly string[];
+  readonly status: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly ms: number;
+}
+
+let env: S3Env;
+let admin: S3Client;
+let bucket: string;
+let work: string;
+
+before(async () => {
+  env = await s3Env();
+  admin = adminClient(env);
+  bucket = await newBucket(admin, "locket-cli");
+  work = await mkdtemp(join(tmpdir(), "locket-cli-s3-"));
+});
+
+after(async () => {
+  admin?.destroy();
+  if (work) await rm(work, { recursive: true, force: true });
+  await env?.stop();
+});
+
+/**
+ * The environment of one CLI run: no LOCKET_* or AWS_* from outside, the test server's endpoint
+ * and keys, the given home, Node 24 first on PATH. Instance metadata is off, so a missing key
+ * can never send the SDK to 169.254.169.254.
+ */
+function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const out: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    if (!k.startsWith("LOCKET_") && !k.startsWith("AWS_") && k !== "NODE_TEST_CONTEXT") {
+      out[k] = v;
+    }
+  }
+  return {
+    ...out,
+    PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`,
+    LOCKET_HOME: home,
+    LOCKET_S3_ENDPOINT: env.endpoint,
+    AWS_ACCESS_KEY_ID: env.accessKey,
+    AWS_SECRET_ACCESS_KEY: env.secretKey,
+    AWS_EC2_METADATA_DISABLED: "true",
+    ...extra,
+  };
+}
+
+/** Starts `locket ARGS…`; `done` resolves with its status and output. */
+function start(
+  args: readonly string[],
+  childEnv: NodeJS.ProcessEnv,
+): { child: ChildProcess; done: Promise<CliResult> } {
+  const t0 = Date.now();
+  const child = spawn(process.execPath, [LOCKET_JS, ...args], {
+    env: childEnv,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stdout = "";
+  let stderr = "";
+  child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+    stdout += d;
+  });
+  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+    stderr += d;
+  });
+  const done = new Promise<CliResult>((resolve, reject) => {
+    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    child.on("close", (status) => {
+      clearTimeout(timer);
+      resolve({ args, status, stdout, stderr, ms: Date.now() - t0 });
+    });
+  });
+  return { child, done };
+}
+
+function locket(args: readonly string[], childEnv: NodeJS.ProcessEnv): Promise<CliResult> {
+  return start(args, childEnv).done;
+}
+
+function show(r: CliResult): string {
+  return `locket ${r.args.join(" ")}\n  exit ${r.status} after ${r.ms} ms\n  stdout: ${r.stdout}\n  stderr: ${r.stderr}`;
+}
+
+/** The one JSON object a `--json` run prints on stdout. */
+function json<T>(r: CliResult): T & { ok: boolean; error?: { code: string; message: string } } {
+  const lines = r.stdout.split("\n").filter((l) => l !== "");
+  assert.equal(lines.length, 1, `one JSON line on stdout\n${show(r)}`);
+  return JSON.parse(lines[0]);
+}
+
+/** Runs a --json command that must succeed; returns its result. */
+async function ok<T>(args: readonly string[], childEnv: NodeJS.ProcessEnv): Promise<T> {
+  const r = await locket([...args, "--json"], childEnv);
+  assert.equal(r.status, 0, show(r));
+  const out = json<T>(r);
+  assert.equal(out.ok, true, show(r));
+  return out;
+}
+
+/** Runs a --json command that must fail with exit 1; returns its error and output. */
+async function failsWith1(args: readonly string[], childEnv: NodeJS.ProcessEnv) {
+  const r = await locket([...args, "--json"], childEnv);
+  assert.equal(r.status, 1, show(r));
+  const out = json<object>(r);
+  assert.equal(out.ok, false, show(r));
+  assert.ok(out.error && r.stderr.includes(out.error.message), show(r));
+  return { ...r, error: out.error! };
+}
+
+async function scratch(t: TestContext, label: string): Promise<string> {
+  const dir = await mkdtemp(join(work, `${label}-`));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+interface InitJson {
+  readonly repository: string;
+  readonly repositoryId: string;
+  readonly recoveryKey: string;
+}
+
+interface BackupJson {
+  readonly snapshot: string;
+  readonly adoptedPacks: number;
+  readonly summary: { files: number; bytes: number; addedBytes: number };
+}
+
+interface RestoreJson {
+  readonly snapshot: string;
+  readonly files: number;
+  readonly bytes: number;
+}
+
+/** Restores `latest` of `repo` on a new device (fresh home) with only the recovery key. */
+async function restoreOnNewDevice(
+  t: TestContext,
+  repo: string,
+  recoveryKey: string,
+): Promise<{ target: string; result: RestoreJson }> {
+  const device = await scratch(t, "newdevice");
+  const target = join(device, "restored");
+  const result = await ok<RestoreJson>(
+    ["restore", "latest", "--repo", repo, "--recovery-key", recoveryKey, "--target", target],
+    cliEnv(join(device, "home")),
+  );
+  return { target, result };
+}
+
+describe("locket with an s3:// repository on Ceph RGW", () => {
+  test("init, backup, and restore on a new device with the recovery key: byte-identical", async (t) => {
+    const dir = await scratch(t, "story");
+    const home = join(dir, "home");
+    const data = join(dir, "chat");
+    const repo = `s3://${bucket}/story`;
+    const e = cliEnv(home);
+    await ok(["demo-data", data, "--messages", "2000", "--media-mb", "5"], e);
+
+    const init = await ok<InitJson>(["init", "--repo", repo], e);
+    assert.equal(init.repository, repo);
+    assert.match(init.recoveryKey, /^[0-9a-f]{4}( [0-9a-f]{4}){16}$/);
+    const keys = (await listKeys(admin, bucket, "story/")).map((k) => k.key);
+    assert.deepEqual(keys, ["story/config"], "init writes only the config");
+
+    const again = await failsWith1(["init", "--repo", repo], cliEnv(join(dir, "home2")));
+    assert.equal(again.error.code, "already_exists");
+    assert.equal(again.error.message, `a repository already exists at ${repo}`);
+
+    // The default repository is the S3 one now: no --repo needed.
+    const first = await ok<BackupJson>(["backup", join(data, "chat.db"), join(data, "Media")], e);
+    assert.ok(first.summary.addedBytes > 4_000_000, JSON.stringify(first.summary));
+    const second = await ok<BackupJson>(["backup", join(data, "chat.db"), join(data, "Media")], e);
+    assert.equal(second.summary.addedBytes, 0, "nothing new the second time");
+    await ok(["check", "--read-data"], e);
+
+    const { target, result } = await restoreOnNewDevice(t, repo, init.recoveryKey);
+    assert.equal(result.snapshot, second.snapshot);
+    assert.deepEqual(await diffTrees(data, target), [], "every file is byte-identical");
+  });
+
+  test("--s3-endpoint and --s3-region work as flags too", async (t) => {
+    const dir = await scratch(t, "flags");
+    const e = cliEnv(join(dir, "home"), { LOCKET_S3_ENDPOINT: "" });
+    const repo = `s3://${bucket}/flags`;
+    const init = await ok<InitJson>(
+      ["init", "--repo", repo, "--s3-endpoint", env.endpoint, "--s3-region", env.region],
+      e,
+    );
+    assert.equal(init.repository, repo);
+    const snaps = await ok<{ snapshots: unknown[] }>(
+      ["snapshots", "--s3-endpoint", env.endpoint],
+      e,
+    );
+    assert.deepEqual(snaps.snapshots, []);
+  });
+
+  test("init into a bucket that does not exist fails at once with exit 1, naming it", async (t) => {
+    const dir = await scratch(t, "nobucket");
+    const r = await failsWith1(
+      ["init", "--repo", "s3://locket-no-such-bucket/x"],
+      cliEnv(join(dir, "home")),
+    );
+    assert.equal(r.error.code, "storage");
+    assert.match(r.error.message, /bucket "locket-no-such-bucket" does not exist at http:\/\//);
+    assert.match(r.error.message, /Locket never creates buckets/);
+    assert.ok(r.ms < 15_000, show(r));
+  });
+
+  test("wrong credentials fail at once with exit 1, and no secret in any output", async (t) => {
+    const dir = await scratch(t, "creds");
+    const repo = `s3://${bucket}/creds`;
+    const good = cliEnv(join(dir, "home"));
+    const init = await ok<InitJson>(["init", "--repo", repo], good);
+    const secret = "Wr0ngSecretKey/5f1d2e";
+    for (const [label, bad] of [
+      ["wrong secret", { AWS_SECRET_ACCESS_KEY: secret }],
+      ["unknown key", { AWS_ACCESS_KEY_ID: "LOCKETNOSUCHKEY", AWS_SECRET_ACCESS_KEY: secret }],
+    ] as const) {
+      const badEnv = cliEnv(join(dir, "home"), bad);
+      for (const args of [
+        ["snapshots", "--repo", repo],
+        ["restore", "latest", "--repo", repo, "--recovery-key", init.recoveryKey, "--target", dir],
+      ]) {
+        const r = await failsWith1(args, badEnv);
+        assert.equal(r.error.code, "storage", label);
+        assert.match(
+          r.error.message,
+          /S3 access denied \((SignatureDoesNotMatch|InvalidAccessKeyId)\)/,
+        );
+        assert.ok(r.error.message.includes(bucket), r.error.message);
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(secret), `no secret in output\n${show(r)}`);
+        assert.ok(!`${r.stdout}${r.stderr}`.includes(env.secretKey), "nor the real one");
+        assert.ok(r.ms < 15_000, show(r));
+      }
+    }
+  });
+
+  test("a repository that is not there: exit 1, no repository at s3://…", async (t) => {
+    const dir = await scratch(t, "norepo");
+    const r = await failsWith1(
+      ["snapshots", "--repo", `s3://${bucket}/nothing-here`],
+      cliEnv(join(dir, "home")),
+    );
+    assert.equal(r.error.code, "not_found");
+    assert.equal(r.error.message, `no repository at s3://${bucket}/nothing-here`);
+  });
+
+  test("radosgw killed mid-backup: the backup fails clearly; after a restart the next one resumes and restores", async (t) => {
+    const dir = await scratch(t, "crash");
+    const home = join(dir, "home");
+    const data = join(dir, "chat");
+    const prefix = "crash";
+    const repo = `s3://${bucket}/${prefix}`;
+    const e = cliEnv(home);
+    await ok(["demo-data", data, "--messages", "20000", "--media-mb", "200"], e);
+    const init = await ok<InitJson>(["init", "--repo", repo], e);
+
+    // Whatever happens below, radosgw runs again afterwards for the tests that follow.
+    t.after(() => cephScript(env.dir, "rgw-start"));
+
+    const paths = [join(data, "chat.db"), join(data, "Media")];
+    const run = start(["backup", ...paths, "--json", "--progress", "none"], e);
+    // Kill radosgw once a few packs are stored, well before the backup can end.
+    const t0 = Date.now();
+    let packs = 0;
+    while (packs < 3) {
+      assert.ok(Date.now() - t0 < 60_000, "packs appear within a minute");
+      await new Promise((r) => setTimeout(r, 50));
+      packs = (await listKeys(admin, bucket, `${prefix}/data/`)).length;
+    }
+    await cephScript(env.dir, "rgw-stop", { RGW_STOP_SIGNAL: "KILL" });
+    const killedAt = Date.now();
+    const failed = await run.done;
+    const afterKillMs = Date.now() - killedAt;
+    assert.notEqual(failed.status, 0, show(failed));
+    assert.equal(failed.status, 1, show(failed));
+    const error = json<object>(failed).error!;
+    assert.equal(error.code, "storage", show(failed));
+    assert.match(error.message, /^S3 \w+ s3:\/\/\S+ failed: (ECONNREFUSED|ECONNRESET|EPIPE)/);
+    assert.match(error.message, /after \d+ attempts/);
+    // Bounded: retries with backoff (8 tries, at most 8 s apart), then out; not a hang.
+    assert.ok(afterKillMs < 90_000, `failed ${afterKillMs} ms after the kill`);
+    t.diagnostic(`backup failed ${afterKillMs} ms after radosgw was killed: ${error.message}`);
+
+    await cephScript(env.dir, "rgw-start");
+    const resumed = await ok<BackupJson>(["backup", ...paths], e);
+    assert.ok(resumed.adoptedPacks >= 1, `adopted ${resumed.adoptedPacks} packs`);
+    assert.ok(
+      resumed.summary.addedBytes < resumed.summary.bytes,
+      `uploads less than the whole: ${JSON.stringify(resumed.summary)}`,
+    );
+    t.diagnostic(
+      `resumed backup adopted ${resumed.adoptedPacks} packs, added ${resumed.summary.addedBytes} of ${resumed.summary.bytes} bytes`,
+    );
+    await ok(["check"], e);
+    const { target } = await restoreOnNewDevice(t, repo, init.recoveryKey);
+    assert.deepEqual(await diffTrees(data, target), [], "every file is byte-identical");
+  });
+});
