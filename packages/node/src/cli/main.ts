@@ -5,12 +5,14 @@ import { backup } from "./commands/backup.ts";
 import { check } from "./commands/check.ts";
 import { demo } from "./commands/demo.ts";
 import { demoData } from "./commands/demo-data.ts";
+import { diff } from "./commands/diff.ts";
 import { drill } from "./commands/drill.ts";
 import { init } from "./commands/init.ts";
 import { ls } from "./commands/ls.ts";
 import { password } from "./commands/password.ts";
 import { restore } from "./commands/restore.ts";
 import { snapshots } from "./commands/snapshots.ts";
+import { stats } from "./commands/stats.ts";
 import { vault } from "./commands/vault.ts";
 import { Context } from "./context.ts";
 
@@ -23,6 +25,8 @@ export const COMMANDS: readonly Command[] = [
   restore,
   drill,
   check,
+  stats,
+  diff,
   password,
   vault,
   demoData,
