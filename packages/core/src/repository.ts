@@ -36,7 +36,8 @@ export interface SnapshotRef {
   readonly snapshot: Snapshot;
 }
 
-const SEGMENT_CACHE_ENTRIES = 8;
+/** Decoded segments kept for reads and read-ahead (a restore reads up to 32 MiB ahead). */
+const SEGMENT_CACHE_BYTES = 80 * 1024 * 1024;
 // A pack's header is usually small; read this much of its end first to get it in one request.
 const TAIL_GUESS_BYTES = 64 * 1024;
 
@@ -53,7 +54,8 @@ export class Repository {
   private readonly index = new BlobIndex();
   /** Packs that some index file in storage names (not merely known to this object). */
   private readonly indexedPacks = new Set<string>();
-  private readonly segments = new Map<string, Promise<Uint8Array>>();
+  private readonly segments = new Map<string, { promise: Promise<Uint8Array>; bytes: number }>();
+  private segmentBytes = 0;
 
   private constructor(storage: Storage, p: Primitives, keys: RepoKeys, config: RepoConfig) {
     this.storage = storage;
@@ -228,36 +230,88 @@ export class Repository {
     if (loc) this.loadSegment(loc).catch(() => {});
   }
 
+  /**
+   * Starts loading several segments of one pack with a single ranged read (from the first
+   * segment's start to the last one's end), so a restore from S3 makes one request per run of
+   * neighbouring segments instead of one per segment. Segments already cached are kept.
+   */
+  prefetchRun(locs: readonly BlobLocation[]): void {
+    const todo = locs.filter((l) => !this.segments.has(segmentKey(l)));
+    if (todo.length === 0) return;
+    const pack = todo[0].pack;
+    const start = todo[0].segmentOffset;
+    const last = todo[todo.length - 1];
+    const range = this.readPack(pack, start, last.segmentOffset + last.segmentLength - start);
+    range.catch(() => {});
+    for (const l of todo) {
+      if (l.pack !== pack) throw new RangeError("prefetchRun: segments of several packs");
+      const sealed = range.then((b) =>
+        b.subarray(l.segmentOffset - start, l.segmentOffset - start + l.segmentLength),
+      );
+      this.cacheSegment(l, this.decodeSegment(l, sealed)).catch(() => {});
+    }
+  }
+
   private loadSegment(loc: BlobLocation): Promise<Uint8Array> {
-    const key = `${loc.pack}:${loc.segmentOffset}`;
-    let seg = this.segments.get(key);
-    if (seg) {
-      this.segments.delete(key);
-      this.segments.set(key, seg);
-      return seg;
-    }
-    seg = (async () => {
-      const objectName = `data/${loc.pack}`;
-      let sealed: Uint8Array;
-      try {
-        sealed = await this.storage.load("data", loc.pack, loc.segmentOffset, loc.segmentLength);
-      } catch (err) {
-        if (err instanceof NotFoundError) throw new IntegrityError("pack is missing", objectName);
-        if ((err as { code?: string }).code === "storage") {
-          throw new IntegrityError(`pack cannot be read: ${(err as Error).message}`, objectName, {
-            cause: err,
-          });
-        }
-        throw err;
+    const key = segmentKey(loc);
+    // First in, first out, not least recently used: reads move forward through the segments,
+    // and promoting the one being read would make eviction drop the read-ahead instead.
+    const seg = this.segments.get(key);
+    if (seg) return seg.promise;
+    return this.cacheSegment(
+      loc,
+      this.decodeSegment(loc, this.readPack(loc.pack, loc.segmentOffset, loc.segmentLength)),
+    );
+  }
+
+  private async readPack(pack: string, offset: number, length: number): Promise<Uint8Array> {
+    try {
+      return await this.storage.load("data", pack, offset, length);
+    } catch (err) {
+      const objectName = `data/${pack}`;
+      if (err instanceof NotFoundError) throw new IntegrityError("pack is missing", objectName);
+      if ((err as { code?: string }).code === "storage") {
+        throw new IntegrityError(`pack cannot be read: ${(err as Error).message}`, objectName, {
+          cause: err,
+        });
       }
-      return openSegment(this.p, this.keys, sealed, objectName);
-    })();
-    seg.catch(() => this.segments.delete(key));
-    this.segments.set(key, seg);
-    if (this.segments.size > SEGMENT_CACHE_ENTRIES) {
-      this.segments.delete(this.segments.keys().next().value!);
+      throw err;
     }
-    return seg;
+  }
+
+  private async decodeSegment(loc: BlobLocation, sealed: Promise<Uint8Array>): Promise<Uint8Array> {
+    return openSegment(this.p, this.keys, await sealed, `data/${loc.pack}`);
+  }
+
+  /** Caches a segment's promise, bounded by bytes (decoded size once known), oldest out first. */
+  private cacheSegment(loc: BlobLocation, promise: Promise<Uint8Array>): Promise<Uint8Array> {
+    const key = segmentKey(loc);
+    const entry = { promise, bytes: loc.segmentLength };
+    this.segments.set(key, entry);
+    this.segmentBytes += entry.bytes;
+    promise.then(
+      (decoded) => {
+        if (this.segments.get(key) !== entry) return;
+        this.segmentBytes += decoded.length - entry.bytes;
+        entry.bytes = decoded.length;
+        this.evict();
+      },
+      () => {
+        if (this.segments.get(key) !== entry) return;
+        this.segments.delete(key);
+        this.segmentBytes -= entry.bytes;
+      },
+    );
+    this.evict();
+    return promise;
+  }
+
+  private evict(): void {
+    while (this.segmentBytes > SEGMENT_CACHE_BYTES && this.segments.size > 1) {
+      const [oldest, entry] = this.segments.entries().next().value!;
+      this.segments.delete(oldest);
+      this.segmentBytes -= entry.bytes;
+    }
   }
 
   /** Loads and decodes tree blob `id` (hex). @throws {IntegrityError} when damaged or hostile. */
@@ -375,4 +429,8 @@ export class Repository {
       throw new UsageError(`snapshot prefix ${ref} is ambiguous (${hits.length} matches)`);
     return hits[0];
   }
+}
+
+function segmentKey(loc: BlobLocation): string {
+  return `${loc.pack}:${loc.segmentOffset}`;
 }

@@ -1,11 +1,21 @@
-import { chmod, lstat, mkdir, open, rename, rm, stat, utimes } from "node:fs/promises";
+import {
+  chmod,
+  type FileHandle,
+  lstat,
+  mkdir,
+  open,
+  rename,
+  rm,
+  stat,
+  utimes,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   AlreadyExistsError,
   blobId,
   type FileNode,
   type Repository,
-  readFile,
+  readFiles,
   type SnapshotRef,
   toHex,
   walk,
@@ -134,26 +144,43 @@ export async function restoreToDir(
   const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0 };
   const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
   const written: string[] = [];
+  const todo: { node: FileNode; path: string; dest: string }[] = [];
+  const finish = async (node: FileNode, dest: string, display: string) => {
+    await chmod(dest, node.mode & 0o7777);
+    await utimes(dest, node.mtimeMs / 1000, node.mtimeMs / 1000);
+    result.files++;
+    result.bytes += node.size;
+    opts.onProgress?.({ ...result, current: display });
+  };
   for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
     const dest = join(staging, ...path);
     if (node.type === "dir") {
       await mkdir(dest, { recursive: true });
       dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
       result.dirs++;
-      continue;
-    }
-    opts.onProgress?.({ ...result, current: path.join("/") });
-    if (await alreadyRestored(repo, node, dest)) {
+    } else if (await alreadyRestored(repo, node, dest)) {
       result.resumedFiles++;
+      await finish(node, dest, path.join("/"));
     } else {
-      await writeVerified(repo, node, dest, path.join("/"));
-      written.push(dest);
+      todo.push({ node, path: path.join("/"), dest });
     }
-    await chmod(dest, node.mode & 0o7777);
-    await utimes(dest, node.mtimeMs / 1000, node.mtimeMs / 1000);
-    result.files++;
-    result.bytes += node.size;
-    opts.onProgress?.({ ...result, current: path.join("/") });
+  }
+  // One read plan for every file, so segments are fetched ahead across file boundaries.
+  const writer = new FileWriter();
+  try {
+    for await (const ev of readFiles(repo, todo)) {
+      const t = todo[ev.file];
+      if (writer.dest !== t.dest) await writer.open(t.dest);
+      if (!ev.done) {
+        await writer.write(ev.chunk);
+        continue;
+      }
+      await writer.commit();
+      written.push(t.dest);
+      await finish(t.node, t.dest, t.path);
+    }
+  } finally {
+    await writer.abandon();
   }
   // Durable before anything appears in the target. Syncing each file as it was written made the
   // restore wait on the disk once per file; syncing them together lets the writes overlap. A
@@ -174,35 +201,53 @@ export async function restoreToDir(
   return result;
 }
 
-async function writeVerified(
-  repo: Repository,
-  node: FileNode,
-  dest: string,
-  display: string,
-): Promise<void> {
-  const partial = `${dest}.partial`;
-  const fh = await open(partial, "w", 0o600);
-  try {
-    // Batched: one write per database page (4 KiB) would be 100 000 system calls for a large one.
-    const batch = new Uint8Array(WRITE_BATCH);
-    let used = 0;
-    for await (const chunk of readFile(repo, node, display)) {
-      if (used + chunk.length > batch.length && used > 0) {
-        await fh.write(batch, 0, used);
-        used = 0;
-      }
-      if (chunk.length >= batch.length) await fh.write(chunk);
-      else {
-        batch.set(chunk, used);
-        used += chunk.length;
-      }
-    }
-    if (used > 0) await fh.write(batch, 0, used);
-  } catch (err) {
-    await fh.close().catch(() => {});
-    await rm(partial, { force: true });
-    throw err;
+/**
+ * Writes one file at a time to `NAME.partial`, batching small chunks into 1 MiB writes (one
+ * write per 4 KiB database page would be 100 000 system calls for a large one), and renames it
+ * to NAME only when `commit` is called after its last verified chunk.
+ */
+class FileWriter {
+  dest: string | undefined;
+  private fh: FileHandle | undefined;
+  private readonly batch = new Uint8Array(WRITE_BATCH);
+  private used = 0;
+
+  async open(dest: string): Promise<void> {
+    await this.abandon();
+    this.fh = await open(`${dest}.partial`, "w", 0o600);
+    this.dest = dest;
   }
-  await fh.close();
-  await rename(partial, dest);
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.used + chunk.length > this.batch.length) await this.flush();
+    if (chunk.length >= this.batch.length) await this.fh!.write(chunk);
+    else {
+      this.batch.set(chunk, this.used);
+      this.used += chunk.length;
+    }
+  }
+
+  private async flush(): Promise<void> {
+    if (this.used > 0) await this.fh!.write(this.batch, 0, this.used);
+    this.used = 0;
+  }
+
+  async commit(): Promise<void> {
+    await this.flush();
+    await this.fh!.close();
+    this.fh = undefined;
+    await rename(`${this.dest}.partial`, this.dest!);
+    this.dest = undefined;
+  }
+
+  /** Closes and deletes a file left unfinished (a failed restore): no half-written file stays. */
+  async abandon(): Promise<void> {
+    if (this.fh) {
+      await this.fh.close().catch(() => {});
+      await rm(`${this.dest}.partial`, { force: true });
+    }
+    this.fh = undefined;
+    this.dest = undefined;
+    this.used = 0;
+  }
 }

@@ -1,10 +1,8 @@
+import type { BlobLocation } from "../blob-index.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
-
-/** Segments requested ahead of the one being read (the repository caches 8). */
-const PREFETCH_SEGMENTS = 3;
 
 /** One entry of a snapshot, with its path from the snapshot root. */
 export interface WalkEntry {
@@ -38,11 +36,102 @@ async function* walkNodes(
   }
 }
 
+/** A file to read, with its path for messages. */
+export interface FileToRead {
+  readonly node: FileNode;
+  readonly path: string;
+}
+
+/** What `readFiles` yields: a verified chunk of file `file`, or the end of that file. */
+export type ReadEvent =
+  | { readonly file: number; readonly chunk: Uint8Array; readonly done?: undefined }
+  | { readonly file: number; readonly done: true };
+
+/** How far ahead of the reader segments are requested. */
+const READ_AHEAD_BYTES = 32 * 1024 * 1024;
+/** Largest single ranged read when neighbouring segments are read together. */
+const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+
 /**
- * A file's content as verified chunks, in order. Each chunk is checked against its keyed ID
- * before it is yielded, and the total against the recorded size at the end, so a consumer that
- * writes chunks to a temporary file and renames it only after the last one never exposes
- * unverified bytes under a final name.
+ * The content of several files, in order, as verified chunks, each file ending with a `done`
+ * event once its size checked out. Reads are planned for the whole list: segments are requested
+ * up to READ_AHEAD_BYTES ahead of the reader, across file boundaries, and neighbouring segments
+ * of a pack are fetched with one ranged read of up to MAX_REQUEST_BYTES (S3 charges and waits
+ * per request). Each chunk is checked against its keyed ID before it is yielded.
+ * @throws {IntegrityError} naming the damaged object, or when a size does not match.
+ */
+export async function* readFiles(
+  repo: Repository,
+  files: readonly FileToRead[],
+): AsyncGenerator<ReadEvent> {
+  // The list blobs of every large file first, fetched together: loading them one by one cost a
+  // round trip each before any data moved.
+  const lists: BlobLocation[] = [];
+  for (const f of files) {
+    for (const id of f.node.lists ?? []) {
+      const loc = repo.lookup(id);
+      if (loc) lists.push(loc);
+    }
+  }
+  for (const run of coalesce(lists)) repo.prefetchRun(run);
+  const ids: string[][] = [];
+  for (const f of files) ids.push(await repo.contentIds(f.node));
+
+  // The segments in the order they will be read, and runs of neighbours to fetch together.
+  const segments: BlobLocation[] = [];
+  const before: number[] = []; // bytes of the segments before each one
+  let total = 0;
+  let previous = "";
+  for (const list of ids) {
+    for (const id of list) {
+      const loc = repo.lookup(id);
+      const key = loc ? `${loc.pack}:${loc.segmentOffset}` : `missing:${id}`;
+      if (key === previous) continue;
+      previous = key;
+      if (!loc) continue; // loadBlob reports it, in order
+      segments.push(loc);
+      before.push(total);
+      total += loc.segmentLength;
+    }
+  }
+  const runs = coalesce(segments);
+  const runStart: number[] = [];
+  for (let k = 0, n = 0; n < runs.length; k += runs[n++].length) runStart.push(k);
+  let nextRun = 0;
+  const readAhead = (segment: number) => {
+    const horizon = (before[segment] ?? total) + READ_AHEAD_BYTES;
+    while (nextRun < runs.length && before[runStart[nextRun]] <= horizon) {
+      repo.prefetchRun(runs[nextRun++]);
+    }
+  };
+
+  let segment = -1;
+  previous = "";
+  for (let f = 0; f < files.length; f++) {
+    const { node, path } = files[f];
+    let size = 0;
+    for (const id of ids[f]) {
+      const loc = repo.lookup(id);
+      const key = loc ? `${loc.pack}:${loc.segmentOffset}` : `missing:${id}`;
+      if (key !== previous && loc) segment++;
+      previous = key;
+      readAhead(Math.max(segment, 0));
+      const chunk = await repo.loadBlob(id, BLOB_DATA);
+      size += chunk.length;
+      if (size > node.size) break;
+      yield { file: f, chunk };
+    }
+    if (size !== node.size) {
+      throw new IntegrityError(
+        `file ${path}: content is ${size} bytes, the snapshot records ${node.size}`,
+      );
+    }
+    yield { file: f, done: true };
+  }
+}
+
+/**
+ * A file's content as verified chunks, in order (see `readFiles`, which it uses for one file).
  * @throws {IntegrityError} naming the damaged object, or when the size does not match.
  */
 export async function* readFile(
@@ -50,33 +139,29 @@ export async function* readFile(
   node: FileNode,
   path = node.name,
 ): AsyncGenerator<Uint8Array> {
-  const ids = await repo.contentIds(node);
-  // Where each run of chunks from one segment starts, so the next segments can be requested
-  // while this one is verified and written.
-  const starts: number[] = [];
-  let previous = "";
-  for (let i = 0; i < ids.length; i++) {
-    const loc = repo.lookup(ids[i]);
-    const key = loc ? `${loc.pack}:${loc.segmentOffset}` : ids[i];
-    if (key !== previous) starts.push(i);
-    previous = key;
-  }
-  let segment = 0;
-  let requested = 0;
-  let total = 0;
-  for (let i = 0; i < ids.length; i++) {
-    while (segment + 1 < starts.length && starts[segment + 1] <= i) segment++;
-    while (requested < starts.length && requested <= segment + PREFETCH_SEGMENTS) {
-      repo.prefetch(ids[starts[requested++]]);
+  for await (const ev of readFiles(repo, [{ node, path }])) if (!ev.done) yield ev.chunk;
+}
+
+/**
+ * Splits segments (in read order) into runs that one ranged read can fetch: neighbours in the
+ * same pack, at most MAX_REQUEST_BYTES from the first one's start to the last one's end.
+ */
+function coalesce(segments: readonly BlobLocation[]): BlobLocation[][] {
+  const runs: BlobLocation[][] = [];
+  let run: BlobLocation[] = [];
+  for (const cur of segments) {
+    const prev = run[run.length - 1];
+    const adjacent =
+      prev &&
+      prev.pack === cur.pack &&
+      prev.segmentOffset + prev.segmentLength === cur.segmentOffset &&
+      cur.segmentOffset + cur.segmentLength - run[0].segmentOffset <= MAX_REQUEST_BYTES;
+    if (!adjacent && run.length) {
+      runs.push(run);
+      run = [];
     }
-    const chunk = await repo.loadBlob(ids[i], BLOB_DATA);
-    total += chunk.length;
-    if (total > node.size) break;
-    yield chunk;
+    if (!prev || prev.segmentOffset !== cur.segmentOffset || prev.pack !== cur.pack) run.push(cur);
   }
-  if (total !== node.size) {
-    throw new IntegrityError(
-      `file ${path}: content is ${total} bytes, the snapshot records ${node.size}`,
-    );
-  }
+  if (run.length) runs.push(run);
+  return runs;
 }

@@ -1,4 +1,4 @@
-import { checkFreshness, readFile, UsageError, walk } from "@locket/core";
+import { checkFreshness, type FileToRead, readFiles, UsageError, walk } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes, seconds } from "../format.ts";
 
@@ -17,27 +17,28 @@ device with --recovery-key to prove the key and the backup work before you need 
     await repo.loadIndex();
     checkFreshness(await repo.snapshots(), state.lastSeq);
     const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
-    let files = 0;
-    let total = 0;
+    const files: FileToRead[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
-      if (node.type !== "file") continue;
-      for await (const chunk of readFile(repo, node, path.join("/"))) {
-        total += chunk.length;
-        ctx.progress.update({
-          phase: "drill",
-          bytes: total,
-          totalBytes: snap.snapshot.summary.bytes,
-          files,
-          current: path.join("/"),
-        });
-      }
-      files++;
+      if (node.type === "file") files.push({ node, path: path.join("/") });
+    }
+    let done = 0;
+    let total = 0;
+    for await (const ev of readFiles(repo, files)) {
+      if (ev.done) done++;
+      else total += ev.chunk.length;
+      ctx.progress.update({
+        phase: "drill",
+        bytes: total,
+        totalBytes: snap.snapshot.summary.bytes,
+        files: done,
+        current: files[ev.file].path,
+      });
     }
     ctx.progress.done();
     const ms = Date.now() - started;
     ctx.say(
-      `drill passed: snapshot ${snap.id.slice(0, 12)} (#${snap.snapshot.seq}) restores ${files} files, ${bytes(total)}, every byte verified (${seconds(ms)})`,
+      `drill passed: snapshot ${snap.id.slice(0, 12)} (#${snap.snapshot.seq}) restores ${done} files, ${bytes(total)}, every byte verified (${seconds(ms)})`,
     );
-    return { snapshot: snap.id, files, bytes: total, durationMs: ms };
+    return { snapshot: snap.id, files: done, bytes: total, durationMs: ms };
   },
 };
