@@ -123,19 +123,20 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         const bytes = await repo.loadVerified("data", name);
         bytesRead += bytes.length;
         const entries = await openPackHeader(keys, bytes, size, object);
-        const segments = new Map<number, Promise<Uint8Array>>();
+        // One decoded segment at a time (entries of a segment are listed together), so a pack's
+        // segments are not all held in memory at once.
+        let segmentOffset = -1;
+        let payload: Uint8Array = new Uint8Array(0);
         for (const e of entries) {
-          let seg = segments.get(e.segmentOffset);
-          if (!seg) {
-            seg = openSegment(
+          if (e.segmentOffset !== segmentOffset) {
+            segmentOffset = e.segmentOffset;
+            payload = await openSegment(
               p,
               keys,
               bytes.subarray(e.segmentOffset, e.segmentOffset + e.segmentLength),
               object,
             );
-            segments.set(e.segmentOffset, seg);
           }
-          const payload = await seg;
           const plain = payload.subarray(e.offset, e.offset + e.length);
           if (
             plain.length !== e.length ||

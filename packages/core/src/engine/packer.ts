@@ -23,9 +23,10 @@ interface PendingEntry {
 /** Segments compressed and sealed concurrently (each up to about SEGMENT_TARGET_BYTES). */
 const MAX_INFLIGHT_SEGMENTS = 4;
 
-// A pack is stored once it reaches PACK_TARGET_BYTES, so it never holds more than that plus one
-// sealed segment (at most one largest blob) and its header: sized so the buffer never regrows.
-const PACK_CAPACITY = PACK_TARGET_BYTES + MAX_BLOB_BYTES + 1024 * 1024;
+// A pack is stored once it reaches PACK_TARGET_BYTES, so it holds that plus one sealed segment
+// and its header: sized for the usual segment (a media chunk of several MiB makes it regrow once,
+// which is rarer and cheaper than holding 8 MiB of slack in every pooled pack buffer).
+const PACK_CAPACITY = PACK_TARGET_BYTES + 2 * SEGMENT_TARGET_BYTES;
 
 /** Packs written to storage concurrently while the next one fills. */
 const MAX_INFLIGHT_PACKS = 2;
