@@ -3,7 +3,6 @@
  * child process, with its own temporary folders and its own LOCKET_HOME.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
   chmod,
@@ -19,34 +18,17 @@ import {
   writeFile,
 } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { after, before, describe, type TestContext, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { diffTrees } from "../src/compare.ts";
 import { simulateDay, writeDemoData } from "../src/demo-data.ts";
+import { cliEnv, fails, locket, ok, scratch, show } from "./harness.ts";
 
-const LOCKET_JS = fileURLToPath(new URL("../bin/locket.js", import.meta.url));
-const BIN_DIR = fileURLToPath(new URL("../../../node_modules/.bin", import.meta.url));
-const CLI_TIMEOUT_MS = 60_000;
 const RECOVERY_KEY_FORMAT = /^[0-9a-f]{4}( [0-9a-f]{4}){16}$/;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-interface CliResult {
-  readonly args: readonly string[];
-  readonly status: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-interface ErrorJson {
-  readonly code: string;
-  readonly message: string;
-  readonly exitStatus: number;
-}
 
 interface Summary {
   readonly files: number;
@@ -90,93 +72,6 @@ interface RestoreJson {
   readonly files: number;
   readonly bytes: number;
   readonly resumedFiles: number;
-}
-
-/** The environment for one CLI run: no LOCKET_* from outside, the given home, Node 24 first on PATH. */
-function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("LOCKET_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  }
-  return {
-    ...env,
-    PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`,
-    LOCKET_HOME: home,
-    ...extra,
-  };
-}
-
-/** Runs `locket ARGS…` in a child process and collects its exit status and output. */
-function locket(args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOCKET_JS, ...args], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (status, signal) => {
-      clearTimeout(timer);
-      resolve({ args, status, signal, stdout, stderr });
-    });
-  });
-}
-
-function show(r: CliResult): string {
-  return `locket ${r.args.join(" ")}\n  exit ${r.status} ${r.signal ?? ""}\n  stdout: ${r.stdout}\n  stderr: ${r.stderr}`;
-}
-
-/** The one JSON object a `--json` run prints on stdout. */
-function parseJson(r: CliResult): Record<string, unknown> {
-  const lines = r.stdout.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected exactly one JSON line on stdout\n${show(r)}`);
-  const value: unknown = JSON.parse(lines[0]);
-  assert.ok(typeof value === "object" && value !== null && !Array.isArray(value), show(r));
-  return value as Record<string, unknown>;
-}
-
-/** Runs a command with --json that must succeed; returns its result object. */
-async function ok<T>(args: readonly string[], env: NodeJS.ProcessEnv): Promise<T & CliResult> {
-  const r = await locket([...args, "--json"], env);
-  assert.equal(r.status, 0, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, true, show(r));
-  return { ...(json as T), ...r };
-}
-
-/** Runs a command with --json that must fail with `status`; returns the error and the output. */
-async function fails(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-  status: number,
-): Promise<CliResult & { error: ErrorJson }> {
-  const r = await locket([...args, "--json"], env);
-  assert.equal(r.status, status, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, false, show(r));
-  const error = json.error as ErrorJson;
-  assert.equal(error.exitStatus, status, show(r));
-  assert.equal(typeof error.code, "string");
-  assert.ok(r.stderr.includes(error.message), `stderr repeats the message\n${show(r)}`);
-  return { ...r, error };
-}
-
-/** A fresh temporary folder, removed when the test ends. */
-async function scratch(t: TestContext, label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `locket-cli-${label}-`));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
 }
 
 /** Every pack under REPO/data/xx/, as `{ name, path, size }`, in name order. */

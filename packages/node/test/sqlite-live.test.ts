@@ -6,81 +6,18 @@
 import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { mkdtemp, readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type TestContext, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { writeDemoData } from "../src/demo-data.ts";
+import { cliEnv, ok, scratch } from "./harness.ts";
 
-const LOCKET_JS = fileURLToPath(new URL("../bin/locket.js", import.meta.url));
-const BIN_DIR = fileURLToPath(new URL("../../../node_modules/.bin", import.meta.url));
-const CLI_TIMEOUT_MS = 60_000;
 const WRITER_MAX_MS = 30_000;
 const BACKUPS = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-interface CliResult {
-  readonly args: readonly string[];
-  readonly status: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function cliEnv(home: string): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("LOCKET_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  }
-  return { ...env, PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`, LOCKET_HOME: home };
-}
-
-function locket(args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOCKET_JS, ...args], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ args, status, stdout, stderr });
-    });
-  });
-}
-
-/** Runs `locket ARGS… --json`, which must succeed, and returns its JSON result. */
-async function ok<T>(args: readonly string[], env: NodeJS.ProcessEnv): Promise<T> {
-  const r = await locket([...args, "--json"], env);
-  const why = `locket ${args.join(" ")}: exit ${r.status}\n${r.stdout}\n${r.stderr}`;
-  assert.equal(r.status, 0, why);
-  const lines = r.stdout.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, why);
-  const json = JSON.parse(lines[0]) as { ok: boolean };
-  assert.equal(json.ok, true, why);
-  return json as T;
-}
-
-async function scratch(t: TestContext, label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `locket-sqlite-${label}-`));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
-}
 
 async function sha256(path: string): Promise<string> {
   return createHash("sha256")

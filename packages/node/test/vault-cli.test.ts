@@ -6,21 +6,29 @@
  * the disk.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { cp, mkdtemp, readdir, readFile, rm, stat } from "node:fs/promises";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, type TestContext, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import { SignJWT } from "jose";
 import { diffTrees, hashTree } from "../src/compare.ts";
+import {
+  type CliResult,
+  type ErrorJson,
+  cliEnv as harnessEnv,
+  fails as harnessFails,
+  locket,
+  ok,
+  parseJson,
+  scratch,
+  show,
+  startVault,
+  type VaultProcess,
+} from "./harness.ts";
 
-const LOCKET_JS = fileURLToPath(new URL("../bin/locket.js", import.meta.url));
-const BIN_DIR = fileURLToPath(new URL("../../../node_modules/.bin", import.meta.url));
-const CLI_TIMEOUT_MS = 60_000;
 const GUESS_LIMIT = 10;
 const MARKER = "Marker-Pw-91f3";
 /**
@@ -31,20 +39,6 @@ const COMPILE_CACHE = await mkdtemp(join(tmpdir(), "locket-vault-cli-cache-"));
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-interface CliResult {
-  readonly args: readonly string[];
-  readonly status: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-interface ErrorJson {
-  readonly code: string;
-  readonly message: string;
-  readonly exitStatus: number;
-}
 
 interface StatusJson {
   readonly vault: string;
@@ -61,103 +55,18 @@ interface RestoreJson {
   readonly files: number;
 }
 
-/** The environment for one CLI run: no LOCKET_* from outside, the given home, Node 24 first on PATH. */
+/** The harness's environment for one CLI run, with this file's compile cache. */
 function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("LOCKET_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  }
-  return {
-    ...env,
-    PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`,
-    LOCKET_HOME: home,
-    NODE_COMPILE_CACHE: COMPILE_CACHE,
-    ...extra,
-  };
+  return harnessEnv(home, extra, { compileCache: COMPILE_CACHE });
 }
 
-/** Runs `locket ARGS…` in a child process, with `input` on stdin when given. */
-function locket(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-  input?: string,
-): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOCKET_JS, ...args], {
-      env,
-      stdio: [input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout!.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr!.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    if (input !== undefined) child.stdin?.end(input);
-    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (status, signal) => {
-      clearTimeout(timer);
-      resolve({ args, status, signal, stdout, stderr });
-    });
-  });
-}
-
-function show(r: CliResult): string {
-  return `locket ${r.args.join(" ")}\n  exit ${r.status} ${r.signal ?? ""}\n  stdout: ${r.stdout}\n  stderr: ${r.stderr}`;
-}
-
-/** The one JSON object a `--json` run prints on stdout. */
-function parseJson(r: CliResult): Record<string, unknown> {
-  const lines = r.stdout.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected exactly one JSON line on stdout\n${show(r)}`);
-  const value: unknown = JSON.parse(lines[0]);
-  assert.ok(typeof value === "object" && value !== null && !Array.isArray(value), show(r));
-  return value as Record<string, unknown>;
-}
-
-/** Runs a command with --json that must succeed; returns its result object. */
-async function ok<T>(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-  input?: string,
-): Promise<T & CliResult> {
-  const r = await locket([...args, "--json"], env, input);
-  assert.equal(r.status, 0, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, true, show(r));
-  return { ...(json as T), ...r };
-}
-
-/** Runs a command with --json that must fail with `status`; returns the error and the output. */
-async function fails(
+/** `fails`, also asserting an expected failure: no stack trace, no "unexpected error". */
+function fails(
   args: readonly string[],
   env: NodeJS.ProcessEnv,
   status: number,
-  input?: string,
 ): Promise<CliResult & { error: ErrorJson }> {
-  const r = await locket([...args, "--json"], env, input);
-  assert.equal(r.status, status, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, false, show(r));
-  const error = json.error as ErrorJson;
-  assert.equal(error.exitStatus, status, show(r));
-  assert.ok(r.stderr.includes(error.message), `stderr repeats the message\n${show(r)}`);
-  assert.doesNotMatch(r.stderr, /\n\s+at /, `no stack trace\n${show(r)}`);
-  assert.doesNotMatch(r.stderr, /unexpected error/, `an expected failure\n${show(r)}`);
-  return { ...r, error };
-}
-
-/** A fresh temporary folder, removed when the test ends. */
-async function scratch(t: TestContext, label: string): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), `locket-vault-cli-${label}-`));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
+  return harnessFails(args, env, status, { clean: true });
 }
 
 /** Every regular file under `root` (absolute paths). */
@@ -181,82 +90,6 @@ function deadPort(): Promise<number> {
     server.listen(0, "127.0.0.1", () => {
       const { port } = server.address() as AddressInfo;
       server.close(() => resolve(port));
-    });
-  });
-}
-
-// ---------------------------------------------------------------------------------------------
-// The vault server, as a child process
-
-interface VaultProcess {
-  readonly url: string;
-  /** Everything the server wrote on stderr so far (JSON log lines and `locket:` lines). */
-  stderr(): string;
-  /** Stops it (SIGTERM, then SIGKILL after 5 s). Idempotent. */
-  stop(): Promise<void>;
-}
-
-const running = new Set<ChildProcess>();
-// Never leave a server behind, even when the test process dies on an uncaught error.
-process.on("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-/** Starts `locket vault serve --port 0 --json ARGS…` and waits for its `{"ok":true,…,"url"}` line. */
-function startVault(args: readonly string[], env: NodeJS.ProcessEnv): Promise<VaultProcess> {
-  const child = spawn(
-    process.execPath,
-    [LOCKET_JS, "vault", "serve", "--port", "0", "--json", ...args],
-    {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
-  running.add(child);
-  let stdout = "";
-  let stderr = "";
-  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
-  child.on("exit", () => running.delete(child));
-  child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr += d;
-  });
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await closed;
-      clearTimeout(timer);
-    }
-  };
-  return new Promise((resolve, reject) => {
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      void stop().then(() =>
-        reject(new Error(`vault serve ${why}\nstdout: ${stdout}\nstderr: ${stderr}`)),
-      );
-    };
-    const timer = setTimeout(() => fail("did not start within 20 s"), 20_000);
-    child.on("exit", (code, signal) => fail(`exited early (${code ?? signal})`));
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-      const nl = stdout.indexOf("\n");
-      if (nl < 0) return;
-      clearTimeout(timer);
-      child.removeAllListeners("exit");
-      child.on("exit", () => running.delete(child));
-      try {
-        const line = JSON.parse(stdout.slice(0, nl)) as {
-          ok: boolean;
-          command: string;
-          url: string;
-        };
-        assert.equal(line.ok, true);
-        assert.equal(line.command, "vault");
-        assert.match(line.url, /^http:\/\/127\.0\.0\.1:\d+$/);
-        resolve({ url: line.url, stderr: () => stderr, stop });
-      } catch (err) {
-        void stop().then(() => reject(err));
-      }
     });
   });
 }
@@ -529,7 +362,7 @@ describe("key vault across processes", { concurrency: true, timeout: 180_000 }, 
       const r = await ok<RestoreJson>(
         [...restoreArgs(repo, url, acct, target), "--password-stdin"],
         newEnv,
-        `${pw}\n`,
+        { input: `${pw}\n` },
       );
       assert.equal(r.files, backup.summary.files);
       await assertRestored(target);
@@ -737,7 +570,7 @@ describe("key vault across processes", { concurrency: true, timeout: 180_000 }, 
     const restored = await ok<RestoreJson>(
       [...restoreArgs(d.repo, proxy.url, d.account, nd.target), "--password-stdin"],
       cliEnv(nd.home, { LOCKET_TOKEN: d.token }),
-      `${MARKER}\n`,
+      { input: `${MARKER}\n` },
     );
     await assertRestored(nd.target);
 
@@ -907,7 +740,7 @@ describe("key vault across processes", { concurrency: true, timeout: 180_000 }, 
     const viaStdin = await locket(
       [...args, "--password-stdin", "--json"],
       cliEnv(nd.home, { LOCKET_TOKEN: d.token }),
-      "\n",
+      { input: "\n" },
     );
     const s = await status(d.enrolledEnv());
     assert.equal(s.guessesUsed, 0, "an empty password spent a guess at the vault");

@@ -6,140 +6,72 @@
  */
 
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, type TestContext, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { diffTrees } from "../../src/compare.ts";
+import {
+  type CliResult,
+  type ErrorJson,
+  fails,
+  cliEnv as harnessEnv,
+  ok as harnessOk,
+  type LocketOptions,
+  parseJson,
+  scratch,
+  show,
+  start,
+} from "../harness.ts";
 import { adminClient, cephScript, listKeys, newBucket, type S3Env, s3Env } from "./ceph.ts";
 
-const LOCKET_JS = fileURLToPath(new URL("../../bin/locket.js", import.meta.url));
-const BIN_DIR = fileURLToPath(new URL("../../../../node_modules/.bin", import.meta.url));
-const CLI_TIMEOUT_MS = 180_000;
-
-interface CliResult {
-  readonly args: readonly string[];
-  readonly status: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-  readonly ms: number;
-}
+/** How long one CLI run may take: backups of 200 MB against radosgw, retries after a kill. */
+const RUN: LocketOptions = { timeoutMs: 180_000 };
 
 let env: S3Env;
 let admin: S3Client;
 let bucket: string;
-let work: string;
 
 before(async () => {
   env = await s3Env();
   admin = adminClient(env);
   bucket = await newBucket(admin, "locket-cli");
-  work = await mkdtemp(join(tmpdir(), "locket-cli-s3-"));
 });
 
 after(async () => {
   admin?.destroy();
-  if (work) await rm(work, { recursive: true, force: true });
   await env?.stop();
 });
 
 /**
- * The environment of one CLI run: no LOCKET_* or AWS_* from outside, the test server's endpoint
- * and keys, the given home, Node 24 first on PATH. Instance metadata is off, so a missing key
- * can never send the SDK to 169.254.169.254.
+ * The environment of one CLI run: the harness's (no LOCKET_* from outside, the given home, Node 24
+ * first on PATH), with no AWS_* from outside either, and the test server's endpoint and keys.
+ * Instance metadata is off, so a missing key can never send the SDK to 169.254.169.254.
  */
 function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const out: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("LOCKET_") && !k.startsWith("AWS_") && k !== "NODE_TEST_CONTEXT") {
-      out[k] = v;
-    }
-  }
-  return {
-    ...out,
-    PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`,
-    LOCKET_HOME: home,
-    LOCKET_S3_ENDPOINT: env.endpoint,
-    AWS_ACCESS_KEY_ID: env.accessKey,
-    AWS_SECRET_ACCESS_KEY: env.secretKey,
-    AWS_EC2_METADATA_DISABLED: "true",
-    ...extra,
-  };
-}
-
-/** Starts `locket ARGS…`; `done` resolves with its status and output. */
-function start(
-  args: readonly string[],
-  childEnv: NodeJS.ProcessEnv,
-): { child: ChildProcess; done: Promise<CliResult> } {
-  const t0 = Date.now();
-  const child = spawn(process.execPath, [LOCKET_JS, ...args], {
-    env: childEnv,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (d: string) => {
-    stdout += d;
-  });
-  child.stderr?.setEncoding("utf8").on("data", (d: string) => {
-    stderr += d;
-  });
-  const done = new Promise<CliResult>((resolve, reject) => {
-    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (status) => {
-      clearTimeout(timer);
-      resolve({ args, status, stdout, stderr, ms: Date.now() - t0 });
-    });
-  });
-  return { child, done };
-}
-
-function locket(args: readonly string[], childEnv: NodeJS.ProcessEnv): Promise<CliResult> {
-  return start(args, childEnv).done;
-}
-
-function show(r: CliResult): string {
-  return `locket ${r.args.join(" ")}\n  exit ${r.status} after ${r.ms} ms\n  stdout: ${r.stdout}\n  stderr: ${r.stderr}`;
-}
-
-/** The one JSON object a `--json` run prints on stdout. */
-function json<T>(r: CliResult): T & { ok: boolean; error?: { code: string; message: string } } {
-  const lines = r.stdout.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `one JSON line on stdout\n${show(r)}`);
-  return JSON.parse(lines[0]);
+  return harnessEnv(
+    home,
+    {
+      LOCKET_S3_ENDPOINT: env.endpoint,
+      AWS_ACCESS_KEY_ID: env.accessKey,
+      AWS_SECRET_ACCESS_KEY: env.secretKey,
+      AWS_EC2_METADATA_DISABLED: "true",
+      ...extra,
+    },
+    { dropPrefixes: ["AWS_"] },
+  );
 }
 
 /** Runs a --json command that must succeed; returns its result. */
-async function ok<T>(args: readonly string[], childEnv: NodeJS.ProcessEnv): Promise<T> {
-  const r = await locket([...args, "--json"], childEnv);
-  assert.equal(r.status, 0, show(r));
-  const out = json<T>(r);
-  assert.equal(out.ok, true, show(r));
-  return out;
+function ok<T>(args: readonly string[], childEnv: NodeJS.ProcessEnv): Promise<T & CliResult> {
+  return harnessOk<T>(args, childEnv, RUN);
 }
 
 /** Runs a --json command that must fail with exit 1; returns its error and output. */
-async function failsWith1(args: readonly string[], childEnv: NodeJS.ProcessEnv) {
-  const r = await locket([...args, "--json"], childEnv);
-  assert.equal(r.status, 1, show(r));
-  const out = json<object>(r);
-  assert.equal(out.ok, false, show(r));
-  assert.ok(out.error && r.stderr.includes(out.error.message), show(r));
-  return { ...r, error: out.error! };
-}
-
-async function scratch(t: TestContext, label: string): Promise<string> {
-  const dir = await mkdtemp(join(work, `${label}-`));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  return dir;
+function failsWith1(
+  args: readonly string[],
+  childEnv: NodeJS.ProcessEnv,
+): Promise<CliResult & { error: ErrorJson }> {
+  return fails(args, childEnv, 1, RUN);
 }
 
 interface InitJson {
@@ -287,7 +219,7 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
     t.after(() => cephScript(env.dir, "rgw-start"));
 
     const paths = [join(data, "chat.db"), join(data, "Media")];
-    const run = start(["backup", ...paths, "--json", "--progress", "none"], e);
+    const run = start(["backup", ...paths, "--json", "--progress", "none"], e, RUN);
     // Kill radosgw once a few packs are stored, well before the backup can end.
     const t0 = Date.now();
     let packs = 0;
@@ -302,7 +234,7 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
     const afterKillMs = Date.now() - killedAt;
     assert.notEqual(failed.status, 0, show(failed));
     assert.equal(failed.status, 1, show(failed));
-    const error = json<object>(failed).error!;
+    const error = parseJson(failed).error as ErrorJson;
     assert.equal(error.code, "storage", show(failed));
     assert.match(error.message, /^S3 \w+ s3:\/\/\S+ failed: (ECONNREFUSED|ECONNRESET|EPIPE)/);
     assert.match(error.message, /after \d+ attempts/);

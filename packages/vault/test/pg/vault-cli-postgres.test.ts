@@ -5,42 +5,32 @@
  * throwaway cluster from `startPostgres()`.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { setTimeout as sleep } from "node:timers/promises";
-import { fileURLToPath } from "node:url";
 import * as opaque from "@serenity-kit/opaque";
 import pg from "pg";
 import { diffTrees } from "../../../node/src/compare.ts";
+import {
+  fails,
+  cliEnv as harnessEnv,
+  locket,
+  ok,
+  show,
+  startVault,
+  type VaultProcess,
+} from "../../../node/test/harness.ts";
 import { parseKeyStretching } from "../../src/protocol.ts";
 import { startPostgres } from "../pg-cluster.ts";
 
-const LOCKET_JS = fileURLToPath(new URL("../../../node/bin/locket.js", import.meta.url));
-const BIN_DIR = fileURLToPath(new URL("../../../../node_modules/.bin", import.meta.url));
-const CLI_TIMEOUT_MS = 60_000;
 const GUESS_LIMIT = 10;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (as in packages/node/test/vault-cli.test.ts)
-
-interface CliResult {
-  readonly args: readonly string[];
-  readonly status: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-interface ErrorJson {
-  readonly code: string;
-  readonly message: string;
-  readonly exitStatus: number;
-}
+// Helpers (the CLI harness is packages/node/test/harness.ts)
 
 interface StatusJson {
   readonly exists: boolean;
@@ -52,150 +42,13 @@ interface StatusJson {
 
 let compileCache: string;
 
-/** The environment for one CLI run: no LOCKET_* from outside, the given home, Node 24 first on PATH. */
+/** The harness's environment for one CLI run, with this file's compile cache. */
 function cliEnv(home: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) {
-    if (!k.startsWith("LOCKET_") && k !== "NODE_TEST_CONTEXT") env[k] = v;
-  }
-  return {
-    ...env,
-    PATH: `${BIN_DIR}${delimiter}${process.env.PATH ?? ""}`,
-    LOCKET_HOME: home,
-    NODE_COMPILE_CACHE: compileCache,
-    ...extra,
-  };
-}
-
-function locket(args: readonly string[], env: NodeJS.ProcessEnv): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [LOCKET_JS, ...args], {
-      env,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-    });
-    child.stderr.setEncoding("utf8").on("data", (d: string) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => child.kill("SIGKILL"), CLI_TIMEOUT_MS);
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    child.on("close", (status, signal) => {
-      clearTimeout(timer);
-      resolve({ args, status, signal, stdout, stderr });
-    });
-  });
-}
-
-function show(r: CliResult): string {
-  return `locket ${r.args.join(" ")}\n  exit ${r.status} ${r.signal ?? ""}\n  stdout: ${r.stdout}\n  stderr: ${r.stderr}`;
-}
-
-function parseJson(r: CliResult): Record<string, unknown> {
-  const lines = r.stdout.split("\n").filter((l) => l !== "");
-  assert.equal(lines.length, 1, `expected exactly one JSON line on stdout\n${show(r)}`);
-  return JSON.parse(lines[0]) as Record<string, unknown>;
-}
-
-async function ok<T>(args: readonly string[], env: NodeJS.ProcessEnv): Promise<T & CliResult> {
-  const r = await locket([...args, "--json"], env);
-  assert.equal(r.status, 0, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, true, show(r));
-  return { ...(json as T), ...r };
-}
-
-async function fails(
-  args: readonly string[],
-  env: NodeJS.ProcessEnv,
-  status: number,
-): Promise<CliResult & { error: ErrorJson }> {
-  const r = await locket([...args, "--json"], env);
-  assert.equal(r.status, status, show(r));
-  const json = parseJson(r);
-  assert.equal(json.ok, false, show(r));
-  const error = json.error as ErrorJson;
-  assert.equal(error.exitStatus, status, show(r));
-  assert.ok(r.stderr.includes(error.message), `stderr repeats the message\n${show(r)}`);
-  return { ...r, error };
+  return harnessEnv(home, extra, { compileCache });
 }
 
 function guessesLeft(n: number): RegExp {
   return new RegExp(`wrong password; ${n} ${n === 1 ? "guess" : "guesses"} left`);
-}
-
-// ---------------------------------------------------------------------------------------------
-// Vault servers as child processes
-
-interface VaultProcess {
-  readonly url: string;
-  stderr(): string;
-  stop(): Promise<void>;
-}
-
-const running = new Set<ChildProcess>();
-process.on("exit", () => {
-  for (const child of running) child.kill("SIGKILL");
-});
-
-/** Starts `locket vault serve --port 0 --json ARGS…` and waits for its `{"ok":true,…,"url"}` line. */
-function startVault(args: readonly string[], env: NodeJS.ProcessEnv): Promise<VaultProcess> {
-  const child = spawn(
-    process.execPath,
-    [LOCKET_JS, "vault", "serve", "--port", "0", "--json", ...args],
-    { env, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  running.add(child);
-  let stdout = "";
-  let stderr = "";
-  const closed = new Promise<void>((resolve) => child.on("close", () => resolve()));
-  child.stderr.setEncoding("utf8").on("data", (d: string) => {
-    stderr += d;
-  });
-  const stop = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill("SIGTERM");
-      const timer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-      await closed;
-      clearTimeout(timer);
-    }
-    running.delete(child);
-  };
-  return new Promise((resolve, reject) => {
-    let started = false;
-    const fail = (why: string) => {
-      clearTimeout(timer);
-      void stop().then(() =>
-        reject(new Error(`vault serve ${why}\nstdout: ${stdout}\nstderr: ${stderr}`)),
-      );
-    };
-    const timer = setTimeout(() => fail("did not start within 30 s"), 30_000);
-    child.on("exit", (code, signal) => {
-      running.delete(child);
-      if (!started) fail(`exited early (${code ?? signal})`);
-    });
-    child.stdout.setEncoding("utf8").on("data", (d: string) => {
-      stdout += d;
-      const nl = stdout.indexOf("\n");
-      if (started || nl < 0) return;
-      started = true;
-      clearTimeout(timer);
-      try {
-        const line = JSON.parse(stdout.slice(0, nl)) as { ok: boolean; url: string };
-        assert.equal(line.ok, true);
-        assert.match(line.url, /^http:\/\/127\.0\.0\.1:\d+$/);
-        resolve({ url: line.url, stderr: () => stderr, stop });
-      } catch (err) {
-        void stop().then(() => reject(err));
-      }
-    });
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -221,9 +74,9 @@ before(async () => {
   cluster = c;
   const serve = ["--db", c.url, "--data-dir", vaultDir];
   // The first start creates the OPAQUE setup and the token secret that both servers share.
-  vaults.push(startVault(serve, cliEnv(join(root, "vault-home-a"))));
+  vaults.push(startVault(serve, cliEnv(join(root, "vault-home-a")), { startTimeoutMs: 30_000 }));
   a = await vaults[0];
-  vaults.push(startVault(serve, cliEnv(join(root, "vault-home-b"))));
+  vaults.push(startVault(serve, cliEnv(join(root, "vault-home-b")), { startTimeoutMs: 30_000 }));
   b = await vaults[1];
   assert.notEqual(a.url, b.url);
 });
