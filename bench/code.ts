@@ -78,7 +78,7 @@ export function locketCode(repoRoot: string, mode: CodeMode, scratch: string): L
   };
 }
 
-/** A node_modules of links to the workspace's, with the @locket scope pointing at `root`'s packages. */
+/** A node_modules of links to the workspace's, with `@locket/*` pointing at `root`'s packages. */
 function linkNodeModules(from: string, to: string, root: string): void {
   mkdirSync(to);
   for (const name of readdirSync(from)) {

@@ -138,7 +138,7 @@ function describeDay(d: DayResult): string {
   );
 }
 
-/** Copies `from` to `to`: `chat.db` (and any SQLite side file) for real, everything else as hard links. */
+/** Copies `from` to `to`: `chat.db` (and any side file) for real, everything else as hard links. */
 function linkCopy(from: string, to: string): void {
   mkdirSync(to);
   for (const entry of readdirSync(from, { withFileTypes: true })) {

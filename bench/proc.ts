@@ -195,7 +195,7 @@ export function dropCaches(): boolean {
   }
 }
 
-/** Total size (apparent bytes, as `du -sb` counts file contents) and count of the files under dir. */
+/** Total size (apparent bytes, as `du -sb` counts contents) and count of the files under dir. */
 export async function treeSize(dir: string): Promise<{ bytes: number; files: number }> {
   let bytes = 0;
   let files = 0;

@@ -141,7 +141,7 @@ export function summarize(
 // ---------------------------------------------------------------------------------------------
 // Goals
 
-/** The issue's goals hold for the 2 GB set; byte budgets scale with the database for smaller sets. */
+/** Judges the issue's goals (set for the 2 GB set; byte budgets scale down with the database). */
 export function goals(summary: Summary, spec: SizeSpec): Goal[] {
   const scale = spec.messages / 2_000_000;
   const scaled = scale === 1 ? "" : ` (${fmtMb(40e6 * scale)} at this size: 40 MB × ${scale})`;
@@ -289,10 +289,13 @@ export function markdown(r: BenchResult): string {
       `rows updated, ${d.newMediaFiles} new media files (${fmtMb(d.newMediaBytes)})`
     );
   };
+  const caches = r.cachesDropped
+    ? "dropped before every timed command"
+    : "**not** dropped (not permitted here, or `--no-drop-caches`): warm-cache figures";
+  const rssHow = r.rssMethod === "gnu-time" ? "GNU time (`%M`)" : "polling /proc/PID/status VmHWM";
   lines.push(
     `- Measured ${r.startedAt.slice(0, 16).replace("T", " ")} UTC, ${r.runs} run(s), medians; ` +
-      `page cache ${r.cachesDropped ? "dropped before every timed command" : "**not** dropped (not permitted here): warm-cache figures"}; ` +
-      `peak RSS by ${r.rssMethod === "gnu-time" ? "GNU time (`%M`)" : "polling /proc/PID/status VmHWM"}.`,
+      `page cache ${caches}; peak RSS by ${rssHow}.`,
     `- Day 1: ${day("day1")}. Day 2: ${day("day2")}.`,
     `- Code: ${codeLine(r.code)}.`,
     `- Machine: ${machineLine(r.machine)}.`,
@@ -376,7 +379,8 @@ function codeLine(c: BenchResult["code"]): string {
 function machineLine(m: Machine): string {
   return (
     `${m.cpus} CPUs (${m.cpuModel}), ${(m.memoryBytes / 2 ** 30).toFixed(1)} GiB RAM, ${m.disk}, ` +
-    `Linux ${m.kernel}, Node ${m.node}, load average ${m.load.map((x) => x.toFixed(1)).join(" ")} at start`
+    `Linux ${m.kernel}, Node ${m.node}, ` +
+    `load average ${m.load.map((x) => x.toFixed(1)).join(" ")} at start`
   );
 }
 

@@ -148,7 +148,7 @@ const versions: Partial<Record<ToolName, string>> = {};
     const v = t === "restic" ? resticVersion() : borgVersion();
     if (v === null) {
       const pkg = t === "borg" ? "borgbackup" : t;
-      skipped.push({ name: t, reason: `${why} (apt-get install ${pkg})` });
+      skipped.push({ name: t, reason: `${why}; install it with \`apt-get install ${pkg}\`` });
       log(`bench: ${t} skipped: ${why}; install it with: apt-get install ${pkg}`);
     } else {
       versions[t] = v;
@@ -209,7 +209,8 @@ async function main(): Promise<number> {
   log(`bench: --size ${size}, ${runs} run(s), in ${work}`);
   const code = locketCode(root, codeMode, join(work, "code"));
   log(
-    `bench: Locket ${code.version} from ${codeMode === "head" ? "commit" : "the working tree at"} ` +
+    `bench: Locket ${code.version} from ` +
+      `${codeMode === "head" ? "commit" : "the working tree at"} ` +
       `${code.commit?.slice(0, 12) ?? "(no git)"}` +
       (code.dirty.length ? ` with uncommitted changes in ${code.dirty.length} file(s)` : ""),
   );
@@ -230,9 +231,7 @@ async function main(): Promise<number> {
   for (const t of tools) log(`bench: ${t.version}: ${t.settings}`);
 
   const canDrop = !values["no-drop-caches"] && dropCaches();
-  log(
-    `bench: page cache ${canDrop ? "dropped before every timed command" : "not dropped (warm caches)"}`,
-  );
+  log(`bench: page cache ${canDrop ? "dropped before every timed command" : "not dropped (warm)"}`);
 
   const samples: Sample[] = [];
   const errors: string[] = [];
@@ -247,7 +246,8 @@ async function main(): Promise<number> {
         await fn();
       } catch (err) {
         failed.add(tool.name);
-        const msg = `run ${run}, ${what}, ${tool.label}: ${err instanceof Error ? err.message : String(err)}`;
+        const why = err instanceof Error ? err.message : String(err);
+        const msg = `run ${run}, ${what}, ${tool.label}: ${why}`;
         errors.push(msg);
         log(`bench: FAILED ${msg}`);
       }
@@ -315,7 +315,8 @@ async function main(): Promise<number> {
         const want = data.states[phase.state];
         if (got.bytes !== want.bytes || got.files !== want.files) {
           throw new Error(
-            `restored ${got.files} files, ${got.bytes} bytes; expected ${want.files} files, ${want.bytes} bytes`,
+            `restored ${got.files} files, ${got.bytes} bytes; ` +
+              `expected ${want.files} files, ${want.bytes} bytes`,
           );
         }
         return sample(m, dropped, load);

@@ -70,10 +70,11 @@ export function locketTool(ctx: ToolContext, code: LocketCode): Tool {
     "none",
   ];
   const commit = code.commit ? ` ${code.commit.slice(0, 7)}` : "";
+  const dirty = code.mode === "worktree" && code.dirty.length ? " (+ uncommitted changes)" : "";
   return {
     name: "locket",
     label: "Locket",
-    version: `locket ${code.version}${commit}${code.mode === "worktree" && code.dirty.length ? " (+ uncommitted changes)" : ""}`,
+    version: `locket ${code.version}${commit}${dirty}`,
     settings: "defaults (zstd where it helps, page-aligned chunks for SQLite, file cache on)",
     async init() {
       mkdirSync(home, { recursive: true });
