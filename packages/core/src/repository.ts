@@ -56,6 +56,8 @@ export class Repository {
   private readonly indexedPacks = new Set<string>();
   private readonly segments = new Map<string, { promise: Promise<Uint8Array>; bytes: number }>();
   private segmentBytes = 0;
+  /** Bytes of decoded segments kept for reads and read-ahead (a setting for tests and tuning). */
+  segmentCacheBytes = SEGMENT_CACHE_BYTES;
 
   private constructor(storage: Storage, p: Primitives, keys: RepoKeys, config: RepoConfig) {
     this.storage = storage;
@@ -307,7 +309,7 @@ export class Repository {
   }
 
   private evict(): void {
-    while (this.segmentBytes > SEGMENT_CACHE_BYTES && this.segments.size > 1) {
+    while (this.segmentBytes > this.segmentCacheBytes && this.segments.size > 1) {
       const [oldest, entry] = this.segments.entries().next().value!;
       this.segments.delete(oldest);
       this.segmentBytes -= entry.bytes;

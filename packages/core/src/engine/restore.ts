@@ -73,7 +73,11 @@ export async function* readFiles(
       if (loc) lists.push(loc);
     }
   }
-  for (const run of coalesce(lists)) repo.prefetchRun(run);
+  // Never read further ahead, or in larger pieces, than the segment cache can hold: evicting
+  // read-ahead before it is used would fetch it twice.
+  const readAheadBytes = Math.min(READ_AHEAD_BYTES, repo.segmentCacheBytes / 2);
+  const maxRequestBytes = Math.min(MAX_REQUEST_BYTES, repo.segmentCacheBytes / 4);
+  for (const run of coalesce(lists, maxRequestBytes)) repo.prefetchRun(run);
   const ids: string[][] = [];
   for (const f of files) ids.push(await repo.contentIds(f.node));
 
@@ -94,12 +98,12 @@ export async function* readFiles(
       total += loc.segmentLength;
     }
   }
-  const runs = coalesce(segments);
+  const runs = coalesce(segments, maxRequestBytes);
   const runStart: number[] = [];
   for (let k = 0, n = 0; n < runs.length; k += runs[n++].length) runStart.push(k);
   let nextRun = 0;
   const readAhead = (segment: number) => {
-    const horizon = (before[segment] ?? total) + READ_AHEAD_BYTES;
+    const horizon = (before[segment] ?? total) + readAheadBytes;
     while (nextRun < runs.length && before[runStart[nextRun]] <= horizon) {
       repo.prefetchRun(runs[nextRun++]);
     }
@@ -144,9 +148,9 @@ export async function* readFile(
 
 /**
  * Splits segments (in read order) into runs that one ranged read can fetch: neighbours in the
- * same pack, at most MAX_REQUEST_BYTES from the first one's start to the last one's end.
+ * same pack, at most `maxRequestBytes` from the first one's start to the last one's end.
  */
-function coalesce(segments: readonly BlobLocation[]): BlobLocation[][] {
+function coalesce(segments: readonly BlobLocation[], maxRequestBytes: number): BlobLocation[][] {
   const runs: BlobLocation[][] = [];
   let run: BlobLocation[] = [];
   for (const cur of segments) {
@@ -155,7 +159,7 @@ function coalesce(segments: readonly BlobLocation[]): BlobLocation[][] {
       prev &&
       prev.pack === cur.pack &&
       prev.segmentOffset + prev.segmentLength === cur.segmentOffset &&
-      cur.segmentOffset + cur.segmentLength - run[0].segmentOffset <= MAX_REQUEST_BYTES;
+      cur.segmentOffset + cur.segmentLength - run[0].segmentOffset <= maxRequestBytes;
     if (!adjacent && run.length) {
       runs.push(run);
       run = [];
