@@ -298,7 +298,12 @@ export function vaultStoreConformance(name: string, make: () => Promise<VaultSto
           const rec = newRecord(randomAccount(), { guessLimit: limit });
           await store.putRecord(rec);
           for (let i = 1; i <= limit; i++) {
+            const before = Date.now();
             const r = charged(await store.chargeGuess(rec.account, 99));
+            assert.ok(
+              r.record && r.record.updatedAt >= before,
+              "the returned copy carries the charge's time",
+            );
             assert.equal(r.guessesUsed, i);
             assert.equal(r.guessLimit, limit, "the record's limit, not the default");
             assert.equal(r.last, i === limit, `last on charge ${i}`);

@@ -1,4 +1,12 @@
 import pg from "pg";
+import {
+  assertGuessLimit,
+  chargedResult,
+  decideCharge,
+  type RecordRow,
+  recordFromRow,
+  statusFromRow,
+} from "./rows.ts";
 import type {
   ChargeResult,
   LoginState,
@@ -45,38 +53,12 @@ const MIGRATION_LOCK = "83755231306100";
 const CHARGE_ATTEMPTS = 3;
 
 /** A `records` row as node-postgres returns it: BIGINT columns arrive as strings. */
-interface Row {
-  account: string;
-  state: "live" | "phantom" | "destroyed";
-  registration_record: string | null;
-  wrapped_key: string | null;
-  key_stretching: string | null;
-  guess_limit: number;
-  guesses_used: number;
-  created_at: string;
-  updated_at: string;
-}
-
 interface LoginRow {
   id: string;
   account: string;
   server_login_state: string;
   expires_at: string;
   last_record: string | null;
-}
-
-function toRecord(r: Row): VaultRecord {
-  return {
-    account: r.account,
-    registrationRecord: r.registration_record!,
-    wrappedKey: r.wrapped_key!,
-    keyStretching: r.key_stretching!,
-    guessLimit: r.guess_limit,
-    guessesUsed: r.guesses_used,
-    // Millisecond timestamps stay far below 2^53, so the conversion is exact.
-    createdAt: Number(r.created_at),
-    updatedAt: Number(r.updated_at),
-  };
 }
 
 const UPSERT_LIVE = `INSERT INTO records (account, state, registration_record, wrapped_key, key_stretching, guess_limit, guesses_used, created_at, updated_at)
@@ -134,8 +116,10 @@ export class PostgresVaultStore implements VaultStore {
     }
   }
 
-  private async row(account: string): Promise<Row | undefined> {
-    const res = await this.pool.query<Row>("SELECT * FROM records WHERE account = $1", [account]);
+  private async row(account: string): Promise<RecordRow | undefined> {
+    const res = await this.pool.query<RecordRow>("SELECT * FROM records WHERE account = $1", [
+      account,
+    ]);
     return res.rows[0];
   }
 
@@ -163,8 +147,7 @@ export class PostgresVaultStore implements VaultStore {
 
   /** @throws pg.DatabaseError (connection, or missing schema). */
   async putRecord(r: NewRecord): Promise<void> {
-    if (!Number.isInteger(r.guessLimit) || r.guessLimit < 1)
-      throw new RangeError("guessLimit must be at least 1");
+    assertGuessLimit(r.guessLimit);
     const now = Date.now();
     await this.tx(async (c) => {
       // A new enrolment voids pending logins, so none can revive an older record later.
@@ -184,21 +167,13 @@ export class PostgresVaultStore implements VaultStore {
   /** @throws pg.DatabaseError (connection, or missing schema). */
   async getRecord(account: string): Promise<VaultRecord | null> {
     const r = await this.row(account);
-    return r && r.state === "live" ? toRecord(r) : null;
+    return r && r.state === "live" ? recordFromRow(r) : null;
   }
 
   /** @throws pg.DatabaseError (connection, or missing schema). */
   async status(account: string, defaultLimit: number): Promise<RecordStatus> {
     const r = await this.row(account);
-    if (!r || r.state === "phantom") {
-      return { exists: false, destroyed: false, guessesUsed: 0, guessLimit: defaultLimit };
-    }
-    return {
-      exists: r.state === "live",
-      destroyed: r.state === "destroyed",
-      guessesUsed: r.guesses_used,
-      guessLimit: r.guess_limit,
-    };
+    return statusFromRow(r, defaultLimit);
   }
 
   /**
@@ -208,7 +183,7 @@ export class PostgresVaultStore implements VaultStore {
    */
   async deleteRecord(account: string): Promise<boolean> {
     return this.tx(async (c) => {
-      const res = await c.query<{ state: Row["state"] }>(
+      const res = await c.query<{ state: RecordRow["state"] }>(
         "DELETE FROM records WHERE account = $1 RETURNING state",
         [account],
       );
@@ -226,7 +201,7 @@ export class PostgresVaultStore implements VaultStore {
   async chargeGuess(account: string, defaultLimit: number): Promise<ChargeResult> {
     return this.tx(async (c): Promise<ChargeResult> => {
       const now = Date.now();
-      let r: Row | undefined;
+      let r: RecordRow | undefined;
       for (let attempt = 0; attempt < CHARGE_ATTEMPTS && !r; attempt++) {
         await c.query(
           `INSERT INTO records (account, state, guess_limit, guesses_used, created_at, updated_at)
@@ -235,14 +210,14 @@ export class PostgresVaultStore implements VaultStore {
         );
         // Empty only if a concurrent deleteRecord removed the row between the two statements
         // (each statement takes a new snapshot under READ COMMITTED): insert again.
-        r = (await c.query<Row>("SELECT * FROM records WHERE account = $1 FOR UPDATE", [account]))
-          .rows[0];
+        r = (
+          await c.query<RecordRow>("SELECT * FROM records WHERE account = $1 FOR UPDATE", [account])
+        ).rows[0];
       }
       if (!r) throw new Error(`chargeGuess: row for ${account} vanished ${CHARGE_ATTEMPTS} times`);
-      if (r.state === "destroyed" || r.guesses_used >= r.guess_limit)
-        return { status: "exhausted" };
-      const used = r.guesses_used + 1;
-      const last = used >= r.guess_limit;
+      const decision = decideCharge(r);
+      if (decision.exhausted) return { status: "exhausted" };
+      const { used, last } = decision;
       if (last) {
         // The last guess destroys the record now; only the login state keeps a copy, to put it
         // back if (and only if) this very login finishes verified.
@@ -258,8 +233,7 @@ export class PostgresVaultStore implements VaultStore {
           account,
         ]);
       }
-      const record = r.state === "live" ? { ...toRecord(r), guessesUsed: used } : null;
-      return { status: "charged", record, guessesUsed: used, guessLimit: r.guess_limit, last };
+      return chargedResult(r, used, last, now);
     });
   }
 

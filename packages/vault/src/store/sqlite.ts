@@ -1,6 +1,14 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import { DatabaseSync } from "node:sqlite";
+import {
+  assertGuessLimit,
+  chargedResult,
+  decideCharge,
+  type RecordRow,
+  recordFromRow,
+  statusFromRow,
+} from "./rows.ts";
 import type {
   ChargeResult,
   LoginState,
@@ -44,31 +52,6 @@ const UPSERT_LIVE = `INSERT INTO records (account, state, registration_record, w
     guess_limit = excluded.guess_limit, guesses_used = 0, updated_at = excluded.updated_at,
     created_at = CASE WHEN records.state = 'live' THEN records.created_at ELSE excluded.created_at END`;
 
-interface Row {
-  account: string;
-  state: "live" | "phantom" | "destroyed";
-  registration_record: string | null;
-  wrapped_key: string | null;
-  key_stretching: string | null;
-  guess_limit: number;
-  guesses_used: number;
-  created_at: number;
-  updated_at: number;
-}
-
-function toRecord(r: Row): VaultRecord {
-  return {
-    account: r.account,
-    registrationRecord: r.registration_record!,
-    wrappedKey: r.wrapped_key!,
-    keyStretching: r.key_stretching!,
-    guessLimit: r.guess_limit,
-    guessesUsed: r.guesses_used,
-    createdAt: r.created_at,
-    updatedAt: r.updated_at,
-  };
-}
-
 /**
  * The embedded default: one SQLite file through node:sqlite, in WAL mode with `synchronous=FULL`
  * so that a charged guess survives a power cut. One connection, and every write in a
@@ -97,9 +80,9 @@ export class SqliteVaultStore implements VaultStore {
     }
   }
 
-  private row(account: string): Row | undefined {
+  private row(account: string): RecordRow | undefined {
     return this.db.prepare("SELECT * FROM records WHERE account = ?").get(account) as
-      | Row
+      | RecordRow
       | undefined;
   }
 
@@ -118,8 +101,7 @@ export class SqliteVaultStore implements VaultStore {
   }
 
   async putRecord(r: NewRecord): Promise<void> {
-    if (!Number.isInteger(r.guessLimit) || r.guessLimit < 1)
-      throw new RangeError("guessLimit must be at least 1");
+    assertGuessLimit(r.guessLimit);
     const now = Date.now();
     this.tx(() => {
       // A new enrolment voids pending logins, so none can revive an older record later.
@@ -140,19 +122,12 @@ export class SqliteVaultStore implements VaultStore {
 
   async getRecord(account: string): Promise<VaultRecord | null> {
     const r = this.row(account);
-    return r && r.state === "live" ? toRecord(r) : null;
+    return r && r.state === "live" ? recordFromRow(r) : null;
   }
 
   async status(account: string, defaultLimit: number): Promise<RecordStatus> {
     const r = this.row(account);
-    if (!r || r.state === "phantom")
-      return { exists: false, destroyed: false, guessesUsed: 0, guessLimit: defaultLimit };
-    return {
-      exists: r.state === "live",
-      destroyed: r.state === "destroyed",
-      guessesUsed: r.guesses_used,
-      guessLimit: r.guess_limit,
-    };
+    return statusFromRow(r, defaultLimit);
   }
 
   async deleteRecord(account: string): Promise<boolean> {
@@ -176,10 +151,9 @@ export class SqliteVaultStore implements VaultStore {
           .run(account, defaultLimit, now, now);
         r = this.row(account)!;
       }
-      if (r.state === "destroyed" || r.guesses_used >= r.guess_limit)
-        return { status: "exhausted" };
-      const used = r.guesses_used + 1;
-      const last = used >= r.guess_limit;
+      const decision = decideCharge(r);
+      if (decision.exhausted) return { status: "exhausted" };
+      const { used, last } = decision;
       if (last) {
         // The last guess destroys the record now; only the login state keeps a copy, to put it
         // back if (and only if) this very login finishes verified.
@@ -194,9 +168,7 @@ export class SqliteVaultStore implements VaultStore {
           .prepare("UPDATE records SET guesses_used = ?, updated_at = ? WHERE account = ?")
           .run(used, now, account);
       }
-      const record =
-        r.state === "live" ? { ...toRecord(r), guessesUsed: used, updatedAt: now } : null;
-      return { status: "charged", record, guessesUsed: used, guessLimit: r.guess_limit, last };
+      return chargedResult(r, used, last, now);
     });
   }
 
