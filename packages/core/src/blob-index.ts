@@ -10,6 +10,11 @@ export interface BlobLocation {
   readonly length: number;
 }
 
+/** Names the sealed segment a blob lives in: blobs with equal keys are read together. */
+export function segmentKey(loc: BlobLocation): string {
+  return `${loc.pack}:${loc.segmentOffset}`;
+}
+
 const ID_BYTES = 32;
 const EMPTY = 0;
 

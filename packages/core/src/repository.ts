@@ -1,4 +1,4 @@
-import { BlobIndex, type BlobLocation } from "./blob-index.ts";
+import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
 import { fromHex, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
@@ -431,8 +431,4 @@ export class Repository {
       throw new UsageError(`snapshot prefix ${ref} is ambiguous (${hits.length} matches)`);
     return hits[0];
   }
-}
-
-function segmentKey(loc: BlobLocation): string {
-  return `${loc.pack}:${loc.segmentOffset}`;
 }

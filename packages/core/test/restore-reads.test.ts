@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { segmentKey } from "../src/blob-index.ts";
 import { backup } from "../src/engine/backup.ts";
 import { type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
 import { Repository } from "../src/repository.ts";
@@ -54,7 +55,7 @@ describe("restore reads", () => {
     for (const f of files) {
       for (const id of await reader.contentIds(f.node)) {
         const loc = reader.lookup(id)!;
-        segments.add(`${loc.pack}:${loc.segmentOffset}`);
+        segments.add(segmentKey(loc));
       }
     }
     storage.dataLoads = 0;

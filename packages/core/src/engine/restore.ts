@@ -1,4 +1,4 @@
-import type { BlobLocation } from "../blob-index.ts";
+import { type BlobLocation, segmentKey } from "../blob-index.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
@@ -89,7 +89,7 @@ export async function* readFiles(
   for (const list of ids) {
     for (const id of list) {
       const loc = repo.lookup(id);
-      const key = loc ? `${loc.pack}:${loc.segmentOffset}` : `missing:${id}`;
+      const key = loc ? segmentKey(loc) : `missing:${id}`;
       if (key === previous) continue;
       previous = key;
       if (!loc) continue; // loadBlob reports it, in order
@@ -116,7 +116,7 @@ export async function* readFiles(
     let size = 0;
     for (const id of ids[f]) {
       const loc = repo.lookup(id);
-      const key = loc ? `${loc.pack}:${loc.segmentOffset}` : `missing:${id}`;
+      const key = loc ? segmentKey(loc) : `missing:${id}`;
       if (key !== previous && loc) segment++;
       previous = key;
       readAhead(Math.max(segment, 0));
