@@ -163,7 +163,7 @@ Options:
         "   every file is identical to the original; the database passes PRAGMA integrity_check",
       );
 
-      step(7, "Without the password, the 64-digit recovery key alone opens the backup too");
+      step(7, "Without the password, the recovery key (68 hex digits) alone opens the backup too");
       const byRecoveryKey = await Repository.open(
         await FsStorage.open(storage.location),
         p,
