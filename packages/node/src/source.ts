@@ -2,6 +2,7 @@ import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { DatabaseSync, backup as sqliteBackup } from "node:sqlite";
+import { pathToFileURL } from "node:url";
 import {
   isLikelyCompressed,
   NotFoundError,
@@ -9,6 +10,7 @@ import {
   type SourceFile,
   SQLITE_HEADER_BYTES,
   sqlitePageSize,
+  VanishedError,
 } from "@locket/core";
 
 /** Media selection, like WhatsApp's "include videos". */
@@ -79,7 +81,9 @@ function policyFilter(policy: MediaPolicy): (rel: string, name: string) => strin
  * the next one is requested).
  */
 async function* readStream(path: string): AsyncGenerator<Uint8Array> {
-  const fh = await open(path, "r");
+  const fh = await open(path, "r").catch((err) => {
+    throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
+  });
   let next: ReturnType<typeof fh.read<Uint8Array>> | undefined;
   // Reused across files: two fresh 1 MiB buffers per photo were gigabytes of garbage per backup.
   const bufs = [
@@ -103,6 +107,18 @@ async function* readStream(path: string): AsyncGenerator<Uint8Array> {
     await fh.close();
     if (spareBlocks.length < 8) spareBlocks.push(...bufs);
   }
+}
+
+/** ENOENT: listed a moment ago, deleted since (the app removed a temporary or journal file). */
+function isGone(err: unknown): boolean {
+  return (err as NodeJS.ErrnoException | undefined)?.code === "ENOENT";
+}
+
+/** Opens an existing database: through a `mode=` URI, so a file deleted meanwhile is not re-created. */
+function openDatabase(path: string, mode: "rw" | "ro"): DatabaseSync {
+  const url = pathToFileURL(path);
+  url.searchParams.set("mode", mode);
+  return new DatabaseSync(url, { timeout: 10_000 });
 }
 
 async function isSqlite(path: string, size: number): Promise<boolean> {
@@ -153,9 +169,14 @@ async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
   // -wal and -shm files that opening a WAL database creates, leaving the user's folder as it was.
   let db: DatabaseSync;
   try {
-    db = new DatabaseSync(path, { timeout: 10_000 });
+    db = openDatabase(path, "rw");
   } catch {
-    db = new DatabaseSync(path, { readOnly: true, timeout: 10_000 });
+    try {
+      db = openDatabase(path, "ro");
+    } catch (err) {
+      if ((await fileStamp(path)) === "none") throw new VanishedError(path, { cause: err });
+      throw err;
+    }
   }
   let dir: string | undefined;
   try {
@@ -217,7 +238,17 @@ export async function fsSource(
   };
 
   const entry = async (abs: string, name: string, rel: string): Promise<SourceEntry | null> => {
-    const st = await lstat(abs);
+    const vanished = (err: unknown): null => {
+      if (!isGone(err)) throw err;
+      onSkip({ path: rel || name, reason: "vanished before it could be read" });
+      return null;
+    };
+    let st: Awaited<ReturnType<typeof lstat>>;
+    try {
+      st = await lstat(abs);
+    } catch (err) {
+      return vanished(err);
+    }
     if (st.isDirectory()) {
       return {
         type: "dir",
@@ -225,7 +256,13 @@ export async function fsSource(
         mode: st.mode & 0o7777,
         mtimeMs: st.mtimeMs,
         children: async () => {
-          const names = (await readdir(abs)).sort();
+          let names: string[];
+          try {
+            names = (await readdir(abs)).sort();
+          } catch (err) {
+            vanished(err);
+            return [];
+          }
           const sqliteNames = new Set<string>();
           const out: SourceEntry[] = [];
           for (const child of names) {
@@ -256,7 +293,11 @@ export async function fsSource(
       onSkip({ path: rel, reason: why });
       return null;
     }
-    return fileEntry(abs, name, st);
+    try {
+      return await fileEntry(abs, name, st);
+    } catch (err) {
+      return vanished(err);
+    }
   };
 
   const roots: SourceEntry[] = [];
@@ -278,12 +319,17 @@ export async function measure(paths: readonly string[]): Promise<{ files: number
   let files = 0;
   let bytes = 0;
   const visit = async (abs: string): Promise<void> => {
-    const st = await lstat(abs);
-    if (st.isDirectory()) {
-      for (const c of await readdir(abs)) await visit(join(abs, c));
-    } else if (st.isFile()) {
-      files++;
-      bytes += st.size;
+    try {
+      const st = await lstat(abs);
+      if (st.isDirectory()) {
+        for (const c of await readdir(abs)) await visit(join(abs, c));
+      } else if (st.isFile()) {
+        files++;
+        bytes += st.size;
+      }
+    } catch (err) {
+      // Gone since it was listed: the walk in fsSource reports it; the estimate just leaves it out.
+      if (!isGone(err)) throw err;
     }
   };
   for (const p of paths) await visit(resolve(p));

@@ -15,7 +15,13 @@ import {
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { checkFreshness, nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
-import { isLikelyCompressed, type SourceDir, type SourceEntry, type SourceFile } from "./source.ts";
+import {
+  isLikelyCompressed,
+  type SourceDir,
+  type SourceEntry,
+  type SourceFile,
+  VanishedError,
+} from "./source.ts";
 
 /** Counters reported while a backup runs. */
 export interface BackupProgress {
@@ -42,6 +48,8 @@ export interface BackupOptions {
   readonly minSeq?: number;
   readonly now?: () => Date;
   readonly onProgress?: (p: Readonly<BackupProgress>) => void;
+  /** Called for each file left out because the source says it vanished (VanishedError). */
+  readonly onSkip?: (path: string, reason: string) => void;
   /**
    * The snapshot whose unchanged files are reused without reading them: its ID, or null for
    * none. Default: the newest snapshot with the same host and paths.
@@ -137,7 +145,11 @@ export async function backup(
     }
   };
 
-  const fileNode = async (f: SourceFile, path: string, prev?: TreeNode): Promise<TreeNode> => {
+  const fileNode = async (
+    f: SourceFile,
+    path: string,
+    prev?: TreeNode,
+  ): Promise<TreeNode | null> => {
     progress.current = path;
     if (reusable(f, prev)) {
       progress.files++;
@@ -158,14 +170,22 @@ export async function backup(
     const ids: Uint8Array[] = [];
     let size = 0;
     let lastReport = 0;
-    for await (const chunk of chunkStream(f.open(), repo.keys.gear)) {
-      ids.push((await storeBlob(BLOB_DATA, chunk, compress)).id);
-      size += chunk.length;
-      progress.bytes += chunk.length;
-      if (progress.bytes - lastReport >= 4 << 20) {
-        lastReport = progress.bytes;
-        report();
+    try {
+      for await (const chunk of chunkStream(f.open(), repo.keys.gear)) {
+        ids.push((await storeBlob(BLOB_DATA, chunk, compress)).id);
+        size += chunk.length;
+        progress.bytes += chunk.length;
+        if (progress.bytes - lastReport >= 4 << 20) {
+          lastReport = progress.bytes;
+          report();
+        }
       }
+    } catch (err) {
+      if (!(err instanceof VanishedError)) throw err;
+      // Blobs already queued stay unreferenced in their packs until a prune; nothing points at them.
+      progress.bytes -= size;
+      opts.onSkip?.(path, "vanished before it could be read");
+      return null;
     }
     progress.files++;
     report();
@@ -189,7 +209,8 @@ export async function backup(
     const nodes: TreeNode[] = [];
     const previous = await childrenOf(prev);
     for (const child of await d.children()) {
-      nodes.push(await entryNode(child, `${path}/${child.name}`, previous?.get(child.name)));
+      const node = await entryNode(child, `${path}/${child.name}`, previous?.get(child.name));
+      if (node) nodes.push(node);
     }
     progress.dirs++;
     const base = { type: "dir" as const, name: d.name, mode: d.mode, mtimeMs: d.mtimeMs };
@@ -205,7 +226,7 @@ export async function backup(
     return { ...base, subtrees };
   };
 
-  const entryNode = (e: SourceEntry, path: string, prev?: TreeNode) =>
+  const entryNode = (e: SourceEntry, path: string, prev?: TreeNode): Promise<TreeNode | null> =>
     e.type === "file" ? fileNode(e, path, prev) : dirNode(e, path, prev);
 
   const parentRoots = cacheParent
@@ -218,7 +239,10 @@ export async function backup(
       })
     : undefined;
   const rootNodes: TreeNode[] = [];
-  for (const r of roots) rootNodes.push(await entryNode(r, r.name, parentRoots?.get(r.name)));
+  for (const r of roots) {
+    const node = await entryNode(r, r.name, parentRoots?.get(r.name));
+    if (node) rootNodes.push(node);
+  }
   const tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
   await packer.flush();
   report();

@@ -13,7 +13,8 @@ export interface SourceFile {
   readonly size: number;
   /**
    * The file's bytes. Called once. Each block may be a view into a buffer the source reuses:
-   * it must stay valid only until the next block is requested. Errors abort the backup.
+   * it must stay valid only until the next block is requested. Errors abort the backup, except
+   * VanishedError: the file was deleted after it was listed, and the backup goes on without it.
    */
   open(): AsyncIterable<Uint8Array>;
   /** Optional hint: false when the content is known not to compress (media). */
@@ -35,6 +36,18 @@ export interface SourceDir {
 }
 
 export type SourceEntry = SourceFile | SourceDir;
+
+/**
+ * Thrown by a source when a file it listed is gone by the time it is read (a chat app deletes a
+ * temporary file mid-backup). The engine leaves that file out of the snapshot and reports it
+ * through BackupOptions.onSkip; any other error aborts the backup.
+ */
+export class VanishedError extends Error {
+  constructor(path: string, options?: { cause?: unknown }) {
+    super(`${path} vanished before it could be read`, options);
+    this.name = "VanishedError";
+  }
+}
 
 const INCOMPRESSIBLE = new Set([
   "jpg",

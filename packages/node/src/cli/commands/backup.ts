@@ -12,6 +12,8 @@ export const backup: Command = {
 repository does not hold yet is stored: a day of chat costs the database pages that changed plus
 the new media. SQLite databases are copied consistently through SQLite's online backup API, even
 while the app writes to them; their -wal/-shm/-journal files are folded into that copy.
+Symbolic links, sockets and devices are skipped, and so are files deleted while the backup runs;
+each gets a warning ("skipped PATH: REASON"; "skipped" in --json) and the backup still succeeds.
 
 Options:
       --exclude-videos     skip video files (mp4, mov, 3gp, mkv, webm, ...)
@@ -49,6 +51,7 @@ Examples:
       paths: ctx.positionals,
       tags: ctx.values.tag as string[] | undefined,
       minSeq: state.lastSeq,
+      onSkip: (path, reason) => skipped.push({ path, reason }),
       onProgress: (p) =>
         ctx.progress.update({
           phase: "backup",

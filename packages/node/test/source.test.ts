@@ -1,0 +1,136 @@
+/**
+ * The file-system source under change: files that vanish between the listing and the read must
+ * be left out with a note, never crash the backup, and never be re-created in the user's folder.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
+import { test } from "node:test";
+import {
+  backup,
+  MemoryStorage,
+  Repository,
+  type SourceDir,
+  type SourceEntry,
+  VanishedError,
+} from "@locket/core";
+import { restoreToMemory } from "../../core/test/helpers.ts";
+import { nodePrimitives } from "../src/primitives.ts";
+import { fsSource, measure, type SkipNote } from "../src/source.ts";
+import { scratch } from "./harness.ts";
+
+const KEY = new Uint8Array(32).fill(3);
+
+/** The repository as a second device sees it: opened afresh, index loaded. */
+async function reopen(storage: MemoryStorage): Promise<Repository> {
+  const repo = await Repository.open(storage, nodePrimitives, KEY);
+  await repo.loadIndex();
+  return repo;
+}
+
+/** Lists every folder now (as the walk does before reading), so later deletions race the read. */
+async function listed(entries: readonly SourceEntry[]): Promise<SourceEntry[]> {
+  return Promise.all(
+    entries.map(async (e): Promise<SourceEntry> => {
+      if (e.type === "file") return e;
+      const children = await listed(await e.children());
+      return { ...e, children: async () => children } satisfies SourceDir;
+    }),
+  );
+}
+
+test("files deleted after the listing are left out with a note; the rest is backed up", async (t) => {
+  const dir = await scratch(t, "vanish");
+  const chat = join(dir, "chat");
+  await mkdir(join(chat, "Media"), { recursive: true });
+  await writeFile(join(chat, "Media", "keep.jpg"), "photo");
+  await writeFile(join(chat, "Media", "tmp.jpg"), "temporary");
+  const dbPath = join(chat, "gone.db");
+  const db = new DatabaseSync(dbPath);
+  db.exec("CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  db.close();
+
+  const walkNotes: SkipNote[] = [];
+  const roots = await listed(await fsSource([chat], {}, (n) => walkNotes.push(n)));
+  await rm(join(chat, "Media", "tmp.jpg"));
+  await rm(dbPath);
+
+  const storage = new MemoryStorage();
+  const repo = await Repository.init(storage, nodePrimitives, KEY);
+  const skipped: string[] = [];
+  const result = await backup(repo, roots, {
+    host: "h",
+    paths: [chat],
+    onSkip: (path, reason) => skipped.push(`${path}: ${reason}`),
+  });
+  assert.deepEqual(walkNotes, []);
+  assert.deepEqual(skipped.sort(), [
+    "chat/Media/tmp.jpg: vanished before it could be read",
+    "chat/gone.db: vanished before it could be read",
+  ]);
+  assert.equal(result.snapshot.summary.files, 1);
+  assert.deepEqual(await restoreToMemory(await reopen(storage), result.snapshot.tree), {
+    chat: { Media: { "keep.jpg": new TextEncoder().encode("photo") } },
+  });
+  assert.equal(existsSync(dbPath), false, "the deleted database was not re-created");
+});
+
+test("a source error other than VanishedError still aborts the backup", async () => {
+  const storage = new MemoryStorage();
+  const repo = await Repository.init(storage, nodePrimitives, KEY);
+  const broken: SourceEntry = {
+    type: "file",
+    name: "bad.bin",
+    mode: 0o644,
+    mtimeMs: 0,
+    size: 4,
+    // biome-ignore lint/correctness/useYield: fails before its first block, as a read error does
+    async *open() {
+      throw Object.assign(new Error("EIO: i/o error, read"), { code: "EIO" });
+    },
+  };
+  await assert.rejects(backup(repo, [broken], { host: "h", paths: ["bad.bin"] }), /EIO/);
+  assert.equal((await (await reopen(storage)).snapshots()).length, 0, "no snapshot was written");
+});
+
+test("a file that vanishes mid-read is left out, even after some blocks were stored", async () => {
+  const storage = new MemoryStorage();
+  const repo = await Repository.init(storage, nodePrimitives, KEY);
+  const half: SourceEntry = {
+    type: "file",
+    name: "half.bin",
+    mode: 0o644,
+    mtimeMs: 0,
+    size: 8 << 20,
+    async *open() {
+      yield new Uint8Array(4 << 20).fill(1);
+      throw new VanishedError("half.bin");
+    },
+  };
+  const skipped: string[] = [];
+  const result = await backup(repo, [half], {
+    host: "h",
+    paths: ["half.bin"],
+    onSkip: (path) => skipped.push(path),
+  });
+  assert.deepEqual(skipped, ["half.bin"]);
+  assert.equal(result.snapshot.summary.files, 0);
+  assert.equal(result.snapshot.summary.bytes, 0);
+  assert.deepEqual(await restoreToMemory(await reopen(storage), result.snapshot.tree), {});
+});
+
+test("fsSource notes a root's child that is gone before it is looked at; measure ignores it", async (t) => {
+  const dir = await scratch(t, "vanish-walk");
+  await writeFile(join(dir, "a.txt"), "a");
+  const notes: SkipNote[] = [];
+  const [root] = await fsSource([dir], {}, (n) => notes.push(n));
+  assert.equal(root.type, "dir");
+  // The folder itself goes away after fsSource looked at it: its listing is empty, with a note.
+  await rm(dir, { recursive: true });
+  assert.deepEqual(await (root as SourceDir).children(), []);
+  assert.equal(notes.length, 1);
+  assert.match(notes[0].reason, /vanished/);
+  assert.deepEqual(await measure([dir]), { files: 0, bytes: 0 });
+});
