@@ -17,7 +17,13 @@ import {
   REPOSITORY_VERSION,
   type RepoConfig,
 } from "./format/config.ts";
-import { type IndexedPack, openIndex, sealIndex } from "./format/index-file.ts";
+import {
+  type CondemnedPack,
+  type IndexedPack,
+  type IndexFile,
+  openIndex,
+  sealIndex,
+} from "./format/index-file.ts";
 import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
 import {
@@ -54,6 +60,13 @@ export class Repository {
   private readonly index = new BlobIndex();
   /** Packs that some index file in storage names (not merely known to this object). */
   private readonly indexedPacks = new Set<string>();
+  /** Blobs of condemned packs: readable (a restore may still need one), never deduplicated against. */
+  private readonly condemnedIndex = new BlobIndex();
+  private readonly condemnedPacks = new Map<string, CondemnedPack>();
+  /** Forgotten snapshots' IDs and sequence numbers. */
+  private readonly forgottenSnapshots = new Map<string, number>();
+  private readonly loadedIndexFiles: string[] = [];
+  private indexLoad?: Promise<IndexedPack[]>;
   private readonly segments = new Map<string, { promise: Promise<Uint8Array>; bytes: number }>();
   private segmentBytes = 0;
   /** Bytes of decoded segments kept for reads and read-ahead (a setting for tests and tuning). */
@@ -117,19 +130,34 @@ export class Repository {
     return this.index.size;
   }
 
-  /** Whether the index knows blob `id` (hex). */
+  /** Whether the index knows blob `id` (hex) in a live pack: what a backup may reuse. */
   has(id: string): boolean {
     return this.index.has(id);
   }
 
-  /** The location of blob `id` (hex), if indexed. */
+  /** Where blob `id` (hex) can be read: a live pack, else a condemned one; undefined if neither. */
   lookup(id: string): BlobLocation | undefined {
-    return this.index.get(id);
+    return this.index.get(id) ?? this.condemnedIndex.get(id);
   }
 
-  /** Packs that an index file in storage names. */
+  /** Live packs that an index file in storage names. */
   get packs(): ReadonlySet<string> {
     return this.indexedPacks;
+  }
+
+  /** Packs condemned by `prune`, by name: nothing needed them when they were condemned. */
+  get condemned(): ReadonlyMap<string, CondemnedPack> {
+    return this.condemnedPacks;
+  }
+
+  /** Forgotten snapshots: ID to sequence number. */
+  get forgotten(): ReadonlyMap<string, number> {
+    return this.forgottenSnapshots;
+  }
+
+  /** Names of the index files loaded (what a prune replaces). */
+  get indexFiles(): readonly string[] {
+    return this.loadedIndexFiles;
   }
 
   /**
@@ -144,20 +172,48 @@ export class Repository {
   }
 
   /**
-   * Loads every index file into memory.
+   * Loads every index file into memory, once (later calls return the first result). Returns the
+   * live packs.
    * @throws {IntegrityError} when an index file is damaged.
    */
-  async loadIndex(): Promise<IndexedPack[]> {
-    const all: IndexedPack[] = [];
-    for await (const { name } of this.storage.list("index")) {
-      const bytes = await this.loadVerified("index", name);
-      const packs = await openIndex(this.p, this.keys, bytes, `index/${name}`);
-      for (const pack of packs) {
-        this.addPack(toHex(pack.packId), pack.entries, true);
-        all.push(pack);
+  loadIndex(): Promise<IndexedPack[]> {
+    this.indexLoad ??= (async () => {
+      const files: { name: string; file: IndexFile }[] = [];
+      for await (const { name } of this.storage.list("index")) {
+        const bytes = await this.loadVerified("index", name);
+        files.push({ name, file: await openIndex(this.p, this.keys, bytes, `index/${name}`) });
+      }
+      return this.applyIndexFiles(files);
+    })();
+    return this.indexLoad;
+  }
+
+  /**
+   * Adds opened index files to the in-memory index (for callers that open them one by one, such
+   * as `check`). A pack that one file condemns is condemned even if another lists it as live:
+   * a prune that stopped before deleting the old index files leaves both. Returns the live packs.
+   */
+  applyIndexFiles(files: readonly { name: string; file: IndexFile }[]): IndexedPack[] {
+    for (const { name, file } of files) {
+      this.loadedIndexFiles.push(name);
+      for (const c of file.condemned) {
+        const pack = toHex(c.packId);
+        if (this.condemnedPacks.has(pack)) continue;
+        this.condemnedPacks.set(pack, c);
+        for (const e of c.entries) this.condemnedIndex.add(e.id, { pack, ...e });
+      }
+      for (const f of file.forgotten) this.forgottenSnapshots.set(toHex(f.snapshotId), f.seq);
+    }
+    const live: IndexedPack[] = [];
+    for (const { file } of files) {
+      for (const pack of file.packs) {
+        const name = toHex(pack.packId);
+        if (this.condemnedPacks.has(name)) continue;
+        this.addPack(name, pack.entries, true);
+        live.push(pack);
       }
     }
-    return all;
+    return live;
   }
 
   /**
@@ -168,7 +224,7 @@ export class Repository {
   async adoptUnindexedPacks(): Promise<IndexedPack[]> {
     const adopted: IndexedPack[] = [];
     for await (const { name, size } of this.storage.list("data")) {
-      if (this.indexedPacks.has(name)) continue;
+      if (this.indexedPacks.has(name) || this.condemnedPacks.has(name)) continue;
       try {
         const entries = await this.readPackHeader(name, size);
         this.addPack(name, entries);
@@ -203,7 +259,7 @@ export class Repository {
    *   damaged or swapped.
    */
   async loadBlob(id: string, expectType?: BlobType): Promise<Uint8Array> {
-    const loc = this.index.get(id);
+    const loc = this.lookup(id);
     if (!loc) throw new IntegrityError(`blob ${id} is referenced but no index lists it`);
     if (expectType !== undefined && loc.type !== expectType) {
       throw new IntegrityError(`blob ${id} has type ${loc.type}, expected ${expectType}`);
@@ -228,7 +284,7 @@ export class Repository {
    * ready. Errors surface in that `loadBlob`, not here.
    */
   prefetch(id: string): void {
-    const loc = this.index.get(id);
+    const loc = this.lookup(id);
     if (loc) this.loadSegment(loc).catch(() => {});
   }
 
@@ -387,9 +443,13 @@ export class Repository {
     return { name, size: bytes.length };
   }
 
-  /** Writes an index file for `packs`. */
-  async saveIndex(packs: readonly IndexedPack[]): Promise<{ name: string; size: number }> {
-    const saved = await this.saveAddressed("index", await sealIndex(this.p, this.keys, packs));
+  /** Writes an index file for `packs` (and, from forget and prune, what they record). */
+  async saveIndex(
+    packs: readonly IndexedPack[],
+    maintenance?: Omit<IndexFile, "packs">,
+  ): Promise<{ name: string; size: number }> {
+    const sealed = await sealIndex(this.p, this.keys, packs, maintenance);
+    const saved = await this.saveAddressed("index", sealed);
     for (const pack of packs) this.indexedPacks.add(toHex(pack.packId));
     return saved;
   }
@@ -399,10 +459,15 @@ export class Repository {
     return this.saveAddressed("snapshots", await sealSnapshot(this.p, this.keys, s));
   }
 
-  /** Every snapshot, verified, oldest first (by sequence number). */
+  /**
+   * Every snapshot, verified, oldest first (by sequence number). Loads the index first: it says
+   * which snapshots were forgotten (one still in storage after an interrupted forget is left out).
+   */
   async snapshots(): Promise<SnapshotRef[]> {
+    await this.loadIndex();
     const out: SnapshotRef[] = [];
     for await (const { name } of this.storage.list("snapshots")) {
+      if (this.forgottenSnapshots.has(name)) continue;
       const bytes = await this.loadVerified("snapshots", name);
       out.push({
         id: name,

@@ -91,7 +91,7 @@ export async function backup(
   await repo.loadIndex();
   const adopted = await repo.adoptUnindexedPacks();
   const history = await repo.snapshots();
-  checkFreshness(history, opts.minSeq ?? 0);
+  checkFreshness(history, opts.minSeq ?? 0, repo.forgotten);
 
   const packer = new Packer(repo);
   const progress: BackupProgress = {
@@ -256,7 +256,7 @@ export async function backup(
   const durationMs = Date.now() - started.getTime();
   const snapshot: Snapshot = {
     version: 1,
-    seq: nextSeq(history, opts.minSeq ?? 0),
+    seq: nextSeq(history, opts.minSeq ?? 0, repo.forgotten),
     parent,
     time: started.toISOString(),
     host: opts.host,

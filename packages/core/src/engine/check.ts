@@ -1,7 +1,7 @@
 import { toHex } from "../bytes.ts";
 import { LocketError } from "../errors.ts";
 import { blobId } from "../format/blob.ts";
-import { openIndex } from "../format/index-file.ts";
+import { type IndexFile, openIndex } from "../format/index-file.ts";
 import { openPackHeader, openSegment } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
@@ -53,20 +53,17 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const { p, keys, storage } = repo;
 
   let indexFiles = 0;
+  const opened: { name: string; file: IndexFile }[] = [];
   for await (const { name } of storage.list("index")) {
     indexFiles++;
     try {
-      const packs = await openIndex(
-        p,
-        keys,
-        await repo.loadVerified("index", name),
-        `index/${name}`,
-      );
-      for (const pack of packs) repo.addPack(toHex(pack.packId), pack.entries, true);
+      const bytes = await repo.loadVerified("index", name);
+      opened.push({ name, file: await openIndex(p, keys, bytes, `index/${name}`) });
     } catch (err) {
       errors.push(problem(err, `index/${name}`));
     }
   }
+  repo.applyIndexFiles(opened);
 
   const stored = new Map<string, number>();
   for await (const { name, size } of storage.list("data")) stored.set(name, size);
@@ -75,7 +72,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       errors.push({ object: `data/${pack}`, message: "pack is missing (an index lists it)" });
   }
   for (const pack of stored.keys()) {
-    if (!repo.packs.has(pack)) {
+    // A condemned pack waits for the next prune to delete it; one already gone is not missed.
+    if (!repo.packs.has(pack) && !repo.condemned.has(pack)) {
       warnings.push({
         object: `data/${pack}`,
         message: "pack is not indexed (left by an interrupted backup; the next backup adopts it)",
@@ -87,6 +85,13 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const seenTrees = new Set<string>();
   const history: SnapshotRef[] = [];
   for await (const { name } of storage.list("snapshots")) {
+    if (repo.forgotten.has(name)) {
+      warnings.push({
+        object: `snapshots/${name}`,
+        message: "snapshot was forgotten but not yet removed (an interrupted forget; run it again)",
+      });
+      continue;
+    }
     snapshots++;
     try {
       const snap = await openSnapshot(
@@ -108,6 +113,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       checkFreshness(
         history.sort((a, b) => a.snapshot.seq - b.snapshot.seq),
         opts.minSeq ?? 0,
+        repo.forgotten,
       );
     } catch (err) {
       errors.push(problem(err, "snapshots"));

@@ -9,10 +9,14 @@ import { decodePayload, encodePayload } from "./payload.ts";
 
 /**
  * Index files (SPEC.md "Index files"): for a set of packs, the same entries their headers hold,
- * so opening a repository reads a few index files instead of every pack.
+ * so opening a repository reads a few index files instead of every pack. Version 2 adds what
+ * `forget` and `prune` record: packs condemned for deletion, and snapshots forgotten.
  */
 
+/** Version of an index file with packs only; what a backup writes. */
 export const INDEX_VERSION = 1;
+/** Version of an index file that also condemns packs or forgets snapshots. */
+export const INDEX_VERSION_MAINTENANCE = 2;
 /** Largest decoded index file accepted. */
 export const MAX_INDEX_BYTES = 256 * 1024 * 1024;
 
@@ -22,19 +26,62 @@ export interface IndexedPack {
   readonly entries: readonly PackEntry[];
 }
 
-/** Encodes and seals an index file. Its storage name is the hex SHA-256 of the result. */
-export async function sealIndex(
-  p: Primitives,
-  keys: RepoKeys,
-  packs: readonly IndexedPack[],
-): Promise<Uint8Array> {
-  const w = new ByteWriter(1024);
-  w.u8(INDEX_VERSION);
+/** A pack that `prune` decided nothing needs, and when; a later prune deletes it. */
+export interface CondemnedPack extends IndexedPack {
+  /** Milliseconds since the Unix epoch. */
+  readonly condemnedAt: number;
+}
+
+/** A snapshot that `forget` removed, so that its children's parent link still checks out. */
+export interface ForgottenSnapshot {
+  readonly snapshotId: Uint8Array;
+  readonly seq: number;
+}
+
+/** What one index file holds. */
+export interface IndexFile {
+  readonly packs: readonly IndexedPack[];
+  readonly condemned: readonly CondemnedPack[];
+  readonly forgotten: readonly ForgottenSnapshot[];
+}
+
+function writePacks(w: ByteWriter, packs: readonly IndexedPack[]): void {
   w.u32(packs.length);
   for (const pack of packs) {
     w.bytes(pack.packId);
     w.u32(pack.entries.length);
     writeEntries(w, pack.entries);
+  }
+}
+
+/**
+ * Encodes and seals an index file: version 1 when it only lists packs, version 2 when it also
+ * condemns packs or forgets snapshots. Its storage name is the hex SHA-256 of the result.
+ */
+export async function sealIndex(
+  p: Primitives,
+  keys: RepoKeys,
+  packs: readonly IndexedPack[],
+  maintenance: Omit<IndexFile, "packs"> = { condemned: [], forgotten: [] },
+): Promise<Uint8Array> {
+  const w = new ByteWriter(1024);
+  const { condemned, forgotten } = maintenance;
+  const v2 = condemned.length > 0 || forgotten.length > 0;
+  w.u8(v2 ? INDEX_VERSION_MAINTENANCE : INDEX_VERSION);
+  writePacks(w, packs);
+  if (v2) {
+    w.u32(condemned.length);
+    for (const c of condemned) {
+      w.bytes(c.packId);
+      w.u64(c.condemnedAt);
+      w.u32(c.entries.length);
+      writeEntries(w, c.entries);
+    }
+    w.u32(forgotten.length);
+    for (const f of forgotten) {
+      w.bytes(f.snapshotId);
+      w.u32(f.seq);
+    }
   }
   return seal(p, keys.meta, encodePayload(p, w.finish(), true), AAD.index);
 }
@@ -49,24 +96,38 @@ export async function openIndex(
   keys: RepoKeys,
   sealed: Uint8Array,
   objectName: string,
-): Promise<IndexedPack[]> {
+): Promise<IndexFile> {
   const payload = await open(keys.meta, sealed, AAD.index);
   if (!payload)
     throw new IntegrityError("index fails authentication (corrupt or forged)", objectName);
   try {
     const r = new ByteReader(decodePayload(p, payload, MAX_INDEX_BYTES));
     const version = r.u8();
-    if (version !== INDEX_VERSION) {
+    if (version !== INDEX_VERSION && version !== INDEX_VERSION_MAINTENANCE) {
       throw new UnsupportedVersionError(`${objectName}: index version ${version} is not supported`);
     }
-    const count = r.u32();
     const packs: IndexedPack[] = [];
-    for (let i = 0; i < count; i++) {
+    for (let i = 0, count = r.u32(); i < count; i++) {
       const packId = r.bytes(ID_BYTES).slice();
       packs.push({ packId, entries: readEntries(r, r.u32()) });
     }
+    const condemned: CondemnedPack[] = [];
+    const forgotten: ForgottenSnapshot[] = [];
+    if (version === INDEX_VERSION_MAINTENANCE) {
+      for (let i = 0, count = r.u32(); i < count; i++) {
+        const packId = r.bytes(ID_BYTES).slice();
+        const condemnedAt = r.u64();
+        condemned.push({ packId, condemnedAt, entries: readEntries(r, r.u32()) });
+      }
+      for (let i = 0, count = r.u32(); i < count; i++) {
+        const snapshotId = r.bytes(ID_BYTES).slice();
+        const seq = r.u32();
+        if (seq < 1) throw new RangeError("a forgotten snapshot with seq 0");
+        forgotten.push({ snapshotId, seq });
+      }
+    }
     if (r.remaining !== 0) throw new RangeError("trailing bytes");
-    return packs;
+    return { packs, condemned, forgotten };
   } catch (err) {
     if (err instanceof UnsupportedVersionError) throw err;
     // Anything else (truncation, a hostile length, a zstd frame that does not decode) is damage.

@@ -1,5 +1,5 @@
 /**
- * Generates Locket's test vectors (SPEC.md §17) into `data/`: one file per case, metadata lines
+ * Generates Locket's test vectors (SPEC.md §18) into `data/`: one file per case, metadata lines
  * `key: value`, a blank line, then the body as hex. The format is described in README.md.
  *
  * Run with `npm run vectors`. Output is deterministic: keys are fixed, every "random" byte (nonces,
@@ -28,7 +28,14 @@ import { AAD, open, seal } from "../../src/crypto/seal.ts";
 import { Packer } from "../../src/engine/packer.ts";
 import { LocketError } from "../../src/errors.ts";
 import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../../src/format/blob.ts";
-import { type IndexedPack, openIndex, sealIndex } from "../../src/format/index-file.ts";
+import {
+  type CondemnedPack,
+  type ForgottenSnapshot,
+  type IndexedPack,
+  type IndexFile,
+  openIndex,
+  sealIndex,
+} from "../../src/format/index-file.ts";
 import { type PackEntry, writeEntries } from "../../src/format/pack.ts";
 import { decodePayload, encodePayload } from "../../src/format/payload.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "../../src/format/snapshot.ts";
@@ -1410,39 +1417,100 @@ async function genInvalidPacks(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // §9 Index files
 
+/** u64le for a value up to 2^64 - 1 (a bigint, so values above 2^53 - 1 can be written). */
+function u64le(v: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, v, true);
+  return b;
+}
+
+/** `pack name || entry count (u32) || entry × count`, as SPEC §9 lays out a pack. */
+function indexedPackBytes(x: IndexedPack): Uint8Array {
+  return concat(x.packId, u32le(x.entries.length), ...x.entries.map(entryBytes));
+}
+
+/** `pack name || condemned at (u64) || entry count (u32) || entry × count` (SPEC §9, v2). */
+function condemnedBytes(c: CondemnedPack): Uint8Array {
+  return concat(
+    c.packId,
+    u64le(BigInt(c.condemnedAt)),
+    u32le(c.entries.length),
+    ...c.entries.map(entryBytes),
+  );
+}
+
+/** `snapshot ID || seq (u32)` (SPEC §9, v2). */
+function forgottenBytes(f: ForgottenSnapshot): Uint8Array {
+  return concat(f.snapshotId, u32le(f.seq));
+}
+
+/**
+ * An index file's raw payload bytes written from SPEC §9: version 1 when both maintenance
+ * sections are empty, version 2 otherwise.
+ */
+function specIndexRaw(file: IndexFile): Uint8Array {
+  const v1 = [Uint8Array.of(1), u32le(file.packs.length), ...file.packs.map(indexedPackBytes)];
+  if (file.condemned.length === 0 && file.forgotten.length === 0) return concat(...v1);
+  return concat(
+    Uint8Array.of(2),
+    ...v1.slice(1),
+    u32le(file.condemned.length),
+    ...file.condemned.map(condemnedBytes),
+    u32le(file.forgotten.length),
+    ...file.forgotten.map(forgottenBytes),
+  );
+}
+
 async function genIndex(packs: PackCase[]): Promise<void> {
   const keys = await keysOf(ROOT_A);
   const indexed: IndexedPack[] = packs
     .filter((x) => x.name !== "pack-two-segments")
     .map((x) => ({ packId: p.sha256(x.bytes), entries: x.entries }));
-  const ok = async (name: string, content: IndexedPack[], zstd: boolean, comment: string) => {
+  const ok = async (
+    name: string,
+    content: IndexedPack[] | IndexFile,
+    zstd: boolean,
+    comment: string,
+  ) => {
+    const file: IndexFile = Array.isArray(content)
+      ? { packs: content, condemned: [], forgotten: [] }
+      : (content as IndexFile);
+    const v2 = file.condemned.length > 0 || file.forgotten.length > 0;
     const d = deterministic(name, zstd);
-    const sealed = await sealIndex(d.p, keys, content);
+    const sealed = await sealIndex(d.p, keys, file.packs, {
+      condemned: file.condemned,
+      forgotten: file.forgotten,
+    });
     const payload = (await open(keys.meta, sealed, AAD.index))!;
     assert.equal(payload[0], zstd ? 1 : 0, `${name}: encoding`);
     // The raw bytes as SPEC §9 lays them out.
-    const raw = concat(
-      Uint8Array.of(1),
-      u32le(content.length),
-      ...content.flatMap((x) => [x.packId, u32le(x.entries.length), ...x.entries.map(entryBytes)]),
-    );
-    assert.ok(equalBytes(decodePayload(p, payload, SPEC_LIMITS.index), raw));
+    const raw = specIndexRaw(file);
+    assert.equal(raw[0], v2 ? 2 : 1, `${name}: version`);
+    assert.ok(equalBytes(decodePayload(p, payload, SPEC_LIMITS.index), raw), `${name}: raw`);
     const objName = toHex(p.sha256(sealed));
-    assert.deepEqual(await openIndex(p, keys, sealed, `index/${objName}`), content);
+    assert.deepEqual(await openIndex(p, keys, sealed, `index/${objName}`), file);
+    const layout = v2
+      ? "pack: name entry_count, followed by its entries; condemned: name condemned_at entry_count, followed by its entries; forgotten: snapshot_id seq"
+      : "pack: name entry_count, followed by its entries";
     add({
       name,
       kind: "index",
       expect: "ok",
-      comment: `${comment}; pack: name entry_count, followed by its entries; entry as in pack vectors; the body is the index file`,
+      comment: `${comment}; ${layout}; entry as in pack vectors; the body is the index file`,
       meta: [
         ["root_key", ROOT_A],
         ["name", objName],
         ["encoding", zstd ? "zstd" : "stored"],
         ["nonce", d.drawn[0]],
-        ...content.flatMap((x) => [
+        ...file.packs.flatMap((x) => [
           ["pack", `${toHex(x.packId)} ${x.entries.length}`] as const,
           ...x.entries.map((e) => ["entry", entryLine(e)] as const),
         ]),
+        ...file.condemned.flatMap((x) => [
+          ["condemned", `${toHex(x.packId)} ${x.condemnedAt} ${x.entries.length}`] as const,
+          ...x.entries.map((e) => ["entry", entryLine(e)] as const),
+        ]),
+        ...file.forgotten.map((x) => ["forgotten", `${toHex(x.snapshotId)} ${x.seq}`] as const),
       ],
       body: sealed,
     });
@@ -1469,6 +1537,40 @@ async function genIndex(packs: PackCase[]): Promise<void> {
     "the same packs and one of 64 pages, zstd payload (open direction only)",
   );
   await ok("index-empty-stored", [], false, "no packs");
+
+  // Version 2: what `forget` and `prune` write.
+  const forgotten = (label: string, seq: number): ForgottenSnapshot => ({
+    snapshotId: bytesFor(`index-v2/snapshot-${label}`, 32),
+    seq,
+  });
+  await ok(
+    "index-v2-condemned-forgotten-stored",
+    {
+      packs: [indexed[0]],
+      condemned: [{ ...indexed[1], condemnedAt: 1795000000000 }],
+      forgotten: [forgotten("a", 3), forgotten("b", 7)],
+    },
+    false,
+    "version 2: one live pack, one condemned pack, two forgotten snapshots, stored payload",
+  );
+  await ok(
+    "index-v2-forgotten-only-stored",
+    { packs: [], condemned: [], forgotten: [forgotten("c", 1)] },
+    false,
+    "version 2: no packs and no condemned pack, one forgotten snapshot (as forget writes)",
+  );
+  await ok(
+    "index-v2-condemned-pages-zstd",
+    {
+      packs: [indexed[0]],
+      condemned: [
+        { packId: bytesFor("index-zstd/pack", 32), condemnedAt: 1795000123456, entries: pages },
+      ],
+      forgotten: [forgotten("d", 4294967295)],
+    },
+    true,
+    "version 2: one live pack, a condemned pack of 64 pages, one forgotten snapshot of seq 2^32 - 1, zstd payload (open direction only)",
+  );
 
   const entries = indexed[0].entries;
   const rawIndex = (
@@ -1512,9 +1614,9 @@ async function genIndex(packs: PackCase[]): Promise<void> {
   await bad(
     "index-invalid-version",
     "unsupported_version",
-    stored(rawIndex(2, 1)),
+    stored(rawIndex(3, 1)),
     AAD.index,
-    "index version 2",
+    "index version 3 (versions 1 and 2 are defined)",
   );
   await bad(
     "index-invalid-trailing-bytes",
@@ -1564,6 +1666,86 @@ async function genIndex(packs: PackCase[]): Promise<void> {
     payloadBytes(1, 64, bytesFor("index-invalid-zstd-garbage", 64)),
     AAD.index,
     "zstd payload whose body is not a zstd frame",
+  );
+
+  // Version 2, written byte by byte from SPEC §9: one live pack, one condemned pack, one forgotten
+  // snapshot; each case below changes one thing.
+  interface V2Forge {
+    condemnedAt?: Uint8Array;
+    condemnedCount?: number;
+    seq?: number;
+    noForgottenCount?: boolean;
+    extra?: Uint8Array;
+  }
+  const condemnedPack = indexed[1];
+  const snapshotId = bytesFor("index-v2/snapshot-bad", 32);
+  const rawV2 = (f: V2Forge = {}) =>
+    concat(
+      Uint8Array.of(2),
+      u32le(1),
+      indexed[0].packId,
+      u32le(indexed[0].entries.length),
+      ...indexed[0].entries.map(entryBytes),
+      u32le(1),
+      condemnedPack.packId,
+      f.condemnedAt ?? u64le(1795000000000n),
+      u32le(f.condemnedCount ?? condemnedPack.entries.length),
+      ...condemnedPack.entries.map(entryBytes),
+      ...(f.noForgottenCount ? [] : [u32le(1), snapshotId, u32le(f.seq ?? 5)]),
+      f.extra ?? new Uint8Array(0),
+    );
+  {
+    // Control: the undamaged forged version 2 file opens, so each case fails for its own reason.
+    const d = deterministic("index-v2-invalid-control");
+    const sealed = await seal(d.p, keys.meta, stored(rawV2()), AAD.index);
+    assert.deepEqual(await openIndex(p, keys, sealed, "index/control"), {
+      packs: [indexed[0]],
+      condemned: [{ ...condemnedPack, condemnedAt: 1795000000000 }],
+      forgotten: [{ snapshotId, seq: 5 }],
+    });
+    const max = await seal(
+      d.p,
+      keys.meta,
+      stored(rawV2({ condemnedAt: u64le(2n ** 53n - 1n) })),
+      AAD.index,
+    );
+    const opened = await openIndex(p, keys, max, "index/control-max");
+    assert.equal(opened.condemned[0].condemnedAt, Number.MAX_SAFE_INTEGER);
+  }
+  await bad(
+    "index-v2-invalid-trailing-bytes",
+    "integrity",
+    stored(rawV2({ extra: Uint8Array.of(0) })),
+    AAD.index,
+    "version 2 with one byte after the forgotten section",
+  );
+  await bad(
+    "index-v2-invalid-seq-zero",
+    "integrity",
+    stored(rawV2({ seq: 0 })),
+    AAD.index,
+    "version 2 with a forgotten snapshot of seq 0",
+  );
+  await bad(
+    "index-v2-invalid-condemned-entry-count",
+    "integrity",
+    stored(rawV2({ condemnedCount: condemnedPack.entries.length + 1 })),
+    AAD.index,
+    `version 2 whose condemned pack declares ${condemnedPack.entries.length + 1} entries and has ${condemnedPack.entries.length}`,
+  );
+  await bad(
+    "index-v2-invalid-no-forgotten-count",
+    "integrity",
+    stored(rawV2({ noForgottenCount: true })),
+    AAD.index,
+    "version 2 that ends after the condemned section, without the forgotten count",
+  );
+  await bad(
+    "index-v2-invalid-condemned-at-2-53",
+    "integrity",
+    stored(rawV2({ condemnedAt: u64le(2n ** 53n) })),
+    AAD.index,
+    "version 2 with condemned at 2^53, above 2^53 - 1",
   );
 }
 

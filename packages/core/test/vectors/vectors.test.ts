@@ -21,7 +21,13 @@ import { webPrimitives } from "../../src/crypto/web.ts";
 import { Packer } from "../../src/engine/packer.ts";
 import { LocketError } from "../../src/errors.ts";
 import { type BlobType, blobId, isBlobType } from "../../src/format/blob.ts";
-import { type IndexedPack, openIndex, sealIndex } from "../../src/format/index-file.ts";
+import {
+  type CondemnedPack,
+  type ForgottenSnapshot,
+  type IndexedPack,
+  openIndex,
+  sealIndex,
+} from "../../src/format/index-file.ts";
 import { type PackEntry, sealPackTrailer } from "../../src/format/pack.ts";
 import { decodePayload, encodePayload } from "../../src/format/payload.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "../../src/format/snapshot.ts";
@@ -52,8 +58,8 @@ const MIN_CASES: Record<string, number> = {
   "chunk/ok": 8,
   "pack/ok": 2,
   "pack/error": 5,
-  "index/ok": 2,
-  "index/error": 3,
+  "index/ok": 5,
+  "index/error": 8,
   "snapshot/ok": 2,
   "snapshot/error": 3,
   "tree/ok": 2,
@@ -72,6 +78,8 @@ interface Vector {
   readonly kind: string;
   readonly expect: string;
   readonly meta: ReadonlyMap<string, readonly string[]>;
+  /** Every metadata line as `[key, value]`, in file order. */
+  readonly lines: readonly (readonly [string, string])[];
   readonly body: Uint8Array;
 }
 
@@ -79,12 +87,14 @@ function parseVector(name: string, text: string): Vector {
   const sep = text.indexOf("\n\n");
   assert.ok(sep > 0, `${name}: no blank line after the metadata`);
   const meta = new Map<string, string[]>();
+  const lines: [string, string][] = [];
   for (const line of text.slice(0, sep).split("\n")) {
     const m = /^([a-z0-9_]+):(?: (.*))?$/.exec(line);
     assert.ok(m, `${name}: malformed metadata line ${JSON.stringify(line)}`);
     const values = meta.get(m[1]) ?? [];
     values.push(m[2] ?? "");
     meta.set(m[1], values);
+    lines.push([m[1], m[2] ?? ""]);
   }
   const hex = text.slice(sep + 2).replace(/\n/g, "");
   assert.match(hex, /^([0-9a-f]{2})*$/, `${name}: body is not lowercase hex`);
@@ -93,7 +103,7 @@ function parseVector(name: string, text: string): Vector {
     assert.ok(v && v.length === 1, `${name}: expected one ${k} line`);
     return v[0];
   };
-  return { name, kind: one("kind"), expect: one("expect"), meta, body: fromHex(hex) };
+  return { name, kind: one("kind"), expect: one("expect"), meta, lines, body: fromHex(hex) };
 }
 
 function loadVectors(): Vector[] {
@@ -152,6 +162,54 @@ function parseEntry(s: string): PackEntry {
   assert.equal(nums.length, 4);
   const [segmentOffset, segmentLength, offset, length] = nums.map((n) => toInt(n, "entry"));
   return { type: t, id: fromHex(id), segmentOffset, segmentLength, offset, length };
+}
+
+/**
+ * An `index` case's `pack` (`name entry_count`), `condemned` (`name condemned_at entry_count`)
+ * and `forgotten` (`snapshot_id seq`) lines. Each `entry` line belongs to the nearest `pack` or
+ * `condemned` line above it, which must declare exactly as many entries as follow it.
+ */
+function parseIndexLines(v: Vector): {
+  packs: IndexedPack[];
+  condemned: CondemnedPack[];
+  forgotten: ForgottenSnapshot[];
+} {
+  const packs: IndexedPack[] = [];
+  const condemned: CondemnedPack[] = [];
+  const forgotten: ForgottenSnapshot[] = [];
+  let current: { declared: number; entries: PackEntry[] } | undefined;
+  const close = () => {
+    if (current) assert.equal(current.entries.length, current.declared, `${v.name}: entry count`);
+    current = undefined;
+  };
+  for (const [k, value] of v.lines) {
+    const parts = value.split(" ");
+    if (k === "pack") {
+      close();
+      assert.equal(parts.length, 2, `${v.name}: pack line`);
+      const entries: PackEntry[] = [];
+      current = { declared: toInt(parts[1], "entry count"), entries };
+      packs.push({ packId: fromHex(parts[0]), entries });
+    } else if (k === "condemned") {
+      close();
+      assert.equal(parts.length, 3, `${v.name}: condemned line`);
+      const entries: PackEntry[] = [];
+      current = { declared: toInt(parts[2], "entry count"), entries };
+      const condemnedAt = toInt(parts[1], "condemned at");
+      condemned.push({ packId: fromHex(parts[0]), condemnedAt, entries });
+    } else if (k === "entry") {
+      assert.ok(current, `${v.name}: an entry without a pack or condemned line above it`);
+      current.entries.push(parseEntry(value));
+    } else {
+      close();
+      if (k === "forgotten") {
+        assert.equal(parts.length, 2, `${v.name}: forgotten line`);
+        forgotten.push({ snapshotId: fromHex(parts[0]), seq: toInt(parts[1], "seq") });
+      }
+    }
+  }
+  close();
+  return { packs, condemned, forgotten };
 }
 
 /** `SHA256(seed || u32le(0)) || SHA256(seed || u32le(1)) || …`, truncated to `length`. */
@@ -482,18 +540,18 @@ const checks: Record<string, Check> = {
         continue;
       }
       assert.equal(v.expect, "ok");
-      const packs: IndexedPack[] = [];
-      const entryLines = [...f.all("entry")];
-      for (const line of f.all("pack")) {
-        const [id, count] = line.split(" ");
-        const n = toInt(count, "entry count");
-        packs.push({ packId: fromHex(id), entries: entryLines.splice(0, n).map(parseEntry) });
-      }
-      assert.equal(entryLines.length, 0, "entries without a pack");
-      assert.deepEqual(await openIndex(prim, keys, v.body, `index/${name}`), packs, pname);
+      const { packs, condemned, forgotten } = parseIndexLines(v);
+      assert.deepEqual(
+        await openIndex(prim, keys, v.body, `index/${name}`),
+        { packs, condemned, forgotten },
+        pname,
+      );
       const encoding = f.str("encoding");
       if (encoding === "stored") {
-        const sealed = await sealIndex(withNonces(prim, [f.hex("nonce")]), keys, packs);
+        const sealed = await sealIndex(withNonces(prim, [f.hex("nonce")]), keys, packs, {
+          condemned,
+          forgotten,
+        });
         bytesEqual(sealed, v.body, `${pname}: sealIndex`);
       } else assert.equal(encoding, "zstd");
     }

@@ -15,7 +15,7 @@ device with --recovery-key to prove the key and the backup work before you need 
     const started = Date.now();
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq);
+    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
     const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
     const files: FileToRead[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {

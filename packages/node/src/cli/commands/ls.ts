@@ -13,7 +13,7 @@ export const ls: Command = {
     if (ctx.positionals.length > 1) throw new UsageError("ls takes at most one SNAPSHOT");
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq);
+    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
     const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
     const entries: Record<string, unknown>[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {

@@ -28,7 +28,7 @@ Options:
     const started = Date.now();
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq);
+    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
     const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
     const total = snap.snapshot.summary;
     const result = await restoreToDir(repo, snap, resolve(target), {

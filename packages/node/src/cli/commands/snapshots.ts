@@ -12,7 +12,7 @@ exit status 3 when storage shows fewer snapshots than this device has already se
   async run(ctx) {
     const { repo, state } = await ctx.openRepo();
     const all = await repo.snapshots();
-    checkFreshness(all, state.lastSeq);
+    checkFreshness(all, state.lastSeq, repo.forgotten);
     if (all.length) {
       const last = all[all.length - 1];
       await ctx.device.updateRepo(repo.config.id, {
