@@ -7,9 +7,11 @@ import { demo } from "./commands/demo.ts";
 import { demoData } from "./commands/demo-data.ts";
 import { diff } from "./commands/diff.ts";
 import { drill } from "./commands/drill.ts";
+import { forget } from "./commands/forget.ts";
 import { init } from "./commands/init.ts";
 import { ls } from "./commands/ls.ts";
 import { password } from "./commands/password.ts";
+import { prune } from "./commands/prune.ts";
 import { restore } from "./commands/restore.ts";
 import { snapshots } from "./commands/snapshots.ts";
 import { stats } from "./commands/stats.ts";
@@ -25,6 +27,8 @@ export const COMMANDS: readonly Command[] = [
   restore,
   drill,
   check,
+  forget,
+  prune,
   stats,
   diff,
   password,

@@ -1,0 +1,317 @@
+import { fromHex, toHex } from "../bytes.ts";
+import { IntegrityError, UsageError } from "../errors.ts";
+import { BLOB_LIST } from "../format/blob.ts";
+import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
+import type { PackEntry } from "../format/pack.ts";
+import { parseIdList } from "../format/tree.ts";
+import type { Repository, SnapshotRef } from "../repository.ts";
+import { checkFreshness } from "./freshness.ts";
+import { Packer } from "./packer.ts";
+
+/** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
+export const DEFAULT_KEEP_DELETE_MS = 24 * 60 * 60 * 1000;
+/** A pack is repacked when more than this fraction of its blob bytes is unused. */
+export const DEFAULT_MAX_UNUSED = 0.1;
+/** Most pack entries per index file a prune writes (49 bytes each: ~49 MB, far below the limit). */
+const ENTRIES_PER_INDEX_FILE = 1_000_000;
+
+export interface PruneOptions {
+  /**
+   * How long a pack stays condemned before it is deleted, in milliseconds (default 24 h). A
+   * backup that started before the pack was condemned may still refer to its blobs; a prune
+   * after this delay sees that backup's snapshot and keeps the pack. 0 deletes at once: safe
+   * only when no backup runs at the same time.
+   */
+  readonly keepDeleteMs?: number;
+  /** Repack packs whose unused fraction of blob bytes exceeds this (0 to 1; default 0.1). */
+  readonly maxUnused?: number;
+  /** Decide and report, change nothing. */
+  readonly dryRun?: boolean;
+  /** Highest snapshot sequence this device has seen (a rolled-back history is refused). */
+  readonly minSeq?: number;
+  readonly now?: () => Date;
+  readonly onProgress?: (p: {
+    readonly phase: "mark" | "repack" | "delete";
+    readonly done: number;
+    readonly total: number;
+  }) => void;
+}
+
+/** Counts and bytes (stored pack sizes) of what a prune did or, with `dryRun`, would do. */
+export interface PruneReport {
+  readonly snapshots: number;
+  readonly usedBlobs: number;
+  /** Live packs left as they are. */
+  readonly keptPacks: number;
+  /** Packs whose used blobs were copied into new packs; the old ones are condemned. */
+  readonly repackedPacks: number;
+  readonly newPacks: number;
+  /** Packs condemned by this run (nothing needs them, or they were repacked). */
+  readonly condemnedPacks: number;
+  readonly condemnedBytes: number;
+  /** Condemned packs that a newer snapshot needs again: live once more. */
+  readonly recoveredPacks: number;
+  /** Condemned packs deleted by this run, and their bytes: the space reclaimed now. */
+  readonly deletedPacks: number;
+  readonly deletedBytes: number;
+  /** Condemned packs still waiting for the delay, and their bytes: reclaimed by a later prune. */
+  readonly waitingPacks: number;
+  readonly waitingBytes: number;
+  /** Bytes of blobs copied into new packs (before compression). */
+  readonly repackedBytes: number;
+  readonly indexFilesReplaced: number;
+  readonly indexFilesWritten: number;
+  readonly durationMs: number;
+}
+
+/**
+ * Reclaims space no snapshot needs, in two phases and without a lock that stops backups
+ * (rustic and kopia do the same). One run:
+ *
+ * 1. marks every blob the remaining snapshots reach (trees, lists, data);
+ * 2. decides per live pack: keep; condemn when nothing in it is used; repack when more than
+ *    `maxUnused` of it is unused (its used blobs go into new packs) and condemn it; and per
+ *    condemned pack: recover it when a snapshot needs it again (a backup that ran alongside the
+ *    prune that condemned it), delete it once condemned longer than `keepDeleteMs`, else wait;
+ * 3. writes in an order that is safe to stop at any point and to run again: new packs; deletion
+ *    of expired condemned packs (the current index already condemns them) and of leftover
+ *    forgotten snapshots; new index files (live packs, condemned packs with their time, the
+ *    forgotten records still needed); only then removal of the index files it read.
+ *
+ * Index files that appear while it runs (a concurrent backup's) are left alone. Two prunes must
+ * not run at once.
+ * @throws {RollbackError} when storage hides snapshots: pruning then would delete their data.
+ * @throws {IntegrityError} when a snapshot needs a blob no pack holds (run `check`); nothing is
+ *   changed then.
+ */
+export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<PruneReport> {
+  const now = (opts.now ?? (() => new Date()))().getTime();
+  const keepDeleteMs = opts.keepDeleteMs ?? DEFAULT_KEEP_DELETE_MS;
+  const maxUnused = opts.maxUnused ?? DEFAULT_MAX_UNUSED;
+  if (!(keepDeleteMs >= 0)) throw new UsageError("keepDeleteMs must be ≥ 0");
+  if (!(maxUnused >= 0 && maxUnused <= 1)) throw new UsageError("maxUnused must be from 0 to 1");
+  const started = Date.now();
+
+  const live = await repo.loadIndex();
+  const indexFiles = [...repo.indexFiles];
+  const snapshots = await repo.snapshots();
+  checkFreshness(snapshots, opts.minSeq ?? 0, repo.forgotten);
+  const stored = new Map<string, number>();
+  for await (const { name, size } of repo.storage.list("data")) stored.set(name, size);
+
+  // 1. Mark.
+  const used = await markUsed(repo, snapshots, opts.onProgress).catch((err) => {
+    if (!(err instanceof IntegrityError)) throw err;
+    throw new IntegrityError(`${err.message}; nothing was pruned (run check)`, undefined, {
+      cause: err,
+    });
+  });
+
+  // 2. Decide. A used blob is claimed by the first live pack that holds it; other copies count
+  // as unused (duplicates left by concurrent backups or by an earlier interrupted prune).
+  const claimed = new Set<string>();
+  const keep: IndexedPack[] = [];
+  const repack: { name: string; entries: PackEntry[] }[] = [];
+  const condemn: CondemnedPack[] = [];
+  const claim = (entries: readonly PackEntry[]): PackEntry[] => {
+    const mine: PackEntry[] = [];
+    for (const e of entries) {
+      const id = toHex(e.id);
+      if (used.has(id) && !claimed.has(id)) {
+        claimed.add(id);
+        mine.push(e);
+      }
+    }
+    return mine;
+  };
+  const blobBytes = (entries: readonly PackEntry[]) => entries.reduce((n, e) => n + e.length, 0);
+  let condemnedBytes = 0;
+  for (const pack of live) {
+    const name = toHex(pack.packId);
+    if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below
+    const mine = claim(pack.entries);
+    if (mine.length === pack.entries.length) keep.push(pack);
+    else if (mine.length === 0 || 1 - blobBytes(mine) / blobBytes(pack.entries) > maxUnused) {
+      if (mine.length > 0) repack.push({ name, entries: mine });
+      condemn.push({ ...pack, condemnedAt: now });
+      condemnedBytes += stored.get(name) ?? 0;
+    } else keep.push(pack);
+  }
+  let recoveredPacks = 0;
+  const waiting: CondemnedPack[] = [];
+  const expired: string[] = [];
+  let waitingBytes = 0;
+  let deletedBytes = 0;
+  for (const [name, c] of repo.condemned) {
+    if (!stored.has(name)) continue; // deleted by an earlier run that stopped before its index
+    if (claim(c.entries).length > 0) {
+      keep.push({ packId: c.packId, entries: c.entries });
+      recoveredPacks++;
+    } else if (now - c.condemnedAt >= keepDeleteMs) {
+      expired.push(name);
+      deletedBytes += stored.get(name) ?? 0;
+    } else {
+      waiting.push(c);
+      waitingBytes += stored.get(name) ?? 0;
+    }
+  }
+  for (const id of used) {
+    if (!claimed.has(id)) {
+      throw new IntegrityError(
+        `blob ${id} is needed by a snapshot but no pack in storage holds it; ` +
+          "nothing was pruned (run check)",
+      );
+    }
+  }
+  // Newly condemned packs wait too, unless there is no delay.
+  const deleteNow = keepDeleteMs === 0 ? condemn.map((c) => toHex(c.packId)) : [];
+  if (keepDeleteMs === 0) deletedBytes += condemnedBytes;
+  else {
+    waiting.push(...condemn);
+    waitingBytes += condemnedBytes;
+  }
+  // Snapshot objects an interrupted forget left behind (snapshots() no longer lists them).
+  const leftovers: string[] = [];
+  for await (const { name } of repo.storage.list("snapshots")) {
+    if (repo.forgotten.has(name)) leftovers.push(name);
+  }
+  const forgotten = neededForgotten(snapshots, repo.forgotten);
+
+  const report = (extra: { newPacks: number; repackedBytes: number; written: number }) => ({
+    snapshots: snapshots.length,
+    usedBlobs: used.size,
+    keptPacks: keep.length - recoveredPacks,
+    repackedPacks: repack.length,
+    newPacks: extra.newPacks,
+    condemnedPacks: condemn.length,
+    condemnedBytes,
+    recoveredPacks,
+    deletedPacks: expired.length + deleteNow.length,
+    deletedBytes,
+    waitingPacks: waiting.length,
+    waitingBytes,
+    repackedBytes: extra.repackedBytes,
+    indexFilesReplaced: extra.written > 0 ? indexFiles.length : 0,
+    indexFilesWritten: extra.written,
+    durationMs: Date.now() - started,
+  });
+  const nothingToDo =
+    repack.length === 0 &&
+    condemn.length === 0 &&
+    recoveredPacks === 0 &&
+    expired.length === 0 &&
+    leftovers.length === 0 &&
+    forgotten.length === repo.forgotten.size &&
+    indexFiles.length <= 1;
+  if (opts.dryRun || nothingToDo) {
+    const repackedBytes = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
+    return report({ newPacks: 0, repackedBytes, written: 0 });
+  }
+
+  // 3. Write. New packs first: until the index below names them they are merely unindexed.
+  const packer = new Packer(repo);
+  let repackedBytes = 0;
+  const repackTotal = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
+  for (const r of repack) {
+    for (const e of r.entries) {
+      const id = toHex(e.id);
+      const plain = await repo.loadBlob(id, e.type);
+      await packer.add(e.type, e.id, plain, true);
+      repackedBytes += e.length;
+      opts.onProgress?.({ phase: "repack", done: repackedBytes, total: repackTotal });
+    }
+  }
+  await packer.flush();
+  keep.push(...packer.stored);
+
+  let deleted = 0;
+  const toDelete = expired.length + deleteNow.length;
+  for (const name of expired) {
+    await repo.storage.remove("data", name);
+    opts.onProgress?.({ phase: "delete", done: ++deleted, total: toDelete });
+  }
+  for (const id of leftovers) await repo.storage.remove("snapshots", id);
+
+  const condemnedRecords = keepDeleteMs === 0 ? [...waiting, ...condemn] : waiting;
+  const batches: IndexedPack[][] = [[]];
+  let entries = 0;
+  for (const pack of keep) {
+    if (entries + pack.entries.length > ENTRIES_PER_INDEX_FILE && batches.at(-1)!.length > 0) {
+      batches.push([]);
+      entries = 0;
+    }
+    batches.at(-1)!.push(pack);
+    entries += pack.entries.length;
+  }
+  let written = 0;
+  for (const [i, batch] of batches.entries()) {
+    const records = i === 0 ? { condemned: condemnedRecords, forgotten } : undefined;
+    if (batch.length === 0 && !records?.condemned.length && !records?.forgotten.length) continue;
+    await repo.saveIndex(batch, records);
+    written++;
+  }
+  for (const name of indexFiles) await repo.storage.remove("index", name);
+  // No delay: the new index already condemns these, so a reader never takes them for live.
+  for (const name of deleteNow) {
+    await repo.storage.remove("data", name);
+    opts.onProgress?.({ phase: "delete", done: ++deleted, total: toDelete });
+  }
+  return report({ newPacks: packer.stored.length, repackedBytes, written });
+}
+
+/** Every blob (hex ID) the snapshots reach. Shared subtrees and lists are read once. */
+async function markUsed(
+  repo: Repository,
+  snapshots: readonly SnapshotRef[],
+  onProgress: PruneOptions["onProgress"],
+): Promise<Set<string>> {
+  const used = new Set<string>();
+  const markTree = async (id: string): Promise<void> => {
+    if (used.has(id)) return;
+    used.add(id);
+    for (const node of (await repo.loadTree(id)).nodes) {
+      if (node.type === "dir") {
+        for (const sub of node.subtree ? [node.subtree] : (node.subtrees ?? [])) {
+          await markTree(sub);
+        }
+        continue;
+      }
+      for (const data of node.content ?? []) used.add(data);
+      for (const list of node.lists ?? []) {
+        if (used.has(list)) continue;
+        used.add(list);
+        try {
+          for (const data of parseIdList(await repo.loadBlob(list, BLOB_LIST)))
+            used.add(toHex(data));
+        } catch (err) {
+          if (err instanceof RangeError)
+            throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
+          throw err;
+        }
+      }
+    }
+  };
+  let done = 0;
+  for (const s of snapshots) {
+    await markTree(s.snapshot.tree);
+    onProgress?.({ phase: "mark", done: ++done, total: snapshots.length });
+  }
+  return used;
+}
+
+/**
+ * The forgotten records still needed: those a remaining snapshot names as parent, and the
+ * highest `seq` (so the next backup never reuses a sequence number).
+ */
+function neededForgotten(
+  snapshots: readonly SnapshotRef[],
+  forgotten: ReadonlyMap<string, number>,
+): ForgottenSnapshot[] {
+  const parents = new Set(snapshots.map((s) => s.snapshot.parent));
+  let top: string | undefined;
+  for (const [id, seq] of forgotten) if (top === undefined || seq > forgotten.get(top)!) top = id;
+  const liveTop = Math.max(0, ...snapshots.map((s) => s.snapshot.seq));
+  return [...forgotten]
+    .filter(([id, seq]) => parents.has(id) || (id === top && seq > liveTop))
+    .map(([id, seq]) => ({ snapshotId: fromHex(id), seq }));
+}
