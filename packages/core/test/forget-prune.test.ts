@@ -357,7 +357,7 @@ describe("prune", () => {
     await assertClean(storage);
     assert.ok((await storedBytes(storage, "data")) < 400_000);
 
-    // Mostly used: kept as it is (below the 10 % threshold).
+    // Mostly used: kept as it is (its unused bytes are below 5 % of the used ones).
     const c = await backupSpec(storage, { d: { "x.bin": randomBytes(3 << 20, 9) } });
     const d = await backupSpec(storage, { d: { "x.bin": randomBytes(3 << 20, 9), y: small } });
     void c;
@@ -365,6 +365,43 @@ describe("prune", () => {
     assert.equal(r2.repackedPacks, 0);
     assert.equal(r2.condemnedPacks, 0);
     await restoresExactly(storage, d.id, { d: { "x.bin": randomBytes(3 << 20, 9), y: small } });
+  });
+
+  it("repacks the emptiest packs first, only until the unused data is within the limit", async () => {
+    const storage = new MemoryStorage();
+    await Repository.init(storage, p, KEY);
+    const MB = 1 << 20;
+    const keepers = [1, 2, 3].map((i) => randomBytes(MB, 10 + i));
+    // Three packs, unused once their snapshots are forgotten: 50 %, 67 % and 33 %.
+    const a = await backupSpec(storage, { f: { k1: keepers[0], u: randomBytes(MB, 21) } });
+    const b = await backupSpec(storage, { f: { k2: keepers[1], u: randomBytes(2 * MB, 22) } });
+    const c = await backupSpec(storage, { f: { k3: keepers[2], u: randomBytes(MB / 2, 23) } });
+    const packOf = async (id: string) => {
+      const repo = await open(storage);
+      const [folder] = (await repo.loadTree((await repo.findSnapshot(id)).snapshot.tree)).nodes;
+      assert.equal(folder.type, "dir");
+      const file = (await repo.dirNodes(folder)).find((n) => n.name.startsWith("k"));
+      assert.equal(file?.type, "file");
+      return repo.lookup((await repo.contentIds(file))[0])!.pack;
+    };
+    const packs = [await packOf(a.id), await packOf(b.id), await packOf(c.id)];
+    const final = { f: { k1: keepers[0], k2: keepers[1], k3: keepers[2] } };
+    const last = await backupSpec(storage, final);
+    await forget(await open(storage), { ids: [a.id, b.id, c.id] });
+    // 3.5 MB unused against 3 MB used; 60 % allows 1.8 MB: repacking b's pack (2 MB) is enough.
+    const r = await prune(await open(storage), { keepDeleteMs: 0, maxUnused: 0.6 });
+    assert.equal(r.repackedPacks, 1, JSON.stringify(r));
+    const left = new Set(await names(storage, "data"));
+    assert.deepEqual(
+      packs.map((x) => left.has(x)),
+      [true, false, true],
+    );
+    await restoresExactly(storage, last.id, final);
+    // With the default (5 %), the other two go as well.
+    const r2 = await prune(await open(storage), { keepDeleteMs: 0 });
+    assert.equal(r2.repackedPacks, 2);
+    await restoresExactly(storage, last.id, final);
+    await assertClean(storage);
   });
 
   it("a backup that started before the prune and reuses condemned blobs is not broken", async () => {

@@ -10,8 +10,11 @@ import { Packer } from "./packer.ts";
 
 /** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
 export const DEFAULT_KEEP_DELETE_MS = 24 * 60 * 60 * 1000;
-/** A pack is repacked when more than this fraction of its blob bytes is unused. */
-export const DEFAULT_MAX_UNUSED = 0.1;
+/**
+ * Unused bytes left in partly used packs may reach this fraction of the used bytes (restic's
+ * `--max-unused 5%`); past it, the packs with the highest unused share are repacked first.
+ */
+export const DEFAULT_MAX_UNUSED = 0.05;
 /** Most pack entries per index file a prune writes (49 bytes each: ~49 MB, far below the limit). */
 const ENTRIES_PER_INDEX_FILE = 1_000_000;
 
@@ -23,7 +26,10 @@ export interface PruneOptions {
    * only when no backup runs at the same time.
    */
   readonly keepDeleteMs?: number;
-  /** Repack packs whose unused fraction of blob bytes exceeds this (0 to 1; default 0.1). */
+  /**
+   * How much unused data partly used packs may keep, as a fraction of the used data (0 to 1;
+   * default 0.05). Packs with no used blob are always condemned.
+   */
   readonly maxUnused?: number;
   /** Decide and report, change nothing. */
   readonly dryRun?: boolean;
@@ -69,8 +75,9 @@ export interface PruneReport {
  * (rustic and kopia do the same). One run:
  *
  * 1. marks every blob the remaining snapshots reach (trees, lists, data);
- * 2. decides per live pack: keep; condemn when nothing in it is used; repack when more than
- *    `maxUnused` of it is unused (its used blobs go into new packs) and condemn it; and per
+ * 2. decides per live pack: keep; condemn when nothing in it is used; or, while the unused bytes
+ *    in partly used packs exceed `maxUnused` of all used bytes, repack the packs with the highest
+ *    unused share (their used blobs go into new packs) and condemn them; and per
  *    condemned pack: recover it when a snapshot needs it again (a backup that ran alongside the
  *    prune that condemned it), delete it once condemned longer than `keepDeleteMs`, else wait;
  * 3. writes in an order that is safe to stop at any point and to run again: new packs; deletion
@@ -126,16 +133,38 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   };
   const blobBytes = (entries: readonly PackEntry[]) => entries.reduce((n, e) => n + e.length, 0);
   let condemnedBytes = 0;
+  const condemnPack = (pack: IndexedPack, name: string) => {
+    condemn.push({ ...pack, condemnedAt: now });
+    condemnedBytes += stored.get(name) ?? 0;
+  };
+  const partly: { pack: IndexedPack; name: string; mine: PackEntry[]; unused: number }[] = [];
+  let usedBytes = 0;
+  let partlyUnused = 0;
   for (const pack of live) {
     const name = toHex(pack.packId);
     if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below
     const mine = claim(pack.entries);
+    usedBytes += blobBytes(mine);
     if (mine.length === pack.entries.length) keep.push(pack);
-    else if (mine.length === 0 || 1 - blobBytes(mine) / blobBytes(pack.entries) > maxUnused) {
-      if (mine.length > 0) repack.push({ name, entries: mine });
-      condemn.push({ ...pack, condemnedAt: now });
-      condemnedBytes += stored.get(name) ?? 0;
-    } else keep.push(pack);
+    else if (mine.length === 0) condemnPack(pack, name);
+    else {
+      const unused = blobBytes(pack.entries) - blobBytes(mine);
+      partly.push({ pack, name, mine, unused });
+      partlyUnused += unused;
+    }
+  }
+  // The packs with the highest unused share first, until what stays unused is within the limit.
+  partly.sort(
+    (a, b) => b.unused / blobBytes(b.pack.entries) - a.unused / blobBytes(a.pack.entries),
+  );
+  for (const x of partly) {
+    if (partlyUnused <= maxUnused * usedBytes) {
+      keep.push(x.pack);
+      continue;
+    }
+    repack.push({ name: x.name, entries: x.mine });
+    condemnPack(x.pack, x.name);
+    partlyUnused -= x.unused;
   }
   let recoveredPacks = 0;
   const waiting: CondemnedPack[] = [];

@@ -37,7 +37,8 @@ network loss) loses nothing and the next one finishes the job. Do not run two pr
 Options:
       --keep-delete DURATION  how long condemned packs wait before deletion (default 24h;
                               0 deletes at once: only when no backup runs at the same time)
-      --max-unused PERCENT    repack packs with more than this much unused data (default 10)
+      --max-unused PERCENT    unused data that partly used packs may keep, in percent of the
+                              used data; past it the emptiest packs are repacked (default 5)
   -n, --dry-run               show what would happen; change nothing
 
 Examples:
