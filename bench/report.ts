@@ -9,14 +9,14 @@ import type { SizeName, SizeSpec, StateInfo, StateName } from "./dataset.ts";
 import { median, probe, type RssMethod } from "./proc.ts";
 import { TOOL_NAMES, type ToolName } from "./tools.ts";
 
-export type PhaseId = "first" | "nochange" | "day1" | "day2" | "restore" | "verify";
+export type PhaseId = "first" | "nochange" | "day1" | "day2" | "restore" | "verify" | "prune";
 
 /** One timed phase: which data state it works on and what it does. */
 export interface Phase {
   id: PhaseId;
   label: string;
   state: StateName;
-  kind: "backup" | "restore" | "verify";
+  kind: "backup" | "restore" | "verify" | "prune";
 }
 
 export const PHASES: readonly Phase[] = [
@@ -26,7 +26,12 @@ export const PHASES: readonly Phase[] = [
   { id: "day2", label: "day 2 (newest rows)", state: "day2", kind: "backup" },
   { id: "restore", label: "full restore", state: "day2", kind: "restore" },
   { id: "verify", label: "verify all data", state: "day2", kind: "verify" },
+  // After the four backups: forget the two oldest (half), then reclaim their space.
+  { id: "prune", label: "prune (½ forgotten)", state: "day2", kind: "prune" },
 ];
+
+/** Snapshots the prune phase keeps: half of the four backups. */
+export const PRUNE_KEEP_LAST = 2;
 
 /** One measured command. */
 export interface Sample {
@@ -35,8 +40,10 @@ export interface Sample {
   phase: PhaseId;
   wallMs: number;
   peakRssKiB: number | null;
-  /** Repository growth (backups only). */
+  /** Repository growth (backups; negative for prune: the space freed). */
   addedBytes?: number;
+  /** Bytes of the repository after the command (prune only). */
+  repoBytes?: number;
   /** Bytes of the data state the phase works on (the throughput numerator). */
   dataBytes: number;
   /** 1-minute load average just before the command. */
@@ -52,6 +59,7 @@ export interface PhaseSummary {
   mbPerS: number;
   peakRssKiB: number | null;
   addedBytes?: number;
+  repoBytes?: number;
   /** Repository growth minus the day's new media bytes (day phases only). */
   dbBytes?: number;
 }
@@ -127,6 +135,8 @@ export function summarize(
         peakRssKiB: rss.length ? median(rss) : null,
       };
       if (added.length) sum.addedBytes = median(added);
+      const size = s.map((x) => x.repoBytes).filter((x): x is number => x !== undefined);
+      if (size.length) sum.repoBytes = median(size);
       const day = states[phase.state].day;
       if (phase.kind === "backup" && day && sum.addedBytes !== undefined) {
         sum.dbBytes = sum.addedBytes - day.newMediaBytes;
@@ -228,6 +238,18 @@ export function goals(summary: Summary, spec: SizeSpec): Goal[] {
     (s) => s.mbPerS,
     (r) => r >= 1.5,
   );
+  {
+    const l = get("prune", "locket");
+    const r = get("prune", "restic");
+    out.push({
+      goal: "prune after forgetting half the snapshots (report; restic's is its slowest command)",
+      target: "reported",
+      measured: l
+        ? `${fmtSeconds(l.wallMs)}${r ? ` vs restic ${fmtSeconds(r.wallMs)} (${fmtRatio(l.wallMs / r.wallMs)})` : ""}`
+        : "n/a",
+      met: null,
+    });
+  }
   ratioGoal(
     "verify throughput vs restic",
     "≥ 1.5×",
@@ -318,6 +340,12 @@ export function markdown(r: BenchResult): string {
   const rss: Metric = { name: "peak RSS", value: (s) => s.peakRssKiB, fmt: fmtMib };
   const added: Metric = { name: "repo growth", value: (s) => s.addedBytes, fmt: fmtMb };
   const db: Metric = { name: "database bytes", value: (s) => s.dbBytes, fmt: fmtMb };
+  const freed: Metric = {
+    name: "space freed",
+    value: (s) => (s.addedBytes === undefined ? undefined : -s.addedBytes),
+    fmt: fmtMb,
+  };
+  const after: Metric = { name: "repository after", value: (s) => s.repoBytes, fmt: fmtMb };
   const metrics: Record<PhaseId, Metric[]> = {
     first: [time, rate, rss, added],
     nochange: [time, rss, added],
@@ -325,6 +353,7 @@ export function markdown(r: BenchResult): string {
     day2: [time, rss, added, db],
     restore: [time, rate, rss],
     verify: [time, rate, rss],
+    prune: [time, rss, freed, after],
   };
   for (const phase of PHASES) {
     const row = r.summary[phase.id];
@@ -354,7 +383,10 @@ export function markdown(r: BenchResult): string {
       "state backed up, or restored and verified) divided by wall time, so a throughput ratio is " +
       "the inverse of the time ratio. Repository growth is the change in the bytes of the files in " +
       "the repository folder; database bytes are repository growth minus the day's new media " +
-      "bytes (so they include the snapshot's metadata). MB = 10^6 bytes, MiB = 2^20 bytes.",
+      "bytes (so they include the snapshot's metadata). The prune phase forgets the two oldest " +
+      "of the four snapshots (untimed: Locket `forget`, restic `forget`, borg `prune`), then " +
+      "times the command that frees their space (Locket `prune --keep-delete 0`, restic " +
+      "`prune`, borg `compact`). MB = 10^6 bytes, MiB = 2^20 bytes.",
     "",
   );
   if (r.goals.length) {

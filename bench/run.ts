@@ -29,6 +29,7 @@ import {
   markdown,
   PHASES,
   type Phase,
+  PRUNE_KEEP_LAST,
   type Sample,
   summarize,
   writeDoc,
@@ -264,7 +265,10 @@ async function main(): Promise<number> {
         await attempt(tool, phase.label, async () => {
           const s = await runPhase(tool, phase, run);
           samples.push(s);
-          const added = s.addedBytes === undefined ? "" : `  +${fmtMb(s.addedBytes)}`;
+          const added =
+            s.addedBytes === undefined
+              ? ""
+              : `  ${s.addedBytes < 0 ? "−" : "+"}${fmtMb(Math.abs(s.addedBytes))}`;
           const mem = s.peakRssKiB === null ? "" : `  ${(s.peakRssKiB / 1024).toFixed(0)} MiB`;
           log(
             `  run ${run}/${runs}  ${phase.label.padEnd(20)} ${tool.label.padEnd(7)}` +
@@ -323,6 +327,13 @@ async function main(): Promise<number> {
       } finally {
         await rm(target, { recursive: true, force: true });
       }
+    }
+    if (phase.kind === "prune") {
+      await tool.forget(PRUNE_KEEP_LAST);
+      const before = await tool.repoBytes();
+      const { m, dropped, load } = await timed(() => tool.prune());
+      const after = await tool.repoBytes();
+      return { ...sample(m, dropped, load), addedBytes: after - before, repoBytes: after };
     }
     const { m, dropped, load } = await timed(() => tool.verify());
     return sample(m, dropped, load);

@@ -32,6 +32,10 @@ export interface Tool {
   restore(target: string): Promise<Measured>;
   /** Reads and verifies all data in the repository. */
   verify(): Promise<Measured>;
+  /** Forgets all but the `keepLast` newest snapshots (not timed: cheap for every tool). */
+  forget(keepLast: number): Promise<void>;
+  /** Reclaims the space the forgotten snapshots held, as soon as the tool allows. */
+  prune(): Promise<Measured>;
   /** Bytes of the files in the repository folder. */
   repoBytes(): Promise<number>;
   /** Deletes the repository and the tool's local state and cache. */
@@ -84,6 +88,11 @@ export function locketTool(ctx: ToolContext, code: LocketCode): Tool {
     restore: (target) =>
       measure(ctx.rss, process.execPath, cli(["restore", "latest", "--target", target]), { env }),
     verify: () => measure(ctx.rss, process.execPath, cli(["check", "--read-data"]), { env }),
+    async forget(keepLast) {
+      await run(process.execPath, cli(["forget", "--keep-last", String(keepLast)]), { env });
+    },
+    // One phase, as restic and borg do it: nothing else runs against the repository here.
+    prune: () => measure(ctx.rss, process.execPath, cli(["prune", "--keep-delete", "0"]), { env }),
     repoBytes: async () => (await treeSize(repo)).bytes,
     async reset() {
       await rm(ctx.dir, { recursive: true, force: true });
@@ -113,6 +122,10 @@ export function resticTool(ctx: ToolContext, version: string): Tool {
     restore: (target) =>
       measure(ctx.rss, "restic", ["restore", "latest", "--quiet", "--target", target], { env }),
     verify: () => measure(ctx.rss, "restic", ["check", "--read-data"], { env }),
+    async forget(keepLast) {
+      await run("restic", ["forget", "--quiet", "--keep-last", String(keepLast)], { env });
+    },
+    prune: () => measure(ctx.rss, "restic", ["prune", "--quiet"], { env }),
     repoBytes: async () => (await treeSize(repo)).bytes,
     async reset() {
       await rm(ctx.dir, { recursive: true, force: true });
@@ -156,6 +169,11 @@ export function borgTool(ctx: ToolContext, version: string): Tool {
     restore: (target) =>
       measure(ctx.rss, "borg", ["extract", `::a${archives}`], { env, cwd: target }),
     verify: () => measure(ctx.rss, "borg", ["check", "--verify-data"], { env }),
+    // borg 1.2: `prune` deletes archives (the forget), `compact` frees the space.
+    async forget(keepLast) {
+      await run("borg", ["prune", "--keep-last", String(keepLast)], { env });
+    },
+    prune: () => measure(ctx.rss, "borg", ["compact"], { env }),
     repoBytes: async () => (await treeSize(repo)).bytes,
     async reset() {
       await rm(ctx.dir, { recursive: true, force: true });
