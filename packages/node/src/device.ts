@@ -21,6 +21,9 @@ export interface RepoState {
 
 export interface Defaults {
   readonly repository?: string;
+  /** For an S3 default repository: the endpoint and region `init` used, so later commands need neither. */
+  readonly s3Endpoint?: string;
+  readonly s3Region?: string;
 }
 
 /** `$LOCKET_HOME`, or the platform's config folder. */

@@ -10,7 +10,7 @@ import {
   WrongKeyError,
 } from "@locket/core";
 import type { VaultClient } from "@locket/vault/client";
-import { Device, locketHome, type RepoState } from "../device.ts";
+import { type Defaults, Device, locketHome, type RepoState } from "../device.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
 import { FsStorage } from "../storage/fs.ts";
@@ -83,7 +83,11 @@ export class Context {
     if (!isS3Location(location)) return FsStorage.open(location);
     // Loaded on demand: the AWS SDK costs ~100 ms of start-up that local repositories never need.
     const { S3Storage } = await import("../storage/s3.ts");
-    return S3Storage.open(location, this.s3Options());
+    const defaults = await this.device.defaults();
+    return S3Storage.open(
+      location,
+      this.s3Options(defaults.repository === location ? defaults : {}),
+    );
   }
 
   /**
@@ -91,12 +95,14 @@ export class Context {
    * or AWS_REGION (default us-east-1), LOCKET_S3_CONCURRENCY, LOCKET_S3_EXCLUSIVE,
    * LOCKET_S3_TIMEOUT (seconds per request), LOCKET_S3_MAX_ATTEMPTS. Credentials: explicit when
    * this invocation's environment has AWS_ACCESS_KEY_ID, otherwise the AWS SDK's chain (profiles,
-   * SSO, instance roles).
+   * SSO, instance roles). `remembered`: the endpoint and region `init` kept for this device's
+   * default repository, used when neither an option nor the environment gives one.
    * @throws {UsageError} when a setting is malformed.
    */
-  s3Options(): S3StorageOptions {
+  s3Options(remembered: Defaults = {}): S3StorageOptions {
     const env = this.env;
-    const endpoint = this.str("s3-endpoint") ?? (env.LOCKET_S3_ENDPOINT || undefined);
+    const endpoint =
+      this.str("s3-endpoint") ?? (env.LOCKET_S3_ENDPOINT || undefined) ?? remembered.s3Endpoint;
     if (endpoint !== undefined && !/^https?:\/\/[^/]+/.test(endpoint))
       throw new UsageError(`--s3-endpoint must be an http:// or https:// URL, got ${endpoint}`);
     const exclusive = env.LOCKET_S3_EXCLUSIVE || "conditional";
@@ -109,7 +115,9 @@ export class Context {
     const secret = env.AWS_SECRET_ACCESS_KEY;
     return {
       endpoint,
-      region: this.str("s3-region") ?? (env.AWS_REGION || env.AWS_DEFAULT_REGION || "us-east-1"),
+      region:
+        this.str("s3-region") ??
+        (env.AWS_REGION || env.AWS_DEFAULT_REGION || remembered.s3Region || "us-east-1"),
       credentials:
         key && secret
           ? { accessKeyId: key, secretAccessKey: secret, sessionToken: env.AWS_SESSION_TOKEN }

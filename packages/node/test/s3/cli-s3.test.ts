@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { after, before, describe, type TestContext, test } from "node:test";
 import type { S3Client } from "@aws-sdk/client-s3";
@@ -152,6 +153,13 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
       e,
     );
     assert.deepEqual(snaps.snapshots, []);
+    // init remembered the endpoint and region for this device's default repository.
+    const data = join(dir, "data");
+    await mkdir(data);
+    await writeFile(join(data, "note.txt"), "remembered");
+    await ok(["backup", data], e);
+    const again = await ok<{ snapshots: unknown[] }>(["snapshots"], e);
+    assert.equal(again.snapshots.length, 1);
   });
 
   test("init into a bucket that does not exist fails at once with exit 1, naming it", async (t) => {

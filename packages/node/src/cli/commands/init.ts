@@ -30,13 +30,18 @@ Examples:
     if (!location) throw new UsageError("init needs --repo PATH (or LOCKET_REPOSITORY)");
     // For S3, the exclusive save of config in Repository.init is what refuses an existing
     // repository when two inits race; create() only gives the early, friendlier message.
-    const storage = isS3Location(location)
-      ? await (await import("../../storage/s3.ts")).S3Storage.create(location, ctx.s3Options())
+    const s3 = isS3Location(location) ? ctx.s3Options() : undefined;
+    const storage = s3
+      ? await (await import("../../storage/s3.ts")).S3Storage.create(location, s3)
       : await FsStorage.create(location);
     const rootKey = generateRootKey(nodePrimitives);
     const repo = await Repository.init(storage, nodePrimitives, rootKey);
     await ctx.device.updateRepo(repo.config.id, { location, rootKey: toHex(rootKey), lastSeq: 0 });
-    await ctx.device.setDefaults({ ...(await ctx.device.defaults()), repository: location });
+    // The new repository becomes this device's default, with the S3 endpoint and region it took.
+    await ctx.device.setDefaults({
+      repository: location,
+      ...(s3 ? { s3Endpoint: s3.endpoint, s3Region: s3.region } : {}),
+    });
     const recoveryKey = formatRecoveryKey(rootKey);
     ctx.say(`created repository ${repo.config.id} at ${location}`);
     ctx.say("");
