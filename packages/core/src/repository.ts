@@ -208,7 +208,9 @@ export class Repository {
     for (const { file } of files) {
       for (const pack of file.packs) {
         const name = toHex(pack.packId);
-        if (this.condemnedPacks.has(name)) continue;
+        // Listed twice (a prune stopped before removing the old index files, or two backups
+        // adopted the same leftover pack): one copy, or prune would take the second for unused.
+        if (this.condemnedPacks.has(name) || this.indexedPacks.has(name)) continue;
         this.addPack(name, pack.entries, true);
         live.push(pack);
       }

@@ -479,6 +479,17 @@ describe("prune", () => {
     });
   }
 
+  it("a pack listed by two index files is one live pack, even for a prune with no delay", async () => {
+    const { storage, specs, ids } = await forgottenRepo();
+    // As a prune stopped before removing the old index files leaves it: every pack listed twice.
+    const repo = await open(storage);
+    await repo.saveIndex(await repo.loadIndex());
+    const r = await prune(await open(storage), { keepDeleteMs: 0 });
+    assert.ok(r.deletedPacks > 0);
+    await restoresExactly(storage, ids[2], specs[2]);
+    await assertClean(storage);
+  });
+
   it("dry run changes nothing", async () => {
     const { storage } = await forgottenRepo();
     const before = await Promise.all(

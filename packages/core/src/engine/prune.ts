@@ -140,8 +140,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const partly: { pack: IndexedPack; name: string; mine: PackEntry[]; unused: number }[] = [];
   let usedBytes = 0;
   let partlyUnused = 0;
+  const seen = new Set<string>();
   for (const pack of live) {
     const name = toHex(pack.packId);
+    if (seen.has(name)) continue; // the same pack twice must not count as its own duplicate
+    seen.add(name);
     if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below
     const mine = claim(pack.entries);
     usedBytes += blobBytes(mine);
