@@ -407,16 +407,19 @@ export class Repository {
   async contentIds(node: FileNode): Promise<string[]> {
     if (node.content) return [...node.content];
     const out: string[] = [];
-    for (const list of node.lists ?? []) {
-      try {
-        for (const id of parseIdList(await this.loadBlob(list, BLOB_LIST))) out.push(toHex(id));
-      } catch (err) {
-        if (err instanceof RangeError)
-          throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
-        throw err;
-      }
-    }
+    for (const list of node.lists ?? []) out.push(...(await this.listIds(list)));
     return out;
+  }
+
+  /** The data blob IDs (hex) of list blob `id`. @throws {IntegrityError} when damaged. */
+  async listIds(id: string): Promise<string[]> {
+    try {
+      return parseIdList(await this.loadBlob(id, BLOB_LIST)).map(toHex);
+    } catch (err) {
+      if (err instanceof RangeError)
+        throw new IntegrityError(`list ${id} is malformed: ${err.message}`);
+      throw err;
+    }
   }
 
   /**
@@ -480,11 +483,12 @@ export class Repository {
   }
 
   /**
-   * Finds a snapshot by "latest", a full ID or a unique ID prefix (at least 4 digits).
+   * Finds a snapshot by "latest", a full ID or a unique ID prefix (at least 4 digits), among
+   * `snapshots` when the caller has listed them already.
    * @throws {NotFoundError} when none matches; {UsageError} when the prefix is ambiguous.
    */
-  async findSnapshot(ref: string): Promise<SnapshotRef> {
-    const all = await this.snapshots();
+  async findSnapshot(ref: string, snapshots?: readonly SnapshotRef[]): Promise<SnapshotRef> {
+    const all = snapshots ?? (await this.snapshots());
     if (ref === "latest") {
       if (all.length === 0)
         throw new NotFoundError(`the repository at ${this.storage.location} has no snapshots`);

@@ -133,7 +133,7 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
   const snapshots = await repo.snapshots();
   checkFreshness(snapshots, opts.minSeq ?? 0, repo.forgotten);
   const named = new Set<string>();
-  for (const id of ids) named.add((await repo.findSnapshot(id)).id);
+  for (const id of ids) named.add((await repo.findSnapshot(id, snapshots)).id);
 
   const decisions = hasRetentionRule(policy)
     ? applyRetention(snapshots, policy)

@@ -1,9 +1,7 @@
 import { fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
-import { BLOB_LIST } from "../format/blob.ts";
 import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
-import { parseIdList } from "../format/tree.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { checkFreshness } from "./freshness.ts";
 import { Packer } from "./packer.ts";
@@ -140,11 +138,9 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const partly: { pack: IndexedPack; name: string; mine: PackEntry[]; unused: number }[] = [];
   let usedBytes = 0;
   let partlyUnused = 0;
-  const seen = new Set<string>();
+  // loadIndex lists each live pack once, even when several index files name it.
   for (const pack of live) {
     const name = toHex(pack.packId);
-    if (seen.has(name)) continue; // the same pack twice must not count as its own duplicate
-    seen.add(name);
     if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below
     const mine = claim(pack.entries);
     usedBytes += blobBytes(mine);
@@ -235,15 +231,13 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     leftovers.length === 0 &&
     forgotten.length === repo.forgotten.size &&
     indexFiles.length <= 1;
-  if (opts.dryRun || nothingToDo) {
-    const repackedBytes = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
-    return report({ newPacks: 0, repackedBytes, written: 0 });
-  }
+  const repackTotal = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
+  if (opts.dryRun || nothingToDo)
+    return report({ newPacks: 0, repackedBytes: repackTotal, written: 0 });
 
   // 3. Write. New packs first: until the index below names them they are merely unindexed.
   const packer = new Packer(repo);
   let repackedBytes = 0;
-  const repackTotal = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
   for (const r of repack) {
     for (const e of r.entries) {
       const id = toHex(e.id);
@@ -312,14 +306,7 @@ async function markUsed(
       for (const list of node.lists ?? []) {
         if (used.has(list)) continue;
         used.add(list);
-        try {
-          for (const data of parseIdList(await repo.loadBlob(list, BLOB_LIST)))
-            used.add(toHex(data));
-        } catch (err) {
-          if (err instanceof RangeError)
-            throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
-          throw err;
-        }
+        for (const data of await repo.listIds(list)) used.add(data);
       }
     }
   };
