@@ -31,5 +31,6 @@ export * from "./format/payload.ts";
 export * from "./format/snapshot.ts";
 export * from "./format/tree.ts";
 export * from "./repository.ts";
+export * from "./segment-opener.ts";
 export * from "./storage/memory.ts";
 export * from "./storage/storage.ts";

@@ -34,7 +34,32 @@ import {
   type Tree,
   type TreeNode,
 } from "./format/tree.ts";
+import { localSegmentOpener, type SegmentOpener, type SegmentToOpen } from "./segment-opener.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
+
+/** A blob a reader will take, by ID (hex), with its location. */
+export interface BlobRef {
+  readonly id: string;
+  readonly loc: BlobLocation;
+}
+
+/** A segment to read ahead (`loc` is any of its blobs' locations) and the blobs wanted from it. */
+export interface SegmentRead {
+  readonly loc: BlobLocation;
+  readonly blobs: readonly BlobRef[];
+}
+
+/** A decoded segment in the cache, with the blobs already checked against their IDs. */
+interface OpenSegment {
+  readonly payload: Uint8Array;
+  /** `checkKey`s of the blobs checked. */
+  readonly checked: ReadonlySet<string>;
+}
+
+/** Names a blob at one place, so a check made for one location never vouches for another. */
+function checkKey(id: string, loc: BlobLocation): string {
+  return `${id}:${loc.type}:${loc.offset}:${loc.length}`;
+}
 
 /** A snapshot with its ID (the hex SHA-256 of its stored bytes). */
 export interface SnapshotRef {
@@ -67,7 +92,8 @@ export class Repository {
   private readonly forgottenSnapshots = new Map<string, number>();
   private readonly loadedIndexFiles: string[] = [];
   private indexLoad?: Promise<IndexedPack[]>;
-  private readonly segments = new Map<string, { promise: Promise<Uint8Array>; bytes: number }>();
+  private readonly segments = new Map<string, { promise: Promise<OpenSegment>; bytes: number }>();
+  private opener: SegmentOpener;
   private segmentBytes = 0;
   /** Bytes of decoded segments kept for reads and read-ahead (a setting for tests and tuning). */
   segmentCacheBytes = SEGMENT_CACHE_BYTES;
@@ -77,6 +103,20 @@ export class Repository {
     this.p = p;
     this.keys = keys;
     this.config = config;
+    this.opener = localSegmentOpener(p, keys);
+  }
+
+  /**
+   * Has read-ahead (`prefetchRun`) and `check --read-data` open segments with `opener`, for
+   * example on worker threads. A single segment read on demand is still opened here.
+   */
+  useSegmentOpener(opener: SegmentOpener): void {
+    this.opener = opener;
+  }
+
+  /** What opens segments for read-ahead (see useSegmentOpener). */
+  get segmentOpener(): SegmentOpener {
+    return this.opener;
   }
 
   /**
@@ -266,11 +306,13 @@ export class Repository {
     if (expectType !== undefined && loc.type !== expectType) {
       throw new IntegrityError(`blob ${id} has type ${loc.type}, expected ${expectType}`);
     }
-    const payload = await this.loadSegment(loc);
+    const { payload, checked } = await this.loadSegment(loc);
     if (loc.offset + loc.length > payload.length) {
       throw new IntegrityError(`blob ${id} lies outside its segment`, `data/${loc.pack}`);
     }
     const plain = payload.subarray(loc.offset, loc.offset + loc.length);
+    // The opener may have checked this blob already, at this very place, off the main thread.
+    if (checked.has(checkKey(id, loc))) return plain;
     const actual = blobId(this.p, this.keys.id, loc.type, plain);
     if (toHex(actual) !== id) {
       throw new IntegrityError(
@@ -282,46 +324,60 @@ export class Repository {
   }
 
   /**
-   * Starts loading the segment that holds blob `id` (hex), so that a later `loadBlob` finds it
-   * ready. Errors surface in that `loadBlob`, not here.
+   * Starts loading several segments of one pack with a single ranged read (from the lowest
+   * segment's start to the highest one's end), so a restore from S3 makes one request per run of
+   * neighbouring segments instead of one per segment. The segment opener (see
+   * useSegmentOpener) opens them and checks the blobs listed with each, so `loadBlob` need not
+   * hash those again. Segments already cached are kept. Errors surface in `loadBlob`, not here.
+   * @throws {RangeError} when the segments are not all in one pack.
    */
-  prefetch(id: string): void {
-    const loc = this.lookup(id);
-    if (loc) this.loadSegment(loc).catch(() => {});
-  }
-
-  /**
-   * Starts loading several segments of one pack with a single ranged read (from the first
-   * segment's start to the last one's end), so a restore from S3 makes one request per run of
-   * neighbouring segments instead of one per segment. Segments already cached are kept.
-   */
-  prefetchRun(locs: readonly BlobLocation[]): void {
-    const todo = locs.filter((l) => !this.segments.has(segmentKey(l)));
+  prefetchRun(run: readonly SegmentRead[]): void {
+    const todo = run.filter((s) => !this.segments.has(segmentKey(s.loc)));
     if (todo.length === 0) return;
-    const pack = todo[0].pack;
-    const start = todo[0].segmentOffset;
-    const last = todo[todo.length - 1];
-    const range = this.readPack(pack, start, last.segmentOffset + last.segmentLength - start);
-    range.catch(() => {});
-    for (const l of todo) {
-      if (l.pack !== pack) throw new RangeError("prefetchRun: segments of several packs");
-      const sealed = range.then((b) =>
-        b.subarray(l.segmentOffset - start, l.segmentOffset - start + l.segmentLength),
-      );
-      this.cacheSegment(l, this.decodeSegment(l, sealed)).catch(() => {});
+    const pack = todo[0].loc.pack;
+    if (todo.some((s) => s.loc.pack !== pack)) {
+      throw new RangeError("prefetchRun: segments of several packs");
     }
+    let start = todo[0].loc.segmentOffset;
+    let end = 0;
+    for (const { loc } of todo) {
+      start = Math.min(start, loc.segmentOffset);
+      end = Math.max(end, loc.segmentOffset + loc.segmentLength);
+    }
+    const segments: SegmentToOpen[] = todo.map((s) => ({
+      start: s.loc.segmentOffset - start,
+      length: s.loc.segmentLength,
+      blobs: s.blobs.map((b) => ({
+        id: fromHex(b.id),
+        type: b.loc.type,
+        offset: b.loc.offset,
+        length: b.loc.length,
+      })),
+    }));
+    const opened = this.readPack(pack, start, end - start).then((bytes) =>
+      this.opener.open(bytes, segments, `data/${pack}`, { payloads: true }),
+    );
+    opened.catch(() => {});
+    todo.forEach((s, i) => {
+      const one = opened.then(async (all) => {
+        const { payload, matches } = await all[i];
+        const checked = new Set<string>();
+        s.blobs.forEach((b, j) => {
+          if (matches[j]) checked.add(checkKey(b.id, b.loc));
+        });
+        return { payload, checked };
+      });
+      this.cacheSegment(s.loc, one).catch(() => {});
+    });
   }
 
-  private loadSegment(loc: BlobLocation): Promise<Uint8Array> {
+  private loadSegment(loc: BlobLocation): Promise<OpenSegment> {
     const key = segmentKey(loc);
     // First in, first out, not least recently used: reads move forward through the segments,
     // and promoting the one being read would make eviction drop the read-ahead instead.
     const seg = this.segments.get(key);
     if (seg) return seg.promise;
-    return this.cacheSegment(
-      loc,
-      this.decodeSegment(loc, this.readPack(loc.pack, loc.segmentOffset, loc.segmentLength)),
-    );
+    return this.cacheSegment(loc, this.decodeSegment(loc));
   }
 
   private async readPack(pack: string, offset: number, length: number): Promise<Uint8Array> {
@@ -339,12 +395,14 @@ export class Repository {
     }
   }
 
-  private async decodeSegment(loc: BlobLocation, sealed: Promise<Uint8Array>): Promise<Uint8Array> {
-    return openSegment(this.p, this.keys, await sealed, `data/${loc.pack}`);
+  private async decodeSegment(loc: BlobLocation): Promise<OpenSegment> {
+    const sealed = await this.readPack(loc.pack, loc.segmentOffset, loc.segmentLength);
+    const payload = await openSegment(this.p, this.keys, sealed, `data/${loc.pack}`);
+    return { payload, checked: new Set() };
   }
 
   /** Caches a segment's promise, bounded by bytes (decoded size once known), oldest out first. */
-  private cacheSegment(loc: BlobLocation, promise: Promise<Uint8Array>): Promise<Uint8Array> {
+  private cacheSegment(loc: BlobLocation, promise: Promise<OpenSegment>): Promise<OpenSegment> {
     const key = segmentKey(loc);
     const entry = { promise, bytes: loc.segmentLength };
     this.segments.set(key, entry);
@@ -352,8 +410,8 @@ export class Repository {
     promise.then(
       (decoded) => {
         if (this.segments.get(key) !== entry) return;
-        this.segmentBytes += decoded.length - entry.bytes;
-        entry.bytes = decoded.length;
+        this.segmentBytes += decoded.payload.length - entry.bytes;
+        entry.bytes = decoded.payload.length;
         this.evict();
       },
       () => {

@@ -34,6 +34,65 @@ function hmacKey(key: Uint8Array): KeyObject {
 }
 
 /**
+ * An AES-256-GCM key. Messages of `threadpoolMinBytes` or more go through WebCrypto, which runs
+ * on the libuv threadpool: segments are then sealed and opened on the second core while the
+ * main thread chunks and hashes. Smaller ones stay on node:crypto, whose synchronous call is
+ * cheaper than a trip to the pool.
+ */
+async function aesGcmKey(raw: Uint8Array, threadpoolMinBytes: number): Promise<AeadKey> {
+  if (raw.length !== 32)
+    throw new RangeError(`aes-256-gcm key: expected 32 bytes, got ${raw.length}`);
+  const key = Buffer.from(raw);
+  const subtleKey = await webcrypto.subtle.importKey("raw", key, "AES-GCM", false, [
+    "encrypt",
+    "decrypt",
+  ]);
+  return {
+    async seal(nonce, plaintext, aad) {
+      if (plaintext.length >= threadpoolMinBytes) {
+        return new Uint8Array(
+          await webcrypto.subtle.encrypt(
+            { name: "AES-GCM", iv: nonce, additionalData: aad },
+            subtleKey,
+            plaintext,
+          ),
+        );
+      }
+      const c = createCipheriv("aes-256-gcm", key, nonce);
+      c.setAAD(aad);
+      return u8(Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]));
+    },
+    async open(nonce, sealed, aad) {
+      if (sealed.length < 16) return null;
+      if (sealed.length >= threadpoolMinBytes) {
+        try {
+          return new Uint8Array(
+            await webcrypto.subtle.decrypt(
+              { name: "AES-GCM", iv: nonce, additionalData: aad },
+              subtleKey,
+              sealed,
+            ),
+          );
+        } catch {
+          return null;
+        }
+      }
+      const d = createDecipheriv("aes-256-gcm", key, nonce);
+      d.setAAD(aad);
+      d.setAuthTag(sealed.subarray(sealed.length - 16));
+      try {
+        const out = d.update(sealed.subarray(0, sealed.length - 16));
+        // GCM's final() only checks the tag and returns no bytes: no concatenation needed.
+        d.final();
+        return u8(out);
+      } catch {
+        return null;
+      }
+    },
+  };
+}
+
+/**
  * Primitives from node:crypto (OpenSSL) and node:zlib (zstd). Same bytes as `webPrimitives`,
  * several times faster for the per-page HMAC and for AES-GCM.
  */
@@ -47,61 +106,7 @@ export const nodePrimitives: Primitives = {
   },
   hkdfSha256: async (ikm, salt, info, length) =>
     new Uint8Array(hkdfSync("sha256", ikm, salt, info, length)),
-  async aesGcmKey(raw): Promise<AeadKey> {
-    if (raw.length !== 32)
-      throw new RangeError(`aes-256-gcm key: expected 32 bytes, got ${raw.length}`);
-    const key = Buffer.from(raw);
-    // Large messages go through WebCrypto, which runs on the libuv threadpool: segments are then
-    // sealed and opened on the second core while the main thread chunks and hashes. Small ones
-    // stay on node:crypto, whose synchronous call is cheaper than a trip to the pool.
-    const subtleKey = await webcrypto.subtle.importKey("raw", key, "AES-GCM", false, [
-      "encrypt",
-      "decrypt",
-    ]);
-    return {
-      async seal(nonce, plaintext, aad) {
-        if (plaintext.length >= THREADPOOL_MIN_BYTES) {
-          return new Uint8Array(
-            await webcrypto.subtle.encrypt(
-              { name: "AES-GCM", iv: nonce, additionalData: aad },
-              subtleKey,
-              plaintext,
-            ),
-          );
-        }
-        const c = createCipheriv("aes-256-gcm", key, nonce);
-        c.setAAD(aad);
-        return u8(Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]));
-      },
-      async open(nonce, sealed, aad) {
-        if (sealed.length < 16) return null;
-        if (sealed.length >= THREADPOOL_MIN_BYTES) {
-          try {
-            return new Uint8Array(
-              await webcrypto.subtle.decrypt(
-                { name: "AES-GCM", iv: nonce, additionalData: aad },
-                subtleKey,
-                sealed,
-              ),
-            );
-          } catch {
-            return null;
-          }
-        }
-        const d = createDecipheriv("aes-256-gcm", key, nonce);
-        d.setAAD(aad);
-        d.setAuthTag(sealed.subarray(sealed.length - 16));
-        try {
-          const out = d.update(sealed.subarray(0, sealed.length - 16));
-          // GCM's final() only checks the tag and returns no bytes: no concatenation needed.
-          d.final();
-          return u8(out);
-        } catch {
-          return null;
-        }
-      },
-    };
-  },
+  aesGcmKey: (raw) => aesGcmKey(raw, THREADPOOL_MIN_BYTES),
   timingSafeEqual: (a, b) => a.length === b.length && timingSafeEqual(a, b),
   zstdCompressAsync: (data) =>
     new Promise((resolve, reject) =>
@@ -110,4 +115,13 @@ export const nodePrimitives: Primitives = {
   zstdCompress: (data) => u8(zstdCompressSync(data, ZSTD_OPTIONS)),
   zstdDecompress: (data, maxOutput) =>
     u8(zstdDecompressSync(data, { maxOutputLength: Math.max(1, maxOutput) })),
+};
+
+/**
+ * nodePrimitives for a worker thread, which is itself the parallelism: AES-GCM always runs
+ * synchronously on the calling thread rather than hopping to the shared libuv threadpool.
+ */
+export const workerPrimitives: Primitives = {
+  ...nodePrimitives,
+  aesGcmKey: (raw) => aesGcmKey(raw, Number.POSITIVE_INFINITY),
 };

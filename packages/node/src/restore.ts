@@ -1,14 +1,13 @@
 import {
-  chmod,
-  type FileHandle,
-  lstat,
-  mkdir,
-  open,
-  rename,
-  rm,
-  stat,
-  utimes,
-} from "node:fs/promises";
+  closeSync,
+  fchmodSync,
+  futimesSync,
+  openSync,
+  renameSync,
+  rmSync,
+  writeSync,
+} from "node:fs";
+import { chmod, lstat, mkdir, open, rename, rm, stat, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
   AlreadyExistsError,
@@ -36,7 +35,8 @@ export interface RestoreResult {
 }
 
 const WRITE_BATCH = 1 << 20;
-const SYNC_PARALLELISM = 16;
+// Two of the libuv threadpool's four threads at most, so pack reads are never starved.
+const SYNC_PARALLELISM = 2;
 
 /** Name of the hidden staging folder a restore of `snapshotId` builds in the target. */
 export function stagingName(snapshotId: string): string {
@@ -52,27 +52,53 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** fsyncs files (and then their folders), several at a time. */
-async function syncAll(paths: readonly string[]): Promise<void> {
-  const folders = new Set<string>();
-  let next = 0;
-  const worker = async () => {
-    while (next < paths.length) {
-      const path = paths[next++];
-      folders.add(dirname(path));
-      const fh = await open(path, "r");
-      try {
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
+/**
+ * fsyncs files in the background, a few at a time, as they are added; `done` waits for them and
+ * then fsyncs their folders. Files are reopened by path, so no descriptor is held while queued.
+ */
+class Syncer {
+  private readonly queue: string[] = [];
+  private readonly folders = new Set<string>();
+  private readonly running = new Set<Promise<void>>();
+  private failure: unknown;
+
+  add(path: string): void {
+    this.folders.add(dirname(path));
+    this.queue.push(path);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.running.size < SYNC_PARALLELISM && this.queue.length > 0) {
+      const path = this.queue.shift()!;
+      const job = fsyncPath(path).then(
+        () => {},
+        (err) => {
+          this.failure ??= err;
+        },
+      );
+      this.running.add(job);
+      job.finally(() => {
+        this.running.delete(job);
+        this.pump();
+      });
     }
-  };
-  await Promise.all(Array.from({ length: SYNC_PARALLELISM }, worker));
-  for (const folder of folders) await fsyncDir(folder);
+  }
+
+  /** Waits for every queued file, then syncs their folders. @throws the first fsync failure. */
+  async done(): Promise<void> {
+    await this.settle();
+    if (this.failure) throw this.failure;
+    for (const folder of this.folders) await fsyncPath(folder);
+  }
+
+  /** Waits until nothing runs or is queued, whatever the outcome. */
+  async settle(): Promise<void> {
+    while (this.running.size > 0) await Promise.all(this.running);
+  }
 }
 
-async function fsyncDir(path: string): Promise<void> {
+async function fsyncPath(path: string): Promise<void> {
   const fh = await open(path, "r");
   try {
     await fh.sync();
@@ -143,11 +169,13 @@ export async function restoreToDir(
 
   const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0 };
   const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
-  const written: string[] = [];
+  // Durable before anything appears in the target: each file is fsynced in the background as
+  // soon as it is complete, so the disk flushes while later files are decoded and written
+  // (syncing all at the end left the CPU idle for a third of the restore). A crash before
+  // `syncer.done()` leaves only the staging folder, whose files a rerun re-verifies.
+  const syncer = new Syncer();
   const todo: { node: FileNode; path: string; dest: string }[] = [];
-  const finish = async (node: FileNode, dest: string, display: string) => {
-    await chmod(dest, node.mode & 0o7777);
-    await utimes(dest, node.mtimeMs / 1000, node.mtimeMs / 1000);
+  const count = (node: FileNode, display: string) => {
     result.files++;
     result.bytes += node.size;
     opts.onProgress?.({ ...result, current: display });
@@ -160,7 +188,10 @@ export async function restoreToDir(
       result.dirs++;
     } else if (await alreadyRestored(repo, node, dest)) {
       result.resumedFiles++;
-      await finish(node, dest, path.join("/"));
+      await chmod(dest, node.mode & 0o7777);
+      await utimes(dest, node.mtimeMs / 1000, node.mtimeMs / 1000);
+      syncer.add(dest);
+      count(node, path.join("/"));
     } else {
       todo.push({ node, path: path.join("/"), dest });
     }
@@ -170,22 +201,20 @@ export async function restoreToDir(
   try {
     for await (const ev of readFiles(repo, todo)) {
       const t = todo[ev.file];
-      if (writer.dest !== t.dest) await writer.open(t.dest);
+      if (writer.dest !== t.dest) writer.open(t.dest);
       if (!ev.done) {
-        await writer.write(ev.chunk);
+        writer.write(ev.chunk);
         continue;
       }
-      await writer.commit();
-      written.push(t.dest);
-      await finish(t.node, t.dest, t.path);
+      writer.commit(t.node);
+      syncer.add(t.dest);
+      count(t.node, t.path);
     }
   } finally {
-    await writer.abandon();
+    writer.abandon();
+    await syncer.settle();
   }
-  // Durable before anything appears in the target. Syncing each file as it was written made the
-  // restore wait on the disk once per file; syncing them together lets the writes overlap. A
-  // crash before this point leaves only the staging folder, whose files a rerun re-verifies.
-  await syncAll(written);
+  await syncer.done();
   // Deepest folders first, so setting a child's time does not disturb its parent's.
   for (const d of dirTimes.reverse()) {
     await chmod(d.path, (d.mode & 0o7777) | 0o700);
@@ -197,57 +226,75 @@ export async function restoreToDir(
     await rename(join(staging, n.name), final);
   }
   await rm(staging, { recursive: true, force: true });
-  await fsyncDir(target);
+  await fsyncPath(target);
   return result;
 }
 
 /**
  * Writes one file at a time to `NAME.partial`, batching small chunks into 1 MiB writes (one
  * write per 4 KiB database page would be 100 000 system calls for a large one), and renames it
- * to NAME only when `commit` is called after its last verified chunk.
+ * to NAME, with its mode and time, only when `commit` is called after its last verified chunk.
+ *
+ * Synchronous calls on purpose: writes go to the page cache and return in microseconds, while an
+ * asynchronous call per write, open, chmod, utimes and rename cost a trip through the libuv
+ * threadpool each, queued behind pack reads. The main thread has time to spare: decoding runs
+ * on worker threads (WorkerSegmentOpener), and durability comes from the Syncer.
  */
 class FileWriter {
   dest: string | undefined;
-  private fh: FileHandle | undefined;
+  private fd: number | undefined;
   private readonly batch = new Uint8Array(WRITE_BATCH);
   private used = 0;
 
-  async open(dest: string): Promise<void> {
-    await this.abandon();
-    this.fh = await open(`${dest}.partial`, "w", 0o600);
+  open(dest: string): void {
+    this.abandon();
+    this.fd = openSync(`${dest}.partial`, "w", 0o600);
     this.dest = dest;
   }
 
-  async write(chunk: Uint8Array): Promise<void> {
-    if (this.used + chunk.length > this.batch.length) await this.flush();
-    if (chunk.length >= this.batch.length) await this.fh!.write(chunk);
+  write(chunk: Uint8Array): void {
+    if (this.used + chunk.length > this.batch.length) this.flush();
+    if (chunk.length >= this.batch.length) writeAll(this.fd!, chunk);
     else {
       this.batch.set(chunk, this.used);
       this.used += chunk.length;
     }
   }
 
-  private async flush(): Promise<void> {
-    if (this.used > 0) await this.fh!.write(this.batch, 0, this.used);
+  private flush(): void {
+    if (this.used > 0) writeAll(this.fd!, this.batch.subarray(0, this.used));
     this.used = 0;
   }
 
-  async commit(): Promise<void> {
-    await this.flush();
-    await this.fh!.close();
-    this.fh = undefined;
-    await rename(`${this.dest}.partial`, this.dest!);
+  commit(node: FileNode): void {
+    this.flush();
+    const fd = this.fd!;
+    this.fd = undefined;
+    try {
+      fchmodSync(fd, node.mode & 0o7777);
+      futimesSync(fd, node.mtimeMs / 1000, node.mtimeMs / 1000);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(`${this.dest}.partial`, this.dest!);
     this.dest = undefined;
   }
 
   /** Closes and deletes a file left unfinished (a failed restore): no half-written file stays. */
-  async abandon(): Promise<void> {
-    if (this.fh) {
-      await this.fh.close().catch(() => {});
-      await rm(`${this.dest}.partial`, { force: true });
+  abandon(): void {
+    if (this.fd !== undefined) {
+      try {
+        closeSync(this.fd);
+      } catch {}
+      rmSync(`${this.dest}.partial`, { force: true });
     }
-    this.fh = undefined;
+    this.fd = undefined;
     this.dest = undefined;
     this.used = 0;
   }
+}
+
+/** writeSync until every byte is written (it may write fewer than asked). */
+function writeAll(fd: number, data: Uint8Array): void {
+  for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done);
 }

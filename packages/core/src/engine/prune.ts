@@ -1,8 +1,9 @@
+import type { BlobLocation } from "../blob-index.ts";
 import { fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
-import type { Repository, SnapshotRef } from "../repository.ts";
+import type { BlobRef, Repository, SegmentRead, SnapshotRef } from "../repository.ts";
 import { checkFreshness } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 
@@ -238,7 +239,14 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // 3. Write. New packs first: until the index below names them they are merely unindexed.
   const packer = new Packer(repo);
   let repackedBytes = 0;
-  for (const r of repack) {
+  // One ranged read per pack, opened by the segment opener (worker threads in Node) while the
+  // previous pack's blobs are repacked.
+  const readAhead = (k: number) => {
+    if (k < repack.length) repo.prefetchRun(segmentReads(repack[k]));
+  };
+  readAhead(0);
+  for (const [k, r] of repack.entries()) {
+    readAhead(k + 1);
     for (const e of r.entries) {
       const id = toHex(e.id);
       const plain = await repo.loadBlob(id, e.type);
@@ -333,4 +341,23 @@ function neededForgotten(
   return [...forgotten]
     .filter(([id, seq]) => parents.has(id) || (id === top && seq > liveTop))
     .map(([id, seq]) => ({ snapshotId: fromHex(id), seq }));
+}
+
+/** The segments of `pack` that hold `entries` (in pack order), as a read-ahead plan. */
+function segmentReads(pack: { name: string; entries: readonly PackEntry[] }): SegmentRead[] {
+  const reads: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
+  for (const e of pack.entries) {
+    const loc: BlobLocation = {
+      pack: pack.name,
+      type: e.type,
+      segmentOffset: e.segmentOffset,
+      segmentLength: e.segmentLength,
+      offset: e.offset,
+      length: e.length,
+    };
+    const last = reads[reads.length - 1];
+    if (last?.loc.segmentOffset === e.segmentOffset) last.blobs.push({ id: toHex(e.id), loc });
+    else reads.push({ loc, blobs: [{ id: toHex(e.id), loc }] });
+  }
+  return reads;
 }

@@ -2,7 +2,7 @@ import { type BlobLocation, segmentKey } from "../blob-index.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
-import type { Repository } from "../repository.ts";
+import type { BlobRef, Repository, SegmentRead } from "../repository.ts";
 
 /** One entry of a snapshot, with its path from the snapshot root. */
 export interface WalkEntry {
@@ -66,37 +66,25 @@ export async function* readFiles(
 ): AsyncGenerator<ReadEvent> {
   // The list blobs of every large file first, fetched together: loading them one by one cost a
   // round trip each before any data moved.
-  const lists: BlobLocation[] = [];
-  for (const f of files) {
-    for (const id of f.node.lists ?? []) {
-      const loc = repo.lookup(id);
-      if (loc) lists.push(loc);
-    }
-  }
+  const lists = new SegmentPlan();
+  for (const f of files) for (const id of f.node.lists ?? []) lists.add(repo, id);
   // Never read further ahead, or in larger pieces, than the segment cache can hold: evicting
   // read-ahead before it is used would fetch it twice.
   const readAheadBytes = Math.min(READ_AHEAD_BYTES, repo.segmentCacheBytes / 2);
   const maxRequestBytes = Math.min(MAX_REQUEST_BYTES, repo.segmentCacheBytes / 4);
-  for (const run of coalesce(lists, maxRequestBytes)) repo.prefetchRun(run);
+  for (const run of coalesce(lists.segments, maxRequestBytes)) repo.prefetchRun(run);
   const ids: string[][] = [];
   for (const f of files) ids.push(await repo.contentIds(f.node));
 
   // The segments in the order they will be read, and runs of neighbours to fetch together.
-  const segments: BlobLocation[] = [];
+  const plan = new SegmentPlan();
+  for (const list of ids) for (const id of list) plan.add(repo, id);
+  const { segments } = plan;
   const before: number[] = []; // bytes of the segments before each one
   let total = 0;
-  let previous = "";
-  for (const list of ids) {
-    for (const id of list) {
-      const loc = repo.lookup(id);
-      const key = loc ? segmentKey(loc) : `missing:${id}`;
-      if (key === previous) continue;
-      previous = key;
-      if (!loc) continue; // loadBlob reports it, in order
-      segments.push(loc);
-      before.push(total);
-      total += loc.segmentLength;
-    }
+  for (const s of segments) {
+    before.push(total);
+    total += s.loc.segmentLength;
   }
   const runs = coalesce(segments, maxRequestBytes);
   const runStart: number[] = [];
@@ -110,7 +98,7 @@ export async function* readFiles(
   };
 
   let segment = -1;
-  previous = "";
+  let previous = "";
   for (let f = 0; f < files.length; f++) {
     const { node, path } = files[f];
     let size = 0;
@@ -150,22 +138,45 @@ export async function* readFile(
  * Splits segments (in read order) into runs that one ranged read can fetch: neighbours in the
  * same pack, at most `maxRequestBytes` from the first one's start to the last one's end.
  */
-function coalesce(segments: readonly BlobLocation[], maxRequestBytes: number): BlobLocation[][] {
-  const runs: BlobLocation[][] = [];
-  let run: BlobLocation[] = [];
-  for (const cur of segments) {
-    const prev = run[run.length - 1];
+function coalesce(segments: readonly SegmentRead[], maxRequestBytes: number): SegmentRead[][] {
+  const runs: SegmentRead[][] = [];
+  let run: SegmentRead[] = [];
+  for (const segment of segments) {
+    const cur = segment.loc;
+    const prev = run[run.length - 1]?.loc;
     const adjacent =
       prev &&
       prev.pack === cur.pack &&
       prev.segmentOffset + prev.segmentLength === cur.segmentOffset &&
-      cur.segmentOffset + cur.segmentLength - run[0].segmentOffset <= maxRequestBytes;
+      cur.segmentOffset + cur.segmentLength - run[0].loc.segmentOffset <= maxRequestBytes;
     if (!adjacent && run.length) {
       runs.push(run);
       run = [];
     }
-    if (!prev || prev.segmentOffset !== cur.segmentOffset || prev.pack !== cur.pack) run.push(cur);
+    run.push(segment);
   }
   if (run.length) runs.push(run);
   return runs;
+}
+
+/**
+ * Segments in the order a reader will meet them, each with the blobs it will take from it.
+ * Consecutive blobs of one segment share an entry; a segment met again later gets another
+ * (the cache usually still holds it).
+ */
+class SegmentPlan {
+  readonly segments: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
+  private previous = "";
+
+  add(repo: Repository, id: string): void {
+    const loc = repo.lookup(id);
+    if (!loc) {
+      this.previous = ""; // loadBlob reports it, in order
+      return;
+    }
+    const key = segmentKey(loc);
+    if (key === this.previous) this.segments[this.segments.length - 1].blobs.push({ id, loc });
+    else this.segments.push({ loc, blobs: [{ id, loc }] });
+    this.previous = key;
+  }
 }

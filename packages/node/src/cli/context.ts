@@ -13,6 +13,7 @@ import type { VaultClient } from "@locket/vault/client";
 import { type Defaults, Device, locketHome, type RepoState } from "../device.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
+import { WorkerSegmentOpener } from "../segment-workers.ts";
 import { FsStorage } from "../storage/fs.ts";
 import type { S3ExclusiveMode, S3StorageOptions } from "../storage/s3.ts";
 import { Progress, type ProgressMode } from "./progress.ts";
@@ -222,6 +223,8 @@ export class Context {
       );
     }
     const repo = await Repository.open(storage, nodePrimitives, rootKey);
+    // Restore, check --read-data and prune open segments on every core; started on first use.
+    repo.useSegmentOpener(new WorkerSegmentOpener(rootKey));
     const state = await this.device.updateRepo(repoId, { location });
     return { repo, state };
   }

@@ -1,0 +1,81 @@
+import type { RepoKeys } from "./crypto/keys.ts";
+import type { Primitives } from "./crypto/primitives.ts";
+import { type BlobType, blobId } from "./format/blob.ts";
+import { openSegment } from "./format/pack.ts";
+
+/** A blob whose keyed ID is checked once its segment is open. */
+export interface BlobToCheck {
+  readonly id: Uint8Array;
+  readonly type: BlobType;
+  /** Place of the blob in the segment's decoded payload. */
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** One sealed segment inside the bytes of a ranged read. */
+export interface SegmentToOpen {
+  /** Where the sealed segment (nonce, ciphertext, tag) starts in the bytes, and its length. */
+  readonly start: number;
+  readonly length: number;
+  /** Blobs of this segment to check against their IDs. */
+  readonly blobs: readonly BlobToCheck[];
+}
+
+/** An opened segment. */
+export interface OpenedSegment {
+  /** The decoded payload; empty when the caller asked for checks only. */
+  readonly payload: Uint8Array;
+  /** For each blob listed, in order: whether its bytes match its keyed ID (and fit the payload). */
+  readonly matches: readonly boolean[];
+}
+
+/**
+ * Opens data segments (SPEC §8: AES-256-GCM under the data key, then the payload encoding) and
+ * checks blobs against their keyed IDs. This is where a restore or a `check --read-data` spends
+ * its CPU, so an implementation may do it off the calling thread: the Node package runs it on
+ * worker threads, one per core, while the main thread reads and writes files.
+ */
+export interface SegmentOpener {
+  /**
+   * Opens the segments that lie in `bytes` (one ranged read of pack `objectName`). Takes
+   * ownership of `bytes`: the caller must not use them afterwards (they may be moved to another
+   * thread). Returns one promise per segment, in order; each rejects with IntegrityError (naming
+   * `objectName`) when its segment fails authentication or does not decode.
+   */
+  open(
+    bytes: Uint8Array,
+    segments: readonly SegmentToOpen[],
+    objectName: string,
+    options: { readonly payloads: boolean },
+  ): Promise<OpenedSegment>[];
+}
+
+/** Opens one segment and checks its blobs: the work itself, wherever it runs. */
+export async function openAndCheck(
+  p: Primitives,
+  keys: RepoKeys,
+  sealed: Uint8Array,
+  blobs: readonly BlobToCheck[],
+  objectName: string,
+): Promise<{ payload: Uint8Array; matches: boolean[] }> {
+  const payload = await openSegment(p, keys, sealed, objectName);
+  const matches = blobs.map((b) => {
+    if (b.offset + b.length > payload.length) return false;
+    const actual = blobId(p, keys.id, b.type, payload.subarray(b.offset, b.offset + b.length));
+    return p.timingSafeEqual(actual, b.id);
+  });
+  return { payload, matches };
+}
+
+/** A SegmentOpener that does the work on the calling thread (browsers, tests, small jobs). */
+export function localSegmentOpener(p: Primitives, keys: RepoKeys): SegmentOpener {
+  return {
+    open(bytes, segments, objectName, { payloads }) {
+      return segments.map(async (s) => {
+        const sealed = bytes.subarray(s.start, s.start + s.length);
+        const { payload, matches } = await openAndCheck(p, keys, sealed, s.blobs, objectName);
+        return { payload: payloads ? payload : new Uint8Array(0), matches };
+      });
+    },
+  };
+}
