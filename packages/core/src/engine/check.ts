@@ -36,10 +36,11 @@ export interface CheckOptions {
 }
 
 /**
- * Packs read at once by `check --read-data`: one being read from storage while others are
- * opened (on worker threads in Node), so the disk and every core stay busy. Each is ~16 MiB.
+ * Packs read at once by `check --read-data`: one being read from storage while the other is
+ * opened (on worker threads in Node), so the disk and both cores stay busy (three were no faster
+ * on two cores). Each is ~16 MiB.
  */
-const READ_DATA_PARALLEL = 3;
+const READ_DATA_PARALLEL = 2;
 
 /**
  * Reads pack `name` whole and verifies it: its bytes against its name, its header, every

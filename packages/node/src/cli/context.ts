@@ -224,7 +224,10 @@ export class Context {
     }
     const repo = await Repository.open(storage, nodePrimitives, rootKey);
     // Restore, check --read-data and prune open segments on every core; started on first use.
-    repo.useSegmentOpener(new WorkerSegmentOpener(rootKey));
+    // LOCKET_THREADS caps the workers (default: one per core, at most 4).
+    repo.useSegmentOpener(
+      new WorkerSegmentOpener(rootKey, { threads: envInt(this.env, "LOCKET_THREADS") }),
+    );
     const state = await this.device.updateRepo(repoId, { location });
     return { repo, state };
   }
