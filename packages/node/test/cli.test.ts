@@ -366,6 +366,17 @@ describe("the full story", () => {
     assert.ok(r.packsRead >= 1);
   });
 
+  test("LOCKET_THREADS sets the segment workers; a bad value is a usage error", async () => {
+    const r = await ok<{ errors: unknown[]; packsRead: number }>(["check", "--read-data"], {
+      ...env,
+      LOCKET_THREADS: "1",
+    });
+    assert.deepEqual(r.errors, []);
+    assert.ok(r.packsRead >= 1);
+    const bad = await fails(["check", "--read-data"], { ...env, LOCKET_THREADS: "many" }, 2);
+    assert.match(bad.error.message, /LOCKET_THREADS/);
+  });
+
   test("after a day of chat, the second backup stores a small fraction of the database", async (t) => {
     // About the data set's daily volume (3000 messages over ~25 days), receipts on recent rows;
     // no new media, whose bytes would be stored in full whatever the engine does.
