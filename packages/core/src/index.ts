@@ -14,6 +14,7 @@ export * from "./crypto/seal.ts";
 export * from "./crypto/web.ts";
 export * from "./engine/backup.ts";
 export * from "./engine/check.ts";
+export * from "./engine/chunker.ts";
 export * from "./engine/diff.ts";
 export * from "./engine/forget.ts";
 export * from "./engine/freshness.ts";

@@ -5,7 +5,9 @@
  */
 export * from "./primitives.ts";
 export * from "./restore.ts";
-export * from "./segment-workers.ts";
 export * from "./source.ts";
 export * from "./storage/fs.ts";
 export * from "./storage/s3.ts";
+export * from "./workers/chunker.ts";
+export * from "./workers/pool.ts";
+export * from "./workers/segment-opener.ts";

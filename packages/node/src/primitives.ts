@@ -99,6 +99,8 @@ async function aesGcmKey(raw: Uint8Array, threadpoolMinBytes: number): Promise<A
 export const nodePrimitives: Primitives = {
   randomBytes: (n) => u8(randomBytes(n)),
   sha256: (data) => u8(createHash("sha256").update(data).digest()),
+  // WebCrypto's digest runs on the libuv threadpool: a pack's hash no longer holds the main thread.
+  sha256Async: async (data) => new Uint8Array(await webcrypto.subtle.digest("SHA-256", data)),
   hmacSha256: (key, ...data) => {
     const h = createHmac("sha256", hmacKey(key));
     for (const d of data) h.update(d);

@@ -80,7 +80,7 @@ function policyFilter(policy: MediaPolicy): (rel: string, name: string) => strin
  * caller processes one block, the next is being read (see SourceFile.open: a block is valid until
  * the next one is requested).
  */
-async function* readStream(path: string): AsyncGenerator<Uint8Array> {
+export async function* readStream(path: string): AsyncGenerator<Uint8Array> {
   const fh = await open(path, "r").catch((err) => {
     throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
   });
@@ -230,6 +230,8 @@ export async function fsSource(
       mtimeMs: Number(st.mtimeMs),
       size,
       open: () => (sqlite ? sqliteSnapshot(abs) : readStream(abs)),
+      // A database is read through its consistent copy, which lives on this thread.
+      ...(sqlite ? {} : { localPath: abs }),
       compressible: !isLikelyCompressed(name),
       cacheKey,
     };

@@ -1,5 +1,4 @@
 import { toHex, utf8 } from "../bytes.ts";
-import { chunkStream } from "../chunker/chunk-stream.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
 import type { Snapshot } from "../format/snapshot.ts";
@@ -13,6 +12,7 @@ import {
   type TreeNode,
 } from "../format/tree.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
+import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
 import { checkFreshness, nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 import {
@@ -55,7 +55,15 @@ export interface BackupOptions {
    * none. Default: the newest snapshot with the same host and paths.
    */
   readonly parent?: string | null;
+  /** Chunks and hashes file content; default: on the calling thread (`localChunker`). */
+  readonly chunker?: FileChunker;
 }
+
+/**
+ * Files whose chunking starts before the engine reaches them, so a FileChunker that works in
+ * parallel (worker threads) has the next files in hand while the current one is packed.
+ */
+const LOOKAHEAD_FILES = 4;
 
 export interface BackupResult {
   readonly id: string;
@@ -108,8 +116,13 @@ export async function backup(
     opts.onProgress?.(progress);
   };
 
-  const storeBlob = async (type: BlobType, data: Uint8Array, compress: boolean) => {
-    const id = blobId(repo.p, repo.keys.id, type, data);
+  const chunker = opts.chunker ?? localChunker(repo.p, repo.keys);
+  const storeBlob = async (
+    type: BlobType,
+    data: Uint8Array,
+    compress: boolean,
+    id = blobId(repo.p, repo.keys.id, type, data),
+  ) => {
     const hex = toHex(id);
     if (!packer.has(hex)) {
       await packer.add(type, id, data, compress);
@@ -148,7 +161,8 @@ export async function backup(
   const fileNode = async (
     f: SourceFile,
     path: string,
-    prev?: TreeNode,
+    prev: TreeNode | undefined,
+    started: ChunkJob | undefined,
   ): Promise<TreeNode | null> => {
     progress.current = path;
     if (reusable(f, prev)) {
@@ -170,11 +184,19 @@ export async function backup(
     const ids: Uint8Array[] = [];
     let size = 0;
     let lastReport = 0;
+    const job = started ?? chunker.start(f);
     try {
-      for await (const chunk of chunkStream(f.open(), repo.keys.gear)) {
-        ids.push((await storeBlob(BLOB_DATA, chunk, compress)).id);
-        size += chunk.length;
-        progress.bytes += chunk.length;
+      for await (const batch of job) {
+        let offset = 0;
+        for (let k = 0; k < batch.lengths.length; k++) {
+          const n = batch.lengths[k];
+          const chunk = batch.bytes.subarray(offset, offset + n);
+          const id = batch.ids.subarray(32 * k, 32 * k + 32);
+          offset += n;
+          ids.push((await storeBlob(BLOB_DATA, chunk, compress, id)).id);
+          size += n;
+          progress.bytes += n;
+        }
         if (progress.bytes - lastReport >= 4 << 20) {
           lastReport = progress.bytes;
           report();
@@ -186,6 +208,8 @@ export async function backup(
       progress.bytes -= size;
       opts.onSkip?.(path, "vanished before it could be read");
       return null;
+    } finally {
+      job.cancel();
     }
     progress.files++;
     report();
@@ -205,13 +229,52 @@ export async function backup(
     return { ...base, lists };
   };
 
-  const dirNode = async (d: SourceDir, path: string, prev?: TreeNode): Promise<TreeNode> => {
+  /**
+   * The nodes of `entries` (a folder's children, or the roots), in order. Chunking of the next
+   * LOOKAHEAD_FILES files that must be read starts early; whatever is left unused on an error is
+   * cancelled.
+   */
+  const nodesOf = async (
+    entries: readonly SourceEntry[],
+    pathOf: (e: SourceEntry) => string,
+    previous: Map<string, TreeNode> | undefined,
+  ): Promise<TreeNode[]> => {
+    const jobs = new Map<number, ChunkJob>();
+    let next = 0;
     const nodes: TreeNode[] = [];
-    const previous = await childrenOf(prev);
-    for (const child of await d.children()) {
-      const node = await entryNode(child, `${path}/${child.name}`, previous?.get(child.name));
-      if (node) nodes.push(node);
+    try {
+      for (let i = 0; i < entries.length; i++) {
+        for (
+          next = Math.max(next, i);
+          next < entries.length && next <= i + LOOKAHEAD_FILES;
+          next++
+        ) {
+          const e = entries[next];
+          if (e.type === "file" && !jobs.has(next) && !reusable(e, previous?.get(e.name))) {
+            jobs.set(next, chunker.start(e));
+          }
+        }
+        const e = entries[i];
+        const prev = previous?.get(e.name);
+        const node =
+          e.type === "file"
+            ? await fileNode(e, pathOf(e), prev, jobs.get(i))
+            : await dirNode(e, pathOf(e), prev);
+        jobs.delete(i);
+        if (node) nodes.push(node);
+      }
+    } finally {
+      for (const job of jobs.values()) job.cancel();
     }
+    return nodes;
+  };
+
+  const dirNode = async (d: SourceDir, path: string, prev?: TreeNode): Promise<TreeNode> => {
+    const nodes = await nodesOf(
+      await d.children(),
+      (child) => `${path}/${child.name}`,
+      await childrenOf(prev),
+    );
     progress.dirs++;
     const base = { type: "dir" as const, name: d.name, mode: d.mode, mtimeMs: d.mtimeMs };
     const encoded = encodeTree(nodes);
@@ -226,9 +289,6 @@ export async function backup(
     return { ...base, subtrees };
   };
 
-  const entryNode = (e: SourceEntry, path: string, prev?: TreeNode): Promise<TreeNode | null> =>
-    e.type === "file" ? fileNode(e, path, prev) : dirNode(e, path, prev);
-
   const parentRoots = cacheParent
     ? await childrenOf({
         type: "dir",
@@ -238,11 +298,7 @@ export async function backup(
         subtree: cacheParent.snapshot.tree,
       })
     : undefined;
-  const rootNodes: TreeNode[] = [];
-  for (const r of roots) {
-    const node = await entryNode(r, r.name, parentRoots?.get(r.name));
-    if (node) rootNodes.push(node);
-  }
+  const rootNodes = await nodesOf(roots, (r) => r.name, parentRoots);
   const tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
   await packer.flush();
   report();

@@ -17,6 +17,12 @@ export interface SourceFile {
    * VanishedError: the file was deleted after it was listed, and the backup goes on without it.
    */
   open(): AsyncIterable<Uint8Array>;
+  /**
+   * Optional: a local file whose bytes are exactly what `open` yields, for a FileChunker that
+   * can read files itself (the Node package's worker threads do, sparing the main thread the
+   * reads and copies). It must report a file deleted since the listing as VanishedError too.
+   */
+  readonly localPath?: string;
   /** Optional hint: false when the content is known not to compress (media). */
   readonly compressible?: boolean;
   /**

@@ -1,6 +1,7 @@
 import { readFile } from "node:fs/promises";
 import {
   decodeConfig,
+  type FileChunker,
   fromHex,
   NotFoundError,
   parseRecoveryKey,
@@ -13,9 +14,11 @@ import type { VaultClient } from "@locket/vault/client";
 import { type Defaults, Device, locketHome, type RepoState } from "../device.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
-import { WorkerSegmentOpener } from "../segment-workers.ts";
 import { FsStorage } from "../storage/fs.ts";
 import type { S3ExclusiveMode, S3StorageOptions } from "../storage/s3.ts";
+import { WorkerChunker } from "../workers/chunker.ts";
+import { WorkerPool } from "../workers/pool.ts";
+import { WorkerSegmentOpener } from "../workers/segment-opener.ts";
 import { Progress, type ProgressMode } from "./progress.ts";
 
 /** Everything a command needs from its invocation: options, environment, output, device state. */
@@ -200,7 +203,7 @@ export class Context {
    * @throws {WrongPasswordError} / {GuessLimitError} from the vault.
    * @throws {WrongKeyError} when the key does not open the repository.
    */
-  async openRepo(): Promise<{ repo: Repository; state: RepoState }> {
+  async openRepo(): Promise<{ repo: Repository; state: RepoState; chunker: FileChunker }> {
     const { location, storage, repoId, state: known } = await this.repoState();
     const typed = this.str("recovery-key") ?? this.env.LOCKET_RECOVERY_KEY;
     let rootKey: Uint8Array;
@@ -223,13 +226,12 @@ export class Context {
       );
     }
     const repo = await Repository.open(storage, nodePrimitives, rootKey);
-    // Restore, check --read-data and prune open segments on every core; started on first use.
-    // LOCKET_THREADS caps the workers (default: one per core, at most 4).
-    repo.useSegmentOpener(
-      new WorkerSegmentOpener(rootKey, { threads: envInt(this.env, "LOCKET_THREADS") }),
-    );
+    // Worker threads (one per core, at most 4, or LOCKET_THREADS), started on first use: restore,
+    // check --read-data and prune open segments on them, and backup chunks and hashes on them.
+    const pool = new WorkerPool(rootKey, { threads: envInt(this.env, "LOCKET_THREADS") });
+    repo.useSegmentOpener(new WorkerSegmentOpener(pool));
     const state = await this.device.updateRepo(repoId, { location });
-    return { repo, state };
+    return { repo, state, chunker: new WorkerChunker(pool, nodePrimitives, repo.keys) };
   }
 }
 

@@ -34,7 +34,7 @@ Examples:
   },
   async run(ctx) {
     if (ctx.positionals.length === 0) throw new UsageError("backup needs at least one PATH");
-    const { repo, state } = await ctx.openRepo();
+    const { repo, state, chunker } = await ctx.openRepo();
     const skipped: SkipNote[] = [];
     const roots = await fsSource(
       ctx.positionals,
@@ -51,6 +51,7 @@ Examples:
       paths: ctx.positionals,
       tags: ctx.values.tag as string[] | undefined,
       minSeq: state.lastSeq,
+      chunker,
       onSkip: (path, reason) => skipped.push({ path, reason }),
       onProgress: (p) =>
         ctx.progress.update({

@@ -5,11 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { test } from "node:test";
+import { writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import {
   backup,
+  type FileChunker,
   IntegrityError,
+  localChunker,
   localSegmentOpener,
   MemoryStorage,
   type OpenedSegment,
@@ -17,10 +21,16 @@ import {
   type PackEntry,
   Repository,
   type SegmentToOpen,
+  type SourceFile,
+  toHex,
+  VanishedError,
 } from "@locket/core";
 import { fakeSqlite, randomBytes, sourceTree, textBytes } from "../../core/test/helpers.ts";
 import { nodePrimitives } from "../src/primitives.ts";
-import { WorkerSegmentOpener } from "../src/segment-workers.ts";
+import { WorkerChunker } from "../src/workers/chunker.ts";
+import { WorkerPool } from "../src/workers/pool.ts";
+import { WorkerSegmentOpener } from "../src/workers/segment-opener.ts";
+import { scratch } from "./harness.ts";
 
 const KEY = new Uint8Array(32).fill(9);
 
@@ -56,6 +66,12 @@ function segmentsOf(entries: readonly PackEntry[]): SegmentToOpen[] {
   return out;
 }
 
+/** A segment opener on a pool of its own; `pool.close()` ends it. */
+function openerOn(key: Uint8Array, threads: number) {
+  const pool = new WorkerPool(key, { threads });
+  return { pool, opener: new WorkerSegmentOpener(pool) };
+}
+
 async function settleAll(ps: Promise<OpenedSegment>[]) {
   return Promise.allSettled(ps);
 }
@@ -63,7 +79,7 @@ async function settleAll(ps: Promise<OpenedSegment>[]) {
 test("workers open segments and check blobs exactly as the in-thread opener does", async () => {
   const { repo, packs } = await fixture();
   const local = localSegmentOpener(repo.p, repo.keys);
-  const workers = new WorkerSegmentOpener(KEY, { threads: 2 });
+  const { pool: workersPool, opener: workers } = openerOn(KEY, 2);
   try {
     let segments = 0;
     for (const pack of packs) {
@@ -91,13 +107,13 @@ test("workers open segments and check blobs exactly as the in-thread opener does
     }
     assert.ok(segments >= 4, `the fixture should span several segments, got ${segments}`);
   } finally {
-    await workers.close();
+    await workersPool.close();
   }
 });
 
 test("a blob whose ID does not match, or that lies outside the payload, is reported, not trusted", async () => {
   const { packs } = await fixture();
-  const workers = new WorkerSegmentOpener(KEY, { threads: 1 });
+  const { pool: workersPool, opener: workers } = openerOn(KEY, 1);
   try {
     const pack = packs[0];
     const seg = pack.segments[0];
@@ -112,7 +128,7 @@ test("a blob whose ID does not match, or that lies outside the payload, is repor
     );
     assert.deepEqual((await o).matches, [true, false, false]);
   } finally {
-    await workers.close();
+    await workersPool.close();
   }
 });
 
@@ -120,7 +136,7 @@ test("a damaged segment fails alone, as an IntegrityError naming the pack", asyn
   const { packs } = await fixture();
   const pack = packs.find((p) => p.segments.length >= 3)!;
   assert.ok(pack, "a pack with three segments");
-  const workers = new WorkerSegmentOpener(KEY, { threads: 2 });
+  const { pool: workersPool, opener: workers } = openerOn(KEY, 2);
   try {
     const bytes = pack.bytes.slice();
     bytes[pack.segments[1].start + 20] ^= 1;
@@ -135,7 +151,7 @@ test("a damaged segment fails alone, as an IntegrityError naming the pack", asyn
     assert.equal(err.object, object);
     assert.match(err.message, new RegExp(`^${object}: data segment fails authentication`));
   } finally {
-    await workers.close();
+    await workersPool.close();
   }
 });
 
@@ -145,7 +161,7 @@ test("bytes that do not own their buffer are copied, and the caller's buffer sta
   const padded = new Uint8Array(pack.bytes.length + 10);
   padded.set(pack.bytes, 10);
   const view = padded.subarray(10);
-  const workers = new WorkerSegmentOpener(KEY, { threads: 1 });
+  const { pool: workersPool, opener: workers } = openerOn(KEY, 1);
   try {
     const opened = await Promise.all(
       workers.open(view, pack.segments, `data/${pack.name}`, { payloads: true }),
@@ -154,28 +170,28 @@ test("bytes that do not own their buffer are copied, and the caller's buffer sta
     assert.equal(padded.byteLength, pack.bytes.length + 10, "not detached");
     assert.deepEqual(Buffer.from(view), Buffer.from(pack.bytes));
   } finally {
-    await workers.close();
+    await workersPool.close();
   }
 });
 
 test("close() fails what is pending; a wrong key opens nothing", async () => {
   const { packs } = await fixture();
   const pack = packs[0];
-  const wrong = new WorkerSegmentOpener(new Uint8Array(32).fill(1), { threads: 1 });
+  const { pool: wrongPool, opener: wrong } = openerOn(new Uint8Array(32).fill(1), 1);
   try {
     const results = await settleAll(
       wrong.open(pack.bytes.slice(), pack.segments, `data/${pack.name}`, { payloads: true }),
     );
     assert.ok(results.every((r) => r.status === "rejected" && r.reason instanceof IntegrityError));
   } finally {
-    await wrong.close();
+    await wrongPool.close();
   }
-  const workers = new WorkerSegmentOpener(KEY, { threads: 1 });
+  const { pool: workersPool, opener: workers } = openerOn(KEY, 1);
   const pending = workers.open(pack.bytes.slice(), pack.segments, `data/${pack.name}`, {
     payloads: true,
   });
   const settled = settleAll(pending);
-  await workers.close();
+  await workersPool.close();
   const results = await settled;
   // Segments answered before the close stay answered; none is left hanging.
   assert.equal(results.length, pack.segments.length);
@@ -185,7 +201,8 @@ test("a process that used the workers ends without closing them", async () => {
   const script = `
     import { MemoryStorage, Repository, backup } from "@locket/core";
     import { nodePrimitives } from ${JSON.stringify(new URL("../src/primitives.ts", import.meta.url).href)};
-    import { WorkerSegmentOpener } from ${JSON.stringify(new URL("../src/segment-workers.ts", import.meta.url).href)};
+    import { WorkerPool } from ${JSON.stringify(new URL("../src/workers/pool.ts", import.meta.url).href)};
+    import { WorkerSegmentOpener } from ${JSON.stringify(new URL("../src/workers/segment-opener.ts", import.meta.url).href)};
     const key = new Uint8Array(32).fill(5);
     const storage = new MemoryStorage();
     const repo = await Repository.init(storage, nodePrimitives, key);
@@ -194,7 +211,7 @@ test("a process that used the workers ends without closing them", async () => {
       async *open() { yield data; } };
     await backup(repo, [file], { host: "h", paths: ["a"] });
     const reopened = await Repository.open(storage, nodePrimitives, key);
-    reopened.useSegmentOpener(new WorkerSegmentOpener(key));
+    reopened.useSegmentOpener(new WorkerSegmentOpener(new WorkerPool(key)));
     await reopened.loadIndex();
     const { readFile, walk } = await import("@locket/core");
     const snap = (await reopened.snapshots())[0];
@@ -224,4 +241,102 @@ test("the package entry point exports the Node building blocks", async () => {
     assert.equal(typeof (mod as Record<string, unknown>)[name], "function", name);
   }
   assert.equal(typeof mod.nodePrimitives.hmacSha256, "function");
+});
+
+describe("WorkerChunker", () => {
+  /** A file with a local path is read by its worker: the main thread must not open it. */
+  const notOpened = (): AsyncIterable<Uint8Array> => {
+    throw new Error("open() called for a file a worker reads");
+  };
+
+  /** Every chunk and ID a chunker gives for `file`, flattened. */
+  async function chunksOf(chunker: FileChunker, file: Pick<SourceFile, "open" | "localPath">) {
+    const out: { bytes: Buffer; id: string }[] = [];
+    for await (const b of chunker.start(file)) {
+      let off = 0;
+      for (let k = 0; k < b.lengths.length; k++) {
+        const n = b.lengths[k];
+        out.push({
+          bytes: Buffer.from(b.bytes.subarray(off, off + n)),
+          id: toHex(b.ids.subarray(32 * k, 32 * k + 32)),
+        });
+        off += n;
+      }
+    }
+    return out;
+  }
+
+  test("workers cut the same chunks with the same IDs as the main thread, for every kind of file", async (t) => {
+    const dir = await scratch(t, "chunker");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 2 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    const local = localChunker(nodePrimitives, repo.keys);
+    try {
+      const files = {
+        "empty.bin": new Uint8Array(0),
+        "small.txt": textBytes(1000, 4),
+        "photo.jpg": randomBytes(9_000_000, 5), // several CDC chunks, batches and read blocks
+        "pages.db": fakeSqlite(300, 6), // one chunk per page
+      };
+      for (const [name, data] of Object.entries(files)) {
+        const path = join(dir, name);
+        await writeFile(path, data);
+        const open = async function* () {
+          yield data;
+        };
+        const want = await chunksOf(local, { open });
+        const got = await chunksOf(workers, { open: notOpened, localPath: path });
+        assert.equal(got.length, want.length, name);
+        assert.deepEqual(got, want, name);
+        assert.equal(Buffer.concat(got.map((c) => c.bytes)).length, data.length, name);
+      }
+      // Several files at once, as the engine's look-ahead starts them.
+      const names = Object.keys(files);
+      const all = await Promise.all(
+        names.map((n) => chunksOf(workers, { open: notOpened, localPath: join(dir, n) })),
+      );
+      all.forEach((chunks, i) => {
+        assert.equal(
+          Buffer.concat(chunks.map((c) => c.bytes)).length,
+          Object.values(files)[i].length,
+        );
+      });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("a file deleted before its worker reads it is a VanishedError; a cancelled job ends", async (t) => {
+    const dir = await scratch(t, "chunker-gone");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 1 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    try {
+      await assert.rejects(
+        chunksOf(workers, { open: notOpened, localPath: join(dir, "gone.jpg") }),
+        (err: unknown) => err instanceof VanishedError && /gone\.jpg/.test((err as Error).message),
+      );
+      const path = join(dir, "big.bin");
+      await writeFile(path, randomBytes(40_000_000, 7));
+      const job = workers.start({ open: notOpened, localPath: path });
+      let batches = 0;
+      for await (const _ of job) {
+        if (++batches === 1) job.cancel();
+      }
+      assert.equal(batches, 1, "no batch after cancel");
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+test("sha256Async, which hashes packs off the main thread, equals sha256", async () => {
+  for (const n of [0, 1, 1 << 20, 16_777_216 + 3]) {
+    const data = randomBytes(n, n + 1);
+    assert.deepEqual(
+      Buffer.from(await nodePrimitives.sha256Async!(data)),
+      Buffer.from(nodePrimitives.sha256(data)),
+    );
+  }
 });

@@ -1,0 +1,62 @@
+import { chunkStream } from "../chunker/chunk-stream.ts";
+import type { RepoKeys } from "../crypto/keys.ts";
+import type { Primitives } from "../crypto/primitives.ts";
+import { BLOB_DATA, blobId } from "../format/blob.ts";
+import type { SourceFile } from "./source.ts";
+
+/** Consecutive chunks of a file, with their data-blob IDs. */
+export interface ChunkBatch {
+  /** The chunks' bytes, one after the other. Valid until the next batch is requested. */
+  readonly bytes: Uint8Array;
+  /** Length of each chunk, in order. */
+  readonly lengths: ArrayLike<number>;
+  /** The chunks' keyed IDs (SPEC §6), 32 bytes each, in the same order. */
+  readonly ids: Uint8Array;
+}
+
+/** A file being chunked: its batches in order, and a way to stop early. */
+export interface ChunkJob extends AsyncIterable<ChunkBatch> {
+  /** Stops the work and releases what it holds; batches not yet taken are dropped. Idempotent. */
+  cancel(): void;
+}
+
+/**
+ * Splits files into chunks (FastCDC, or one per SQLite page: `chunkStream`) and computes each
+ * chunk's data-blob ID. This is most of a backup's CPU, so an implementation may do it off the
+ * calling thread, and may start a file's work as soon as `start` is called, before its batches
+ * are requested (the backup engine starts the next few files early). The Node package runs it on
+ * worker threads (WorkerChunker).
+ */
+export interface FileChunker {
+  /**
+   * Chunks the file's bytes: what `file.open()` yields, or the content of `file.localPath` when
+   * the chunker reads files itself. Errors of the source (a VanishedError, say) surface from the
+   * iteration, after the batches cut before them.
+   */
+  start(file: Pick<SourceFile, "open" | "localPath">): ChunkJob;
+}
+
+/** A FileChunker that does the work on the calling thread, lazily, one chunk per batch. */
+export function localChunker(p: Primitives, keys: RepoKeys): FileChunker {
+  return {
+    start(file) {
+      let stopped = false;
+      return {
+        cancel() {
+          stopped = true;
+        },
+        async *[Symbol.asyncIterator]() {
+          if (stopped) return;
+          for await (const chunk of chunkStream(file.open(), keys.gear)) {
+            yield {
+              bytes: chunk,
+              lengths: [chunk.length],
+              ids: blobId(p, keys.id, BLOB_DATA, chunk),
+            };
+            if (stopped) return;
+          }
+        },
+      };
+    },
+  };
+}
