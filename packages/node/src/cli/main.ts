@@ -60,7 +60,7 @@ Environment:
   LOCKET_TOKEN         vault account token (a JWT from your app's backend or 'locket vault token')
   LOCKET_PASSWORD      backup password, instead of the prompt (for scripts)
   LOCKET_HOME          this device's state (default: the platform's config folder)
-  LOCKET_THREADS       worker threads for restore, check --read-data and prune (default: cores, max 4)
+  LOCKET_THREADS       worker threads for backup, restore, check and prune (default: cores, max 4)
 
 Exit status: 0 ok, 1 failure, 2 usage, 3 integrity failure (damaged, truncated or rolled-back
 data), 4 wrong key or password, 5 password guess limit reached (use the recovery key).
