@@ -203,6 +203,26 @@ describe("usage", () => {
     assert.match(r.stdout, /LOCKET_RECOVERY_KEY/);
   });
 
+  test("the CLI keeps V8's compile cache in the user's cache folder, unless told otherwise", async (t) => {
+    const dir = await scratch(t, "compile-cache");
+    const base = cliEnv(join(dir, "home"));
+    delete base.NODE_COMPILE_CACHE;
+    delete base.NODE_DISABLE_COMPILE_CACHE;
+    const r = await locket(["--version"], { ...base, XDG_CACHE_HOME: join(dir, "cache") });
+    assert.equal(r.status, 0, show(r));
+    const cached = await readdir(join(dir, "cache", "locket", "compile-cache"), {
+      recursive: true,
+    });
+    assert.ok(cached.length > 0, "the cache folder has entries");
+    const off = await locket(["--version"], {
+      ...base,
+      XDG_CACHE_HOME: join(dir, "cache-off"),
+      NODE_DISABLE_COMPILE_CACHE: "1",
+    });
+    assert.equal(off.status, 0, show(off));
+    await assert.rejects(readdir(join(dir, "cache-off")), { code: "ENOENT" });
+  });
+
   test("locket backup --help describes the options", async (t) => {
     const env = cliEnv(join(await scratch(t, "usage"), "home"));
     const r = await locket(["backup", "--help"], env);
