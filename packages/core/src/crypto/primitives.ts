@@ -7,7 +7,10 @@
 
 /** An AES-256-GCM key, imported once and reused for many messages. */
 export interface AeadKey {
-  /** Encrypts; returns ciphertext || 16-byte tag. `nonce` is 12 bytes. */
+  /**
+   * Encrypts; returns ciphertext || 16-byte tag, in a fresh array the caller owns (the packer
+   * releases it once copied). `nonce` is 12 bytes.
+   */
   seal(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
   /** Decrypts and authenticates; returns null when authentication fails (never throws for that). */
   open(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array | null>;

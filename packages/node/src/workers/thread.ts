@@ -31,7 +31,29 @@ function workerError(err: unknown): WorkerError {
   };
 }
 
+/**
+ * `b` itself when its buffer may move to the main thread: not the read's bytes (freed after the
+ * job), not a small pooled buffer, and mostly `b` (an uncompressed payload is the decrypted
+ * buffer after a 5-byte header); otherwise a copy.
+ */
+function movable(b: Uint8Array, exclude: ArrayBufferLike): Uint8Array {
+  const whole = b.buffer.byteLength;
+  if (b.buffer === exclude) return new Uint8Array(b);
+  return owns(b) || (whole >= 64 * 1024 && b.byteLength * 2 >= whole) ? b : new Uint8Array(b);
+}
+
 async function open(m: OpenMessage): Promise<void> {
+  try {
+    await openAll(m);
+  } finally {
+    // Free the read's bytes now: a worker's collector is slow to notice buffers moved in from
+    // another thread, and a restore moves hundreds of them.
+    const read = m.bytes.buffer as ArrayBuffer;
+    if (!read.detached) read.transfer(0);
+  }
+}
+
+async function openAll(m: OpenMessage): Promise<void> {
   for (let i = 0; i < m.segments.length; i++) {
     const s = m.segments[i];
     let reply: OpenedMessage;
@@ -43,7 +65,7 @@ async function open(m: OpenMessage): Promise<void> {
         s.blobs,
         m.objectName,
       );
-      const out = m.payloads ? (owns(payload) ? payload : new Uint8Array(payload)) : undefined;
+      const out = m.payloads ? movable(payload, m.bytes.buffer) : undefined;
       reply = { kind: "opened", job: m.job, index: i, payload: out, matches };
     } catch (err) {
       reply = { kind: "opened", job: m.job, index: i, error: workerError(err) };
