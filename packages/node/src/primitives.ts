@@ -17,7 +17,13 @@ import type { AeadKey, Primitives } from "@locket/core";
 const ZSTD_LEVEL = 3;
 /** Messages at least this large are encrypted on the threadpool (see aesGcmKey). */
 const THREADPOOL_MIN_BYTES = 64 * 1024;
-const ZSTD_OPTIONS = { params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL } };
+// node:zlib hands output back in `chunkSize` pieces (16 KiB by default), one callback and one
+// copy on the calling thread each: a 512 KiB segment made dozens. One piece per segment instead.
+const ZSTD_CHUNK_BYTES = 1024 * 1024;
+const ZSTD_OPTIONS = {
+  chunkSize: ZSTD_CHUNK_BYTES,
+  params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
+};
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
@@ -116,7 +122,12 @@ export const nodePrimitives: Primitives = {
     ),
   zstdCompress: (data) => u8(zstdCompressSync(data, ZSTD_OPTIONS)),
   zstdDecompress: (data, maxOutput) =>
-    u8(zstdDecompressSync(data, { maxOutputLength: Math.max(1, maxOutput) })),
+    u8(
+      zstdDecompressSync(data, {
+        maxOutputLength: Math.max(1, maxOutput),
+        chunkSize: Math.min(Math.max(64 * 1024, maxOutput), ZSTD_CHUNK_BYTES),
+      }),
+    ),
 };
 
 /**
