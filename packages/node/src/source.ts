@@ -5,6 +5,7 @@ import { DatabaseSync, backup as sqliteBackup } from "node:sqlite";
 import { pathToFileURL } from "node:url";
 import {
   isLikelyCompressed,
+  type LocalFile,
   NotFoundError,
   type SourceEntry,
   type SourceFile,
@@ -165,6 +166,23 @@ async function walBytes(path: string): Promise<number> {
  * deduplication.
  */
 async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
+  const file = await sqliteLocalFile(path);
+  try {
+    yield* readStream(file.path);
+  } finally {
+    await file.close();
+  }
+}
+
+/** Nothing to release: a plain file is read where it is. */
+const close = async () => {};
+
+/**
+ * The consistent state of a live SQLite database as a local file (see sqliteSnapshot): the
+ * database itself while the returned `close` has not been called (a read transaction holds it
+ * still), or a private copy made with the backup API, removed by `close`.
+ */
+async function sqliteLocalFile(path: string): Promise<LocalFile> {
   // Read-write when allowed: only then does SQLite, as the last connection to close, remove the
   // -wal and -shm files that opening a WAL database creates, leaving the user's folder as it was.
   let db: DatabaseSync;
@@ -179,24 +197,28 @@ async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
     }
   }
   let dir: string | undefined;
+  let released = false;
+  const release = async () => {
+    if (released) return;
+    released = true;
+    if (db.isTransaction) db.exec("COMMIT");
+    db.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  };
   try {
     db.exec("BEGIN");
     db.prepare("SELECT count(*) FROM sqlite_schema").get();
     const wal =
       (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
-    if (!wal || (await walBytes(path)) === 0) {
-      yield* readStream(path);
-      return;
-    }
+    if (!wal || (await walBytes(path)) === 0) return { path, close: release };
     db.exec("COMMIT");
     dir = await mkdtemp(join(tmpdir(), "locket-sqlite-"));
     const copy = join(dir, "copy.db");
     await sqliteBackup(db, copy, { rate: 0x7fffffff });
-    yield* readStream(copy);
-  } finally {
-    if (db.isTransaction) db.exec("COMMIT");
-    db.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    return { path: copy, close: release };
+  } catch (err) {
+    await release();
+    throw err;
   }
 }
 
@@ -230,8 +252,7 @@ export async function fsSource(
       mtimeMs: Number(st.mtimeMs),
       size,
       open: () => (sqlite ? sqliteSnapshot(abs) : readStream(abs)),
-      // A database is read through its consistent copy, which lives on this thread.
-      ...(sqlite ? {} : { localPath: abs }),
+      localFile: () => (sqlite ? sqliteLocalFile(abs) : Promise.resolve({ path: abs, close })),
       compressible: !isLikelyCompressed(name),
       cacheKey,
     };

@@ -14,6 +14,7 @@ import {
   Repository,
   type SourceDir,
   type SourceEntry,
+  type SourceFile,
   VanishedError,
 } from "@locket/core";
 import { restoreToMemory } from "../../core/test/helpers.ts";
@@ -133,4 +134,33 @@ test("fsSource notes a root's child that is gone before it is looked at; measure
   assert.equal(notes.length, 1);
   assert.match(notes[0].reason, /vanished/);
   assert.deepEqual(await measure([dir]), { files: 0, bytes: 0 });
+});
+
+test("localFile: a database with a live WAL is a private copy until closed; a plain file is itself", async (t) => {
+  const dir = await scratch(t, "local-file");
+  const dbPath = join(dir, "chat.db");
+  const db = new DatabaseSync(dbPath);
+  db.exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE m(x)");
+  db.exec("INSERT INTO m VALUES (randomblob(100000))"); // committed, still in the -wal
+  await writeFile(join(dir, "note.txt"), "hello");
+  try {
+    const [root] = await fsSource([dir]);
+    assert.equal(root.type, "dir");
+    const kids = await (root as SourceDir).children();
+    const file = (name: string) => kids.find((k) => k.name === name) as SourceFile;
+
+    const copy = await file("chat.db").localFile!();
+    assert.notEqual(copy.path, dbPath, "the WAL's pages are in a copy");
+    const check = new DatabaseSync(copy.path, { readOnly: true });
+    assert.equal((check.prepare("SELECT count(*) AS n FROM m").get() as { n: number }).n, 1);
+    check.close();
+    await copy.close();
+    assert.ok(!existsSync(copy.path), "close removes the copy");
+
+    const plain = await file("note.txt").localFile!();
+    assert.equal(plain.path, join(dir, "note.txt"));
+    await plain.close();
+  } finally {
+    db.close();
+  }
 });

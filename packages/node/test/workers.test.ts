@@ -248,9 +248,21 @@ describe("WorkerChunker", () => {
   const notOpened = (): AsyncIterable<Uint8Array> => {
     throw new Error("open() called for a file a worker reads");
   };
+  /** Closes of the local files handed out by `at`, per path. */
+  const closes = new Map<string, number>();
+  /** A source file a worker reads at `path`; counts its closes. */
+  const at = (path: string): Pick<SourceFile, "open" | "localFile"> => ({
+    open: notOpened,
+    localFile: async () => ({
+      path,
+      close: async () => {
+        closes.set(path, (closes.get(path) ?? 0) + 1);
+      },
+    }),
+  });
 
   /** Every chunk and ID a chunker gives for `file`, flattened. */
-  async function chunksOf(chunker: FileChunker, file: Pick<SourceFile, "open" | "localPath">) {
+  async function chunksOf(chunker: FileChunker, file: Pick<SourceFile, "open" | "localFile">) {
     const out: { bytes: Buffer; id: string }[] = [];
     for await (const b of chunker.start(file)) {
       let off = 0;
@@ -286,16 +298,15 @@ describe("WorkerChunker", () => {
           yield data;
         };
         const want = await chunksOf(local, { open });
-        const got = await chunksOf(workers, { open: notOpened, localPath: path });
+        const got = await chunksOf(workers, at(path));
         assert.equal(got.length, want.length, name);
         assert.deepEqual(got, want, name);
         assert.equal(Buffer.concat(got.map((c) => c.bytes)).length, data.length, name);
+        assert.equal(closes.get(path), 1, `${name}: its local file is closed once, when done`);
       }
       // Several files at once, as the engine's look-ahead starts them.
       const names = Object.keys(files);
-      const all = await Promise.all(
-        names.map((n) => chunksOf(workers, { open: notOpened, localPath: join(dir, n) })),
-      );
+      const all = await Promise.all(names.map((n) => chunksOf(workers, at(join(dir, n)))));
       all.forEach((chunks, i) => {
         assert.equal(
           Buffer.concat(chunks.map((c) => c.bytes)).length,
@@ -314,17 +325,19 @@ describe("WorkerChunker", () => {
     const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
     try {
       await assert.rejects(
-        chunksOf(workers, { open: notOpened, localPath: join(dir, "gone.jpg") }),
+        chunksOf(workers, at(join(dir, "gone.jpg"))),
         (err: unknown) => err instanceof VanishedError && /gone\.jpg/.test((err as Error).message),
       );
       const path = join(dir, "big.bin");
       await writeFile(path, randomBytes(40_000_000, 7));
-      const job = workers.start({ open: notOpened, localPath: path });
+      const job = workers.start(at(path));
       let batches = 0;
       for await (const _ of job) {
         if (++batches === 1) job.cancel();
       }
       assert.equal(batches, 1, "no batch after cancel");
+      assert.equal(closes.get(path), 1, "a cancelled job closes its local file");
+      assert.equal(closes.get(join(dir, "gone.jpg")), 1, "so does a failed one");
     } finally {
       await pool.close();
     }

@@ -29,11 +29,11 @@ export interface ChunkJob extends AsyncIterable<ChunkBatch> {
  */
 export interface FileChunker {
   /**
-   * Chunks the file's bytes: what `file.open()` yields, or the content of `file.localPath` when
-   * the chunker reads files itself. Errors of the source (a VanishedError, say) surface from the
+   * Chunks the file's bytes: what `file.open()` yields, or the file `file.localFile()` gives
+   * when the chunker reads files itself (it then calls that file's `close` when done). Errors of the source (a VanishedError, say) surface from the
    * iteration, after the batches cut before them.
    */
-  start(file: Pick<SourceFile, "open" | "localPath">): ChunkJob;
+  start(file: Pick<SourceFile, "open" | "localFile">): ChunkJob;
 }
 
 /** A FileChunker that does the work on the calling thread, lazily, one chunk per batch. */

@@ -18,11 +18,13 @@ export interface SourceFile {
    */
   open(): AsyncIterable<Uint8Array>;
   /**
-   * Optional: a local file whose bytes are exactly what `open` yields, for a FileChunker that
-   * can read files itself (the Node package's worker threads do, sparing the main thread the
-   * reads and copies). It must report a file deleted since the listing as VanishedError too.
+   * Optional: the bytes `open` would yield, as a local file, for a FileChunker that reads files
+   * itself (the Node package's worker threads do, sparing the main thread the reads, copies and
+   * hashing). Resolves to its path and a `close` to call once the reading is done: a SQLite
+   * source holds its read transaction, or a private copy, until then. Throws VanishedError as
+   * `open` does; reading the path must too.
    */
-  readonly localPath?: string;
+  localFile?(): Promise<LocalFile>;
   /** Optional hint: false when the content is known not to compress (media). */
   readonly compressible?: boolean;
   /**
@@ -30,6 +32,12 @@ export interface SourceFile {
    * mtime, inode, ctime, ...). When it equals the parent snapshot's, the file is not read.
    */
   readonly cacheKey?: string;
+}
+
+/** A local file to read by path, valid until `close` (see SourceFile.localFile). */
+export interface LocalFile {
+  readonly path: string;
+  close(): Promise<void>;
 }
 
 export interface SourceDir {

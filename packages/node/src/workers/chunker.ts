@@ -2,6 +2,7 @@ import {
   type ChunkBatch,
   type ChunkJob,
   type FileChunker,
+  type LocalFile,
   LocketError,
   localChunker,
   type Primitives,
@@ -46,11 +47,12 @@ export const MAX_OUTPUT_AHEAD = 8 * 1024 * 1024;
 /**
  * A FileChunker that reads, chunks and hashes files on the pool's worker threads. `start`
  * begins at once: the engine starts a few files ahead, so while it packs one file the workers
- * read and chunk the next ones on the other cores. Only files with a `localPath` go to a
- * worker; the rest (a SQLite database, read through a consistent copy that lives on the main
- * thread) are chunked here, where the per-page work already is: sending their blocks to a
- * worker measured slower. Chunks come back with their IDs in batches whose buffers move to the
- * main thread and back without copying.
+ * read and chunk the next ones on the other cores. A file that can be read by path
+ * (`localFile`: any file of the file-system source, a SQLite database through its consistent
+ * state, which stays held until the worker is done) goes to a worker; others (in-memory
+ * sources) are chunked here. Chunks come back with their IDs in batches whose buffers move to
+ * the main thread and back without copying. (Sending a file's blocks from the main thread to a
+ * worker instead measured slower than chunking them here: the copies cost more than the hashing.)
  */
 export class WorkerChunker implements FileChunker {
   private readonly pool: WorkerPool;
@@ -74,10 +76,10 @@ export class WorkerChunker implements FileChunker {
     });
   }
 
-  start(file: Pick<SourceFile, "open" | "localPath">): ChunkJob {
-    if (file.localPath === undefined) return this.local.start(file);
+  start(file: Pick<SourceFile, "open" | "localFile">): ChunkJob {
+    if (!file.localFile) return this.local.start(file);
     const id = this.nextSession++;
-    const session = new Session(id, this.pool, file.localPath, () => this.sessions.delete(id));
+    const session = new Session(id, this.pool, file.localFile(), () => this.sessions.delete(id));
     this.sessions.set(id, session);
     return session;
   }
@@ -88,7 +90,9 @@ class Session implements ChunkJob {
   readonly worker: PoolWorker;
   private readonly id: number;
   private readonly pool: WorkerPool;
-  private readonly path: string;
+  private path = "a file";
+  /** The local file, once `localFile()` resolved: closed when the session ends. */
+  private file: LocalFile | undefined;
   private readonly forget: () => void;
   private readonly batches: ChunkBatch[] = [];
   private finished = false;
@@ -97,13 +101,20 @@ class Session implements ChunkJob {
   private error: unknown;
   private wake: (() => void) | undefined;
 
-  constructor(id: number, pool: WorkerPool, path: string, forget: () => void) {
+  constructor(id: number, pool: WorkerPool, file: Promise<LocalFile>, forget: () => void) {
     this.id = id;
     this.pool = pool;
-    this.path = path;
     this.forget = forget;
     this.worker = pool.acquire();
-    this.post({ kind: "file", session: id, path });
+    file.then(
+      (f) => {
+        this.file = f;
+        this.path = f.path;
+        if (this.released) this.closeFile();
+        else this.post({ kind: "file", session: id, path: f.path });
+      },
+      (err) => this.fail(err),
+    );
   }
 
   receive(m: ChunksMessage): void {
@@ -180,5 +191,14 @@ class Session implements ChunkJob {
     this.released = true;
     this.pool.release(this.worker);
     this.forget();
+    this.closeFile();
+  }
+
+  /** Lets the source release the file (a SQLite read transaction, a private copy). */
+  private closeFile(): void {
+    const f = this.file;
+    this.file = undefined;
+    // Nothing is lost if this fails: the chunks were cut; at worst a temporary copy stays.
+    f?.close().catch(() => {});
   }
 }
