@@ -2,6 +2,7 @@ import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
 import { fromHex, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
+import { checkFreshness } from "./engine/freshness.ts";
 import {
   AlreadyExistsError,
   IntegrityError,
@@ -529,6 +530,18 @@ export class Repository {
   /** Writes a snapshot; returns its ID. */
   async saveSnapshot(s: Snapshot): Promise<{ name: string; size: number }> {
     return this.saveAddressed("snapshots", await sealSnapshot(this.p, this.keys, s));
+  }
+
+  /**
+   * Every snapshot (see `snapshots`), after the history check against `minSeq`, the highest
+   * sequence number this device has seen (`checkFreshness`): what every command that trusts the
+   * history starts from.
+   * @throws {RollbackError} when storage hides a snapshot or is behind `minSeq`.
+   */
+  async checkedSnapshots(minSeq: number): Promise<SnapshotRef[]> {
+    const all = await this.snapshots();
+    checkFreshness(all, minSeq, this.forgottenSnapshots);
+    return all;
   }
 
   /**

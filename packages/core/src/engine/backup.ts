@@ -13,7 +13,7 @@ import {
 } from "../format/tree.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
-import { checkFreshness, nextSeq } from "./freshness.ts";
+import { nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 import {
   isLikelyCompressed,
@@ -98,8 +98,7 @@ export async function backup(
   const started = (opts.now ?? (() => new Date()))();
   await repo.loadIndex();
   const adopted = await repo.adoptUnindexedPacks();
-  const history = await repo.snapshots();
-  checkFreshness(history, opts.minSeq ?? 0, repo.forgotten);
+  const history = await repo.checkedSnapshots(opts.minSeq ?? 0);
 
   const packer = new Packer(repo);
   const progress: BackupProgress = {

@@ -1,7 +1,6 @@
 import { fromHex } from "../bytes.ts";
 import { UsageError } from "../errors.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
-import { checkFreshness } from "./freshness.ts";
 
 /**
  * Retention, as restic and borg spell it: within each group of snapshots (same host and paths),
@@ -130,8 +129,7 @@ export async function forget(repo: Repository, opts: ForgetOptions): Promise<For
       "forget needs snapshot IDs or a retention rule (--keep-last, --keep-daily, ...)",
     );
   }
-  const snapshots = await repo.snapshots();
-  checkFreshness(snapshots, opts.minSeq ?? 0, repo.forgotten);
+  const snapshots = await repo.checkedSnapshots(opts.minSeq ?? 0);
   const named = new Set<string>();
   for (const id of ids) named.add((await repo.findSnapshot(id, snapshots)).id);
 

@@ -4,7 +4,6 @@ import { IntegrityError, UsageError } from "../errors.ts";
 import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
 import type { BlobRef, Repository, SegmentRead, SnapshotRef } from "../repository.ts";
-import { checkFreshness } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 
 /** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
@@ -100,8 +99,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
 
   const live = await repo.loadIndex();
   const indexFiles = [...repo.indexFiles];
-  const snapshots = await repo.snapshots();
-  checkFreshness(snapshots, opts.minSeq ?? 0, repo.forgotten);
+  const snapshots = await repo.checkedSnapshots(opts.minSeq ?? 0);
   const stored = new Map<string, number>();
   for await (const { name, size } of repo.storage.list("data")) stored.set(name, size);
 

@@ -1,4 +1,4 @@
-import { checkFreshness, type FileToRead, readFiles, UsageError, walk } from "@locket/core";
+import { type FileToRead, readFiles, UsageError, walk } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes, seconds } from "../format.ts";
 
@@ -15,8 +15,10 @@ device with --recovery-key to prove the key and the backup work before you need 
     const started = Date.now();
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
-    const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
+    const snap = await repo.findSnapshot(
+      ctx.positionals[0] ?? "latest",
+      await repo.checkedSnapshots(state.lastSeq),
+    );
     const files: FileToRead[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
       if (node.type === "file") files.push({ node, path: path.join("/") });

@@ -1,4 +1,4 @@
-import { checkFreshness, UsageError, walk } from "@locket/core";
+import { UsageError, walk } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes } from "../format.ts";
 
@@ -13,8 +13,10 @@ export const ls: Command = {
     if (ctx.positionals.length > 1) throw new UsageError("ls takes at most one SNAPSHOT");
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
-    const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
+    const snap = await repo.findSnapshot(
+      ctx.positionals[0] ?? "latest",
+      await repo.checkedSnapshots(state.lastSeq),
+    );
     const entries: Record<string, unknown>[] = [];
     for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
       const p = path.join("/");

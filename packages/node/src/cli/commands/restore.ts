@@ -1,5 +1,5 @@
 import { resolve } from "node:path";
-import { checkFreshness, UsageError } from "@locket/core";
+import { UsageError } from "@locket/core";
 import { restoreToDir } from "../../restore.ts";
 import type { Command } from "../command.ts";
 import { bytes, seconds } from "../format.ts";
@@ -28,8 +28,10 @@ Options:
     const started = Date.now();
     const { repo, state } = await ctx.openRepo();
     await repo.loadIndex();
-    checkFreshness(await repo.snapshots(), state.lastSeq, repo.forgotten);
-    const snap = await repo.findSnapshot(ctx.positionals[0] ?? "latest");
+    const snap = await repo.findSnapshot(
+      ctx.positionals[0] ?? "latest",
+      await repo.checkedSnapshots(state.lastSeq),
+    );
     const total = snap.snapshot.summary;
     const result = await restoreToDir(repo, snap, resolve(target), {
       overwrite: ctx.values.overwrite === true,

@@ -1,4 +1,3 @@
-import { checkFreshness } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes } from "../format.ts";
 
@@ -11,8 +10,7 @@ exit status 3 when storage shows fewer snapshots than this device has already se
   options: {},
   async run(ctx) {
     const { repo, state } = await ctx.openRepo();
-    const all = await repo.snapshots();
-    checkFreshness(all, state.lastSeq, repo.forgotten);
+    const all = await repo.checkedSnapshots(state.lastSeq);
     if (all.length) {
       const last = all[all.length - 1];
       await ctx.device.updateRepo(repo.config.id, {
