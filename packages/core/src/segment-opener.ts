@@ -1,7 +1,7 @@
 import type { RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { type BlobType, blobId } from "./format/blob.ts";
-import { openSegment } from "./format/pack.ts";
+import { openSegment, type PackEntry } from "./format/pack.ts";
 
 /** A blob whose keyed ID is checked once its segment is open. */
 export interface BlobToCheck {
@@ -48,6 +48,25 @@ export interface SegmentOpener {
     objectName: string,
     options: { readonly payloads: boolean },
   ): Promise<OpenedSegment>[];
+}
+
+/** A segment of a pack with its entries (PackEntry carries what BlobToCheck needs). */
+export interface PackSegment extends SegmentToOpen {
+  readonly blobs: readonly PackEntry[];
+}
+
+/**
+ * A pack's entries grouped into the segments that hold them, in pack order; `start` is the
+ * segment's offset in the pack. A segment's entries are listed together (SPEC §8).
+ */
+export function packSegments(entries: readonly PackEntry[]): PackSegment[] {
+  const out: { start: number; length: number; blobs: PackEntry[] }[] = [];
+  for (const e of entries) {
+    const last = out[out.length - 1];
+    if (last?.start === e.segmentOffset) last.blobs.push(e);
+    else out.push({ start: e.segmentOffset, length: e.segmentLength, blobs: [e] });
+  }
+  return out;
 }
 
 /** Opens one segment and checks its blobs: the work itself, wherever it runs. */

@@ -18,7 +18,7 @@ import {
   MemoryStorage,
   type OpenedSegment,
   openPackHeader,
-  type PackEntry,
+  packSegments,
   Repository,
   type SegmentToOpen,
   type SourceFile,
@@ -51,19 +51,9 @@ async function fixture() {
   for await (const { name, size } of storage.list("data")) {
     const bytes = await storage.load("data", name);
     const entries = await openPackHeader(repo.keys, bytes, size, `data/${name}`);
-    packs.push({ name, bytes, segments: segmentsOf(entries) });
+    packs.push({ name, bytes, segments: packSegments(entries) });
   }
   return { repo, packs };
-}
-
-function segmentsOf(entries: readonly PackEntry[]): SegmentToOpen[] {
-  const out: { start: number; length: number; blobs: PackEntry[] }[] = [];
-  for (const e of entries) {
-    const last = out[out.length - 1];
-    if (last?.start === e.segmentOffset) last.blobs.push(e);
-    else out.push({ start: e.segmentOffset, length: e.segmentLength, blobs: [e] });
-  }
-  return out;
 }
 
 /** A segment opener on a pool of its own; `pool.close()` ends it. */

@@ -59,6 +59,9 @@ export interface BackupOptions {
   readonly chunker?: FileChunker;
 }
 
+/** How a file is backed up: its parent snapshot's node reused (file cache), or read and chunked. */
+type FilePlan = { readonly reuse: FileNode } | { readonly job: ChunkJob };
+
 /**
  * Files whose chunking starts before the engine reaches them, so a FileChunker that works in
  * parallel (worker threads) has the next files in hand while the current one is packed.
@@ -133,16 +136,16 @@ export async function backup(
   // The file cache: a file whose platform cache key (size, mtime, inode, ...) equals the parent
   // snapshot's node is not read again; its content IDs are reused if every blob is still indexed.
   const cacheParent = opts.parent === null ? undefined : pickParent(history, opts);
-  const reusable = (f: SourceFile, prev: TreeNode | undefined): prev is FileNode => {
+  const reusable = (f: SourceFile, prev: TreeNode | undefined): FileNode | undefined => {
     if (
       !f.cacheKey ||
       prev?.type !== "file" ||
       prev.cacheKey !== f.cacheKey ||
       prev.size !== f.size
     ) {
-      return false;
+      return undefined;
     }
-    return (prev.content ?? prev.lists ?? []).every((id) => repo.has(id));
+    return (prev.content ?? prev.lists ?? []).every((id) => repo.has(id)) ? prev : undefined;
   };
   const childrenOf = async (
     prev: TreeNode | undefined,
@@ -160,11 +163,11 @@ export async function backup(
   const fileNode = async (
     f: SourceFile,
     path: string,
-    prev: TreeNode | undefined,
-    started: ChunkJob | undefined,
+    plan: FilePlan,
   ): Promise<TreeNode | null> => {
     progress.current = path;
-    if (reusable(f, prev)) {
+    if ("reuse" in plan) {
+      const prev = plan.reuse;
       progress.files++;
       progress.bytes += prev.size;
       progress.unchangedFiles++;
@@ -183,7 +186,7 @@ export async function backup(
     const ids: Uint8Array[] = [];
     let size = 0;
     let lastReport = 0;
-    const job = started ?? chunker.start(f);
+    const { job } = plan;
     try {
       for await (const batch of job) {
         let offset = 0;
@@ -238,32 +241,28 @@ export async function backup(
     pathOf: (e: SourceEntry) => string,
     previous: Map<string, TreeNode> | undefined,
   ): Promise<TreeNode[]> => {
-    const jobs = new Map<number, ChunkJob>();
+    // Each file's plan is made once, up to LOOKAHEAD_FILES entries before it is reached.
+    const plans = new Map<number, FilePlan>();
     let next = 0;
     const nodes: TreeNode[] = [];
     try {
       for (let i = 0; i < entries.length; i++) {
-        for (
-          next = Math.max(next, i);
-          next < entries.length && next <= i + LOOKAHEAD_FILES;
-          next++
-        ) {
+        for (; next < entries.length && next <= i + LOOKAHEAD_FILES; next++) {
           const e = entries[next];
-          if (e.type === "file" && !jobs.has(next) && !reusable(e, previous?.get(e.name))) {
-            jobs.set(next, chunker.start(e));
-          }
+          if (e.type !== "file") continue;
+          const reuse = reusable(e, previous?.get(e.name));
+          plans.set(next, reuse ? { reuse } : { job: chunker.start(e) });
         }
         const e = entries[i];
-        const prev = previous?.get(e.name);
         const node =
           e.type === "file"
-            ? await fileNode(e, pathOf(e), prev, jobs.get(i))
-            : await dirNode(e, pathOf(e), prev);
-        jobs.delete(i);
+            ? await fileNode(e, pathOf(e), plans.get(i)!)
+            : await dirNode(e, pathOf(e), previous?.get(e.name));
+        plans.delete(i);
         if (node) nodes.push(node);
       }
     } finally {
-      for (const job of jobs.values()) job.cancel();
+      for (const plan of plans.values()) if ("job" in plan) plan.job.cancel();
     }
     return nodes;
   };

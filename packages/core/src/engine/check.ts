@@ -4,6 +4,7 @@ import { type IndexFile, openIndex } from "../format/index-file.ts";
 import { openPackHeader, type PackEntry } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
+import { packSegments } from "../segment-opener.ts";
 import { checkFreshness } from "./freshness.ts";
 import { walk } from "./restore.ts";
 
@@ -63,13 +64,7 @@ async function readPack(
     return 0;
   }
   const length = bytes.length;
-  // Entries of a segment are listed together (SPEC §8).
-  const segments: { start: number; length: number; blobs: PackEntry[] }[] = [];
-  for (const e of entries) {
-    const last = segments[segments.length - 1];
-    if (last?.start === e.segmentOffset) last.blobs.push(e);
-    else segments.push({ start: e.segmentOffset, length: e.segmentLength, blobs: [e] });
-  }
+  const segments = packSegments(entries);
   const opened = repo.segmentOpener.open(bytes, segments, object, { payloads: false });
   for (const o of opened) o.catch(() => {}); // each is awaited below, or left after a failure
   for (let i = 0; i < segments.length; i++) {

@@ -1,9 +1,9 @@
-import type { BlobLocation } from "../blob-index.ts";
 import { fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
 import type { BlobRef, Repository, SegmentRead, SnapshotRef } from "../repository.ts";
+import { packSegments } from "../segment-opener.ts";
 import { Packer } from "./packer.ts";
 
 /** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
@@ -343,19 +343,18 @@ function neededForgotten(
 
 /** The segments of `pack` that hold `entries` (in pack order), as a read-ahead plan. */
 function segmentReads(pack: { name: string; entries: readonly PackEntry[] }): SegmentRead[] {
-  const reads: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
-  for (const e of pack.entries) {
-    const loc: BlobLocation = {
-      pack: pack.name,
-      type: e.type,
-      segmentOffset: e.segmentOffset,
-      segmentLength: e.segmentLength,
-      offset: e.offset,
-      length: e.length,
-    };
-    const last = reads[reads.length - 1];
-    if (last?.loc.segmentOffset === e.segmentOffset) last.blobs.push({ id: toHex(e.id), loc });
-    else reads.push({ loc, blobs: [{ id: toHex(e.id), loc }] });
-  }
-  return reads;
+  return packSegments(pack.entries).map((segment) => {
+    const blobs: BlobRef[] = segment.blobs.map((e) => ({
+      id: toHex(e.id),
+      loc: {
+        pack: pack.name,
+        type: e.type,
+        segmentOffset: e.segmentOffset,
+        segmentLength: e.segmentLength,
+        offset: e.offset,
+        length: e.length,
+      },
+    }));
+    return { loc: blobs[0].loc, blobs };
+  });
 }

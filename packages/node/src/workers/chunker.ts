@@ -90,7 +90,6 @@ class Session implements ChunkJob {
   readonly worker: PoolWorker;
   private readonly id: number;
   private readonly pool: WorkerPool;
-  private path = "a file";
   /** The local file, once `localFile()` resolved: closed when the session ends. */
   private file: LocalFile | undefined;
   private readonly forget: () => void;
@@ -109,7 +108,6 @@ class Session implements ChunkJob {
     file.then(
       (f) => {
         this.file = f;
-        this.path = f.path;
         if (this.released) this.closeFile();
         else this.post({ kind: "file", session: id, path: f.path });
       },
@@ -118,10 +116,13 @@ class Session implements ChunkJob {
   }
 
   receive(m: ChunksMessage): void {
-    if (this.stopped) return;
+    if (this.stopped || this.finished) return;
     if (m.error) {
       this.fail(
-        m.error.name === "VanishedError" ? new VanishedError(this.path) : rebuildError(m.error),
+        // The worker only reads once the file is known, and the session holds it until it ends.
+        m.error.name === "VanishedError"
+          ? new VanishedError(this.file!.path)
+          : rebuildError(m.error),
       );
       return;
     }
