@@ -5,10 +5,12 @@
 
 import { AlreadyExistsError, NotFoundError, StorageError } from "../errors.ts";
 import {
+  describeValue,
   isValidName,
   OBJECT_KINDS,
   type ObjectInfo,
   type ObjectKind,
+  resolveRange,
   type SaveOptions,
   type Storage,
 } from "./storage.ts";
@@ -86,7 +88,7 @@ export class MemoryStorage implements Storage {
     length?: number,
   ): Promise<Uint8Array> {
     const stored = this.#get(kind, name);
-    const [start, end] = checkRange(kind, name, stored.length, offset, length);
+    const [start, end] = resolveRange(kind, name, stored.length, offset, length);
     return stored.slice(start, end);
   }
 
@@ -105,7 +107,7 @@ export class MemoryStorage implements Storage {
    */
   async *list(kind: ObjectKind): AsyncIterable<ObjectInfo> {
     const objects = this.#objects.get(kind);
-    if (!objects) throw new StorageError(`invalid object kind: ${describe(kind)}`);
+    if (!objects) throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     // Snapshot first: a save or remove during iteration must not make the loop skip or repeat.
     const infos = Array.from(objects, ([name, data]) => ({ name, size: data.length }));
     yield* infos;
@@ -132,9 +134,9 @@ export class MemoryStorage implements Storage {
 
   #kind(kind: ObjectKind, name: string): Map<string, Uint8Array> {
     const objects = this.#objects.get(kind);
-    if (!objects) throw new StorageError(`invalid object kind: ${describe(kind)}`);
+    if (!objects) throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     if (!isValidName(kind, name)) {
-      throw new StorageError(`invalid object name for kind ${kind}: ${describe(name)}`);
+      throw new StorageError(`invalid object name for kind ${kind}: ${describeValue(name)}`);
     }
     return objects;
   }
@@ -144,36 +146,4 @@ export class MemoryStorage implements Storage {
     if (!stored) throw new NotFoundError(`object not found: ${kind}/${name}`);
     return stored;
   }
-}
-
-/** Quotes a caller-supplied string for a message, cut short so a huge argument stays readable. */
-function describe(value: unknown): string {
-  const s = JSON.stringify(String(value));
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-/**
- * Resolves `offset`/`length` against an object of `size` bytes into `[start, end)`.
- * @throws {StorageError} when the range is not whole numbers or reaches outside the object.
- */
-function checkRange(
-  kind: ObjectKind,
-  name: string,
-  size: number,
-  offset = 0,
-  length?: number,
-): [number, number] {
-  const end = length === undefined ? size : offset + length;
-  const valid =
-    Number.isSafeInteger(offset) &&
-    offset >= 0 &&
-    (length === undefined || (Number.isSafeInteger(length) && length >= 0)) &&
-    offset <= size &&
-    end <= size;
-  if (!valid) {
-    throw new StorageError(
-      `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name} (${size} bytes)`,
-    );
-  }
-  return [offset, end];
 }

@@ -1,3 +1,5 @@
+import { StorageError } from "../errors.ts";
+
 /**
  * The storage interface every backend implements (local folder, memory, S3). Modelled on
  * restic's backend: a flat namespace of immutable objects grouped by kind. The doc comments are
@@ -77,4 +79,36 @@ export interface Storage {
  */
 export function isValidName(kind: ObjectKind, name: string): boolean {
   return kind === "config" ? name === "config" : /^[0-9a-f]{64}$/.test(name);
+}
+
+/** Quotes a caller-supplied string for a message, cut short so a huge argument stays readable. */
+export function describeValue(value: unknown): string {
+  const s = JSON.stringify(String(value));
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+}
+
+/**
+ * Resolves `offset`/`length` against an object of `size` bytes into `[start, end)`.
+ * @throws {StorageError} when the range is not whole numbers or reaches outside the object.
+ */
+export function resolveRange(
+  kind: ObjectKind,
+  name: string,
+  size: number,
+  offset = 0,
+  length?: number,
+): [number, number] {
+  const end = length === undefined ? size : offset + length;
+  const valid =
+    Number.isSafeInteger(offset) &&
+    offset >= 0 &&
+    (length === undefined || (Number.isSafeInteger(length) && length >= 0)) &&
+    offset <= size &&
+    end <= size;
+  if (!valid) {
+    throw new StorageError(
+      `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name} (${size} bytes)`,
+    );
+  }
+  return [offset, end];
 }

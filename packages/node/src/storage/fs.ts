@@ -24,12 +24,14 @@ import {
 import { dirname, join, resolve } from "node:path";
 import {
   AlreadyExistsError,
+  describeValue,
   isValidName,
   LocketError,
   NotFoundError,
   OBJECT_KINDS,
   type ObjectInfo,
   type ObjectKind,
+  resolveRange,
   type SaveOptions,
   type Storage,
   StorageError,
@@ -170,7 +172,7 @@ export class FsStorage implements Storage {
         if (err instanceof LocketError) throw err;
         throw storageError("stat", path, err);
       }
-      const [start, end] = checkRange(kind, name, size, offset, length);
+      const [start, end] = resolveRange(kind, name, size, offset, length);
       const out = new Uint8Array(end - start);
       let done = 0;
       while (done < out.length) {
@@ -218,7 +220,7 @@ export class FsStorage implements Storage {
    */
   async *list(kind: ObjectKind): AsyncIterable<ObjectInfo> {
     if (!OBJECT_KINDS.includes(kind)) {
-      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+      throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     }
     if (kind === "config") {
       const info = await this.#statIfFile(join(this.#root, "config"), "config");
@@ -258,10 +260,10 @@ export class FsStorage implements Storage {
   /** Path of `kind/name`, after checking both so no argument can point outside ROOT. */
   #path(kind: ObjectKind, name: string): string {
     if (!OBJECT_KINDS.includes(kind)) {
-      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+      throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     }
     if (!isValidName(kind, name)) {
-      throw new StorageError(`invalid object name for kind ${kind}: ${describe(name)}`);
+      throw new StorageError(`invalid object name for kind ${kind}: ${describeValue(name)}`);
     }
     if (kind === "config") return join(this.#root, "config");
     if (kind === "data") return join(this.#root, "data", name.slice(0, 2), name);
@@ -462,36 +464,4 @@ async function fsyncDir(dir: string): Promise<void> {
 async function makeWritableOnWindows(path: string): Promise<void> {
   if (process.platform !== "win32") return;
   await chmod(path, 0o666).catch(() => {});
-}
-
-/** Quotes a caller-supplied string for a message, cut short so a huge argument stays readable. */
-function describe(value: unknown): string {
-  const s = JSON.stringify(String(value));
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
-}
-
-/**
- * Resolves `offset`/`length` against an object of `size` bytes into `[start, end)`.
- * @throws {StorageError} when the range is not whole numbers or reaches outside the object.
- */
-function checkRange(
-  kind: ObjectKind,
-  name: string,
-  size: number,
-  offset = 0,
-  length?: number,
-): [number, number] {
-  const end = length === undefined ? size : offset + length;
-  const valid =
-    Number.isSafeInteger(offset) &&
-    offset >= 0 &&
-    (length === undefined || (Number.isSafeInteger(length) && length >= 0)) &&
-    offset <= size &&
-    end <= size;
-  if (!valid) {
-    throw new StorageError(
-      `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name} (${size} bytes)`,
-    );
-  }
-  return [offset, end];
 }

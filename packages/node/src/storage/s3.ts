@@ -31,6 +31,7 @@ import {
 } from "@aws-sdk/client-s3";
 import {
   AlreadyExistsError,
+  describeValue,
   isValidName,
   LocketError,
   NotFoundError,
@@ -136,15 +137,17 @@ export interface S3Location {
 export function parseS3Url(url: string): S3Location {
   const m = /^s3:\/\/([^/]+)(?:\/(.*))?$/.exec(url);
   if (!m)
-    throw new StorageError(`not an s3:// location: ${describe(url)} (want s3://BUCKET/PREFIX)`);
+    throw new StorageError(
+      `not an s3:// location: ${describeValue(url)} (want s3://BUCKET/PREFIX)`,
+    );
   const bucket = m[1];
   // S3's rules, relaxed to what Ceph and MinIO also accept (uppercase and underscores).
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{1,254}$/.test(bucket)) {
-    throw new StorageError(`invalid S3 bucket name: ${describe(bucket)}`);
+    throw new StorageError(`invalid S3 bucket name: ${describeValue(bucket)}`);
   }
   const prefix = (m[2] ?? "").replace(/\/+$/, "");
   if (prefix !== "" && prefix.split("/").some((p) => p === "" || p === "." || p === "..")) {
-    throw new StorageError(`invalid S3 prefix: ${describe(prefix)} (empty, . or .. segments)`);
+    throw new StorageError(`invalid S3 prefix: ${describeValue(prefix)} (empty, . or .. segments)`);
   }
   return { bucket, prefix };
 }
@@ -197,7 +200,7 @@ export class S3Storage implements Storage {
     this.#exclusiveMode = options.exclusiveMode ?? "conditional";
     if (this.#exclusiveMode !== "conditional" && this.#exclusiveMode !== "head-then-put") {
       throw new StorageError(
-        `S3 exclusive mode must be "conditional" or "head-then-put", got ${describe(this.#exclusiveMode)}`,
+        `S3 exclusive mode must be "conditional" or "head-then-put", got ${describeValue(this.#exclusiveMode)}`,
       );
     }
     this.#onRequest = options.onRequest;
@@ -388,7 +391,7 @@ export class S3Storage implements Storage {
    */
   async *list(kind: ObjectKind): AsyncIterable<ObjectInfo> {
     if (!OBJECT_KINDS.includes(kind)) {
-      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+      throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     }
     const prefix = kind === "config" ? `${this.keyPrefix}config` : `${this.keyPrefix}${kind}/`;
     const seen = new Set<string>();
@@ -446,10 +449,10 @@ export class S3Storage implements Storage {
   /** Key of `kind/name`, after checking both, so no argument can reach outside the prefix. */
   #key(kind: ObjectKind, name: string): string {
     if (!OBJECT_KINDS.includes(kind)) {
-      throw new StorageError(`invalid object kind: ${describe(kind)}`);
+      throw new StorageError(`invalid object kind: ${describeValue(kind)}`);
     }
     if (!isValidName(kind, name)) {
-      throw new StorageError(`invalid object name for kind ${kind}: ${describe(name)}`);
+      throw new StorageError(`invalid object name for kind ${kind}: ${describeValue(name)}`);
     }
     if (kind === "config") return `${this.keyPrefix}config`;
     if (kind === "data") return `${this.keyPrefix}data/${name.slice(0, 2)}/${name}`;
@@ -830,7 +833,7 @@ async function readBody(
   if (status === 206) {
     const m = /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(out.ContentRange ?? "");
     if (!m || Number(m[1]) !== start) {
-      throw new StorageError(`unexpected Content-Range ${describe(out.ContentRange)}`);
+      throw new StorageError(`unexpected Content-Range ${describeValue(out.ContentRange)}`);
     }
     if (Number(m[2]) - Number(m[1]) + 1 !== body.length) {
       throw new TruncatedBodyError(body.length, Number(m[2]) - Number(m[1]) + 1);
@@ -952,12 +955,6 @@ function errorCode(err: unknown): string | undefined {
 /** Whether the SDK's credential chain found nothing. */
 function isCredentialsError(err: unknown): boolean {
   return err instanceof Error && err.name === "CredentialsProviderError";
-}
-
-/** Quotes a caller-supplied string for a message, cut short so a huge argument stays readable. */
-function describe(value: unknown): string {
-  const s = JSON.stringify(String(value));
-  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 }
 
 /**
