@@ -1,12 +1,37 @@
 /** Small byte helpers shared by the format code. Uint8Array only: this package runs in browsers. */
 
 const HEX = "0123456789abcdef";
+/** Character codes of the two hex digits of each byte value: [2b] high, [2b + 1] low. */
+const HEX_CODES = new Uint8Array(512);
+for (let b = 0; b < 256; b++) {
+  HEX_CODES[2 * b] = HEX.charCodeAt(b >> 4);
+  HEX_CODES[2 * b + 1] = HEX.charCodeAt(b & 15);
+}
+/** Bytes converted per String.fromCharCode call, far below any engine's argument limit. */
+const HEX_PIECE = 4096;
+const hexCodes: number[] = [];
 
-/** Lowercase hex of `bytes`. */
+/**
+ * Lowercase hex of `bytes`, as one flat string. Appending digit by digit would build a rope of
+ * 64 cons strings per blob ID (about 1.5 kB of heap while it lives, and slow to hash as a key);
+ * this allocates the 64-character string once.
+ */
 export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i++) s += HEX[bytes[i] >> 4] + HEX[bytes[i] & 15];
-  return s;
+  if (bytes.length > HEX_PIECE) {
+    const parts: string[] = [];
+    for (let i = 0; i < bytes.length; i += HEX_PIECE) {
+      parts.push(toHex(bytes.subarray(i, i + HEX_PIECE)));
+    }
+    return parts.join("");
+  }
+  const n = bytes.length;
+  hexCodes.length = 2 * n;
+  for (let i = 0; i < n; i++) {
+    const c = 2 * bytes[i];
+    hexCodes[2 * i] = HEX_CODES[c];
+    hexCodes[2 * i + 1] = HEX_CODES[c + 1];
+  }
+  return String.fromCharCode.apply(null, hexCodes);
 }
 
 /**

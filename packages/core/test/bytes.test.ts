@@ -1,0 +1,28 @@
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { describe, it } from "node:test";
+import { fromHex, toHex } from "../src/bytes.ts";
+
+describe("toHex and fromHex", () => {
+  it("give node's own hex for every byte value and for lengths around the piece size", () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    assert.equal(toHex(all), Buffer.from(all).toString("hex"));
+    for (const n of [0, 1, 31, 32, 33, 4095, 4096, 4097, 8192, 10_001]) {
+      const bytes = new Uint8Array(randomBytes(n));
+      const hex = toHex(bytes);
+      assert.equal(hex, Buffer.from(bytes).toString("hex"), `length ${n}`);
+      assert.deepEqual(fromHex(hex), bytes);
+    }
+  });
+
+  it("converts a view by its own bytes, not its buffer's", () => {
+    const buffer = Uint8Array.from({ length: 64 }, (_, i) => i);
+    assert.equal(toHex(buffer.subarray(10, 13)), "0a0b0c");
+  });
+
+  it("parses uppercase and rejects odd lengths and non-hex characters", () => {
+    assert.deepEqual(fromHex("0AfF"), Uint8Array.of(10, 255));
+    assert.throws(() => fromHex("abc"), TypeError);
+    assert.throws(() => fromHex("zz"), TypeError);
+  });
+});
