@@ -160,13 +160,16 @@ function coalesce(segments: readonly SegmentRead[], maxRequestBytes: number): Se
 }
 
 /**
- * Segments in the order a reader will meet them, each with the blobs it will take from it.
- * Consecutive blobs of one segment share an entry; a segment met again later gets another
- * (the cache usually still holds it).
+ * Segments in the order a reader will meet them. Consecutive blobs of one segment share an
+ * entry; a segment met again later gets another entry (the cache usually still holds it). Every
+ * entry of a segment lists all the blobs the reader will take from it, wherever met, once each:
+ * the first read of a segment then has them all checked by the segment opener (off the main
+ * thread). A database restored from several snapshots' pages meets the same segment many times.
  */
 class SegmentPlan {
   readonly segments: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
   private previous = "";
+  private readonly bySegment = new Map<string, { blobs: BlobRef[]; ids: Set<string> }>();
 
   add(repo: Repository, id: string): void {
     const loc = repo.lookup(id);
@@ -175,8 +178,16 @@ class SegmentPlan {
       return;
     }
     const key = segmentKey(loc);
-    if (key === this.previous) this.segments[this.segments.length - 1].blobs.push({ id, loc });
-    else this.segments.push({ loc, blobs: [{ id, loc }] });
+    let segment = this.bySegment.get(key);
+    if (!segment) {
+      segment = { blobs: [], ids: new Set() };
+      this.bySegment.set(key, segment);
+    }
+    if (!segment.ids.has(id)) {
+      segment.ids.add(id);
+      segment.blobs.push({ id, loc });
+    }
+    if (key !== this.previous) this.segments.push({ loc, blobs: segment.blobs });
     this.previous = key;
   }
 }
