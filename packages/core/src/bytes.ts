@@ -47,6 +47,20 @@ export function fromHex(hex: string): Uint8Array {
   return out;
 }
 
+/**
+ * Releases a large buffer that the caller owns alone, at once, where the platform can
+ * (ArrayBuffer.prototype.transfer, ES2024), instead of when the collector gets to it: a backup
+ * or a restore makes hundreds of megabytes of short-lived buffers, and V8 collects them only
+ * after tens of megabytes have piled up on each thread. Does nothing to a view into a larger
+ * buffer or to a small one (Node pools small buffers). The caller must hold no other view of it.
+ */
+export function releaseBuffer(b: Uint8Array): void {
+  const buffer = b.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
+  if (b.byteOffset === 0 && b.byteLength === buffer.byteLength && b.byteLength >= 64 * 1024) {
+    buffer.transfer?.(0);
+  }
+}
+
 /** Concatenates byte arrays into a new one. */
 export function concat(...parts: Uint8Array[]): Uint8Array {
   let n = 0;

@@ -1,4 +1,4 @@
-import { fromHex, toHex } from "../bytes.ts";
+import { fromHex, releaseBuffer, toHex } from "../bytes.ts";
 import { AAD, NONCE_BYTES } from "../crypto/seal.ts";
 import { LocketError } from "../errors.ts";
 import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
@@ -30,19 +30,6 @@ const PACK_CAPACITY = PACK_TARGET_BYTES + 2 * SEGMENT_TARGET_BYTES;
 
 /** Packs written to storage concurrently while the next one fills. */
 const MAX_INFLIGHT_PACKS = 2;
-
-/**
- * Releases a large buffer this code owns alone (a sealed segment, once copied into its pack) at
- * once, where the platform can (ArrayBuffer.prototype.transfer, ES2024), instead of when the
- * collector gets to it: hundreds of megabytes of them waited for it in a backup. Never a view
- * into a larger buffer, never a small one (Node pools small buffers).
- */
-function freeNow(b: Uint8Array): void {
-  const buffer = b.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
-  if (b.byteOffset === 0 && b.byteLength === buffer.byteLength && b.byteLength >= 64 * 1024) {
-    buffer.transfer?.(0);
-  }
-}
 
 /** A byte buffer that grows by doubling and is reused between packs. */
 class Growable {
@@ -176,7 +163,7 @@ export class Packer {
     const segmentLength = nonce.length + body.length;
     this.pack.append(nonce);
     this.pack.append(body);
-    freeNow(body);
+    releaseBuffer(body);
     for (const e of entries) this.entries.push({ ...e, segmentOffset, segmentLength });
     if (this.pack.length >= PACK_TARGET_BYTES) await this.storePack();
   }

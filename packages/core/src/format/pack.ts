@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter, toHex } from "../bytes.ts";
+import { ByteReader, ByteWriter, releaseBuffer, toHex } from "../bytes.ts";
 import type { RepoKeys } from "../crypto/keys.ts";
 import type { Primitives } from "../crypto/primitives.ts";
 import { AAD, open, SEAL_OVERHEAD, seal } from "../crypto/seal.ts";
@@ -165,7 +165,10 @@ export async function openSegment(
       objectName,
     );
   try {
-    return decodePayload(p, payload, MAX_SEGMENT_BYTES);
+    const decoded = decodePayload(p, payload, MAX_SEGMENT_BYTES);
+    // A compressed payload decodes into a buffer of its own; the decrypted one is done with.
+    if (decoded.buffer !== payload.buffer) releaseBuffer(payload);
+    return decoded;
   } catch (err) {
     throw new IntegrityError(
       `data segment does not decode: ${(err as Error).message}`,

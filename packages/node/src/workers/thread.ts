@@ -10,6 +10,7 @@ import {
   deriveKeys,
   LocketError,
   openAndCheck,
+  releaseBuffer,
 } from "@locket/core";
 import { workerPrimitives } from "../primitives.ts";
 import { readStream } from "../source.ts";
@@ -66,6 +67,7 @@ async function openAll(m: OpenMessage): Promise<void> {
         m.objectName,
       );
       const out = m.payloads ? movable(payload, m.bytes.buffer) : undefined;
+      if (out !== payload) releaseBuffer(payload);
       reply = { kind: "opened", job: m.job, index: i, payload: out, matches };
     } catch (err) {
       reply = { kind: "opened", job: m.job, index: i, error: workerError(err) };
