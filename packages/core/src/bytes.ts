@@ -34,16 +34,29 @@ export function toHex(bytes: Uint8Array): string {
   return String.fromCharCode.apply(null, hexCodes);
 }
 
+/** Value of a hex digit's character code, or -1. */
+function hexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 97 && c <= 102) return c - 87; // a-f
+  if (c >= 65 && c <= 70) return c - 55; // A-F
+  return -1;
+}
+
 /**
  * Parses lowercase or uppercase hex.
  * @throws {TypeError} when `hex` has an odd length or a non-hex character.
  */
 export function fromHex(hex: string): Uint8Array {
-  if (hex.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(hex)) {
-    throw new TypeError(`expected an even-length hex string, got ${hex.length} characters`);
-  }
+  const fail = () =>
+    new TypeError(`expected an even-length hex string, got ${hex.length} characters`);
+  if (hex.length % 2 !== 0) throw fail();
   const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(2 * i, 2 * i + 2), 16);
+  for (let i = 0; i < out.length; i++) {
+    const hi = hexDigit(hex.charCodeAt(2 * i));
+    const lo = hexDigit(hex.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) throw fail();
+    out[i] = (hi << 4) | lo;
+  }
   return out;
 }
 

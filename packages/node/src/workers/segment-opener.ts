@@ -1,5 +1,6 @@
 import {
   type BlobToCheck,
+  type BlobType,
   IntegrityError,
   LocketError,
   type OpenedSegment,
@@ -8,12 +9,30 @@ import {
 } from "@locket/core";
 import type { PoolWorker, WorkerError, WorkerPool, WorkerReply } from "./pool.ts";
 
+/**
+ * The blobs of one segment to check, packed into two arrays: a list of small objects, each with
+ * an ID in a buffer of its own, cost more to clone to the worker than the worker took to check.
+ */
+export interface PackedBlobs {
+  /** 32 bytes per blob, in order. */
+  readonly ids: Uint8Array;
+  /** Type, offset and length per blob, in order. */
+  readonly fields: Uint32Array;
+}
+
+/** A segment to open, as sent to a worker. */
+export interface SegmentMessage {
+  readonly start: number;
+  readonly length: number;
+  readonly blobs: PackedBlobs;
+}
+
 /** What the main thread sends a worker: one ranged read of a pack and the segments in it. */
 export interface OpenMessage {
   readonly kind: "open";
   readonly job: number;
   readonly bytes: Uint8Array;
-  readonly segments: readonly SegmentToOpen[];
+  readonly segments: readonly SegmentMessage[];
   readonly objectName: string;
   readonly payloads: boolean;
 }
@@ -86,7 +105,7 @@ export class WorkerSegmentOpener implements SegmentOpener {
       segments: segments.map((s) => ({
         start: s.start,
         length: s.length,
-        blobs: plainBlobs(s.blobs),
+        blobs: packBlobs(s.blobs),
       })),
       objectName,
       payloads,
@@ -111,9 +130,31 @@ export function owns(b: Uint8Array): boolean {
   return b.byteOffset === 0 && b.byteLength === b.buffer.byteLength;
 }
 
-/** Blobs as plain objects, so they clone cleanly to the worker. */
-function plainBlobs(blobs: readonly BlobToCheck[]): BlobToCheck[] {
-  return blobs.map((b) => ({ id: b.id, type: b.type, offset: b.offset, length: b.length }));
+/** Packs blobs to check for the trip to a worker (see PackedBlobs). */
+export function packBlobs(blobs: readonly BlobToCheck[]): PackedBlobs {
+  const ids = new Uint8Array(32 * blobs.length);
+  const fields = new Uint32Array(3 * blobs.length);
+  blobs.forEach((b, k) => {
+    ids.set(b.id, 32 * k);
+    fields[3 * k] = b.type;
+    fields[3 * k + 1] = b.offset;
+    fields[3 * k + 2] = b.length;
+  });
+  return { ids, fields };
+}
+
+/** The blobs packed by packBlobs; the IDs are views into `packed.ids`. */
+export function unpackBlobs(packed: PackedBlobs): BlobToCheck[] {
+  const out: BlobToCheck[] = [];
+  for (let k = 0; k < packed.fields.length / 3; k++) {
+    out.push({
+      id: packed.ids.subarray(32 * k, 32 * k + 32),
+      type: packed.fields[3 * k] as BlobType,
+      offset: packed.fields[3 * k + 1],
+      length: packed.fields[3 * k + 2],
+    });
+  }
+  return out;
 }
 
 /** A worker's error as the typed error it was: an IntegrityError stays one, naming its object. */

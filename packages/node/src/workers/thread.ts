@@ -16,7 +16,7 @@ import { workerPrimitives } from "../primitives.ts";
 import { readStream } from "../source.ts";
 import { type ChunkMessage, type ChunksMessage, MAX_OUTPUT_AHEAD } from "./chunker.ts";
 import type { WorkerError } from "./pool.ts";
-import { type OpenedMessage, type OpenMessage, owns } from "./segment-opener.ts";
+import { type OpenedMessage, type OpenMessage, owns, unpackBlobs } from "./segment-opener.ts";
 
 const port = parentPort!;
 const p = workerPrimitives;
@@ -63,7 +63,7 @@ async function openAll(m: OpenMessage): Promise<void> {
         p,
         keys,
         m.bytes.subarray(s.start, s.start + s.length),
-        s.blobs,
+        unpackBlobs(s.blobs),
         m.objectName,
       );
       const out = m.payloads ? movable(payload, m.bytes.buffer) : undefined;
