@@ -68,8 +68,6 @@ export interface SnapshotRef {
   readonly snapshot: Snapshot;
 }
 
-/** Objects at least this large are hashed with `sha256Async` when the platform has it. */
-const ASYNC_DIGEST_BYTES = 1024 * 1024;
 /** Decoded segments kept for reads and read-ahead (a restore reads up to 32 MiB ahead). */
 const SEGMENT_CACHE_BYTES = 80 * 1024 * 1024;
 // A pack's header is usually small; read this much of its end first to get it in one request.
@@ -490,7 +488,7 @@ export class Repository {
    */
   async loadVerified(kind: ObjectKind, name: string): Promise<Uint8Array> {
     const bytes = await this.storage.load(kind, name);
-    if (toHex(await this.digest(bytes)) !== name) {
+    if (toHex(this.p.sha256(bytes)) !== name) {
       throw new IntegrityError(
         "content does not match its name (corrupt, truncated or swapped)",
         `${kind}/${name}`,
@@ -499,19 +497,12 @@ export class Repository {
     return bytes;
   }
 
-  /** SHA-256 of a stored object, off the main thread where the platform can (a pack is 16 MiB). */
-  private digest(bytes: Uint8Array): Promise<Uint8Array> | Uint8Array {
-    return bytes.length >= ASYNC_DIGEST_BYTES && this.p.sha256Async
-      ? this.p.sha256Async(bytes)
-      : this.p.sha256(bytes);
-  }
-
   /** Stores a content-addressed object; returns its name and size. */
   async saveAddressed(
     kind: ObjectKind,
     bytes: Uint8Array,
   ): Promise<{ name: string; size: number }> {
-    const name = toHex(await this.digest(bytes));
+    const name = toHex(this.p.sha256(bytes));
     await this.storage.save(kind, name, bytes);
     return { name, size: bytes.length };
   }

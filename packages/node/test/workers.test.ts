@@ -333,13 +333,3 @@ describe("WorkerChunker", () => {
     }
   });
 });
-
-test("sha256Async, which hashes packs off the main thread, equals sha256", async () => {
-  for (const n of [0, 1, 1 << 20, 16_777_216 + 3]) {
-    const data = randomBytes(n, n + 1);
-    assert.deepEqual(
-      Buffer.from(await nodePrimitives.sha256Async!(data)),
-      Buffer.from(nodePrimitives.sha256(data)),
-    );
-  }
-});

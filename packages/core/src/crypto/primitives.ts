@@ -22,11 +22,6 @@ export interface Primitives {
   /** SHA-256. */
   sha256(data: Uint8Array): Uint8Array;
   /**
-   * Optional: SHA-256 off the calling thread, for large objects (whole packs). Same result as
-   * `sha256`; absent, callers use that.
-   */
-  sha256Async?(data: Uint8Array): Promise<Uint8Array>;
-  /**
    * HMAC-SHA256 of the concatenation of `data`, synchronous because chunk IDs are computed per
    * 4 KiB page. Several parts avoid copying a chunk just to prefix it.
    */

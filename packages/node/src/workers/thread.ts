@@ -12,14 +12,14 @@ import {
   openAndCheck,
   releaseBuffer,
 } from "@locket/core";
-import { workerPrimitives } from "../primitives.ts";
+import { nodePrimitives } from "../primitives.ts";
 import { readStream } from "../source.ts";
 import { type ChunkMessage, type ChunksMessage, MAX_OUTPUT_AHEAD } from "./chunker.ts";
 import type { WorkerError } from "./pool.ts";
 import { type OpenedMessage, type OpenMessage, owns, unpackBlobs } from "./segment-opener.ts";
 
 const port = parentPort!;
-const p = workerPrimitives;
+const p = nodePrimitives;
 const keys = await deriveKeys(p, workerData.rootKey as Uint8Array);
 
 function workerError(err: unknown): WorkerError {
