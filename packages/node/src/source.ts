@@ -1,3 +1,4 @@
+import type { BigIntStats } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -140,12 +141,18 @@ async function isSqlite(path: string, size: number): Promise<boolean> {
  */
 async function fileStamp(path: string): Promise<string> {
   try {
-    const s = await lstat(path, { bigint: true });
-    return `${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}:${s.dev}`;
+    return stampOf(await lstat(path, { bigint: true }));
   } catch {
     return "none";
   }
 }
+
+function stampOf(s: BigIntStats): string {
+  return `${s.size}:${s.mtimeNs}:${s.ctimeNs}:${s.ino}:${s.dev}`;
+}
+
+/** Entries of a folder looked at concurrently (lstat, and a header read for SQLite detection). */
+const ENTRY_CONCURRENCY = 16;
 
 async function walBytes(path: string): Promise<number> {
   try {
@@ -222,6 +229,24 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
   }
 }
 
+/** `fn` over `items` with at most `limit` calls pending; the results in the items' order. */
+async function mapConcurrent<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return out;
+}
+
 /**
  * Builds the backup source for the paths a user named. SQLite databases are copied consistently
  * (their `-wal`, `-shm` and `-journal` companions are folded into that copy, never stored
@@ -236,15 +261,10 @@ export async function fsSource(
   const filter = policyFilter(policy);
   const sqliteFiles = new WeakSet<SourceEntry>();
 
-  const fileEntry = async (
-    abs: string,
-    name: string,
-    st: Awaited<ReturnType<typeof stat>>,
-  ): Promise<SourceFile> => {
+  const fileEntry = async (abs: string, name: string, st: BigIntStats): Promise<SourceFile> => {
     const size = Number(st.size);
     const sqlite = !isLikelyCompressed(name) && (await isSqlite(abs, size));
-    const cacheKey =
-      (await fileStamp(abs)) + (sqlite ? `|wal:${await fileStamp(`${abs}-wal`)}` : "");
+    const cacheKey = stampOf(st) + (sqlite ? `|wal:${await fileStamp(`${abs}-wal`)}` : "");
     const file: SourceFile = {
       type: "file",
       name,
@@ -266,9 +286,10 @@ export async function fsSource(
       onSkip({ path: rel || name, reason: "vanished before it could be read" });
       return null;
     };
-    let st: Awaited<ReturnType<typeof lstat>>;
+    let st: BigIntStats;
     try {
-      st = await lstat(abs);
+      // One lstat serves the entry and the file cache's stamp (nanosecond times need bigint).
+      st = await lstat(abs, { bigint: true });
     } catch (err) {
       return vanished(err);
     }
@@ -276,8 +297,8 @@ export async function fsSource(
       return {
         type: "dir",
         name,
-        mode: st.mode & 0o7777,
-        mtimeMs: st.mtimeMs,
+        mode: Number(st.mode) & 0o7777,
+        mtimeMs: Number(st.mtimeMs),
         children: async () => {
           let names: string[];
           try {
@@ -286,19 +307,30 @@ export async function fsSource(
             vanished(err);
             return [];
           }
+          const look = (child: string) =>
+            entry(join(abs, child), child, rel ? `${rel}/${child}` : child);
+          // A database's -wal, -shm or -journal companion is decided once the database itself
+          // is known; everything else is looked at ENTRY_CONCURRENCY at a time (one lstat after
+          // the other cost a threadpool round trip per file, most of a no-change backup).
+          const present = new Set(names);
+          const companionOf = (child: string) => {
+            const m = /^(.*)-(wal|shm|journal)$/.exec(child);
+            return m && present.has(m[1]) ? m[1] : undefined;
+          };
+          const found = await mapConcurrent(names, ENTRY_CONCURRENCY, (child) =>
+            companionOf(child) === undefined ? look(child) : Promise.resolve(undefined),
+          );
           const sqliteNames = new Set<string>();
+          names.forEach((child, i) => {
+            const e = found[i];
+            if (e && sqliteFiles.has(e)) sqliteNames.add(child);
+          });
           const out: SourceEntry[] = [];
-          for (const child of names) {
-            const childRel = rel ? `${rel}/${child}` : child;
-            const companion = /^(.*)-(wal|shm|journal)$/.exec(child);
-            if (companion && names.includes(companion[1])) {
-              // Decided after the database itself is seen (sorted order puts it first).
-              if (sqliteNames.has(companion[1])) continue;
-            }
-            const e = await entry(join(abs, child), child, childRel);
-            if (!e) continue;
-            if (sqliteFiles.has(e)) sqliteNames.add(child);
-            out.push(e);
+          for (let i = 0; i < names.length; i++) {
+            const db = companionOf(names[i]);
+            const e =
+              db === undefined ? found[i] : sqliteNames.has(db) ? null : await look(names[i]);
+            if (e) out.push(e);
           }
           return out;
         },

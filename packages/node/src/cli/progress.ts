@@ -28,6 +28,11 @@ export class Progress {
     this.out = out;
   }
 
+  /** Whether anything is shown (not `--progress none`). */
+  get shown(): boolean {
+    return this.mode !== "none";
+  }
+
   update(s: ProgressState, force = false): void {
     if (this.mode === "none") return;
     const now = Date.now();

@@ -45,7 +45,18 @@ Examples:
       },
       (n) => skipped.push(n),
     );
-    const total = await measure(ctx.positionals);
+    // The totals only feed the bar's percentage and ETA, so they are measured beside the backup
+    // rather than before it (another lstat of every file first), and not at all when nothing
+    // is shown; until they are known the bar shows bytes and files so far.
+    let total: { files: number; bytes: number } | undefined;
+    if (ctx.progress.shown) {
+      measure(ctx.positionals).then(
+        (t) => {
+          total = t;
+        },
+        () => {},
+      );
+    }
     const result = await runBackup(repo, roots, {
       host: ctx.str("host") ?? hostname(),
       paths: ctx.positionals,
@@ -57,9 +68,9 @@ Examples:
         ctx.progress.update({
           phase: "backup",
           bytes: p.bytes,
-          totalBytes: total.bytes,
+          totalBytes: total?.bytes,
           files: p.files,
-          totalFiles: total.files,
+          totalFiles: total?.files,
           current: p.current,
         }),
     });
