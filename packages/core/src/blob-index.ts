@@ -110,6 +110,38 @@ export class BlobIndex {
 
   /** Adds blob `id` (32 bytes) unless already indexed (the first location wins). */
   add(id: Uint8Array, loc: BlobLocation): void {
+    this.addIn(this.packNumber(loc.pack), id, loc);
+  }
+
+  /** Adds the blobs of pack `pack`, as `add` does each (without an object per blob). */
+  addPack(
+    pack: string,
+    entries: readonly (Omit<BlobLocation, "pack"> & { id: Uint8Array })[],
+  ): void {
+    const number = this.packNumber(pack);
+    this.reserve(this.count + entries.length);
+    for (const e of entries) this.addIn(number, e.id, e);
+  }
+
+  /** Makes room for `total` blobs at once, rather than growing step by step. */
+  reserve(total: number): void {
+    let slots = this.slots.length;
+    while (total * 2 > slots) slots *= 2;
+    if (slots > this.slots.length) this.grow(slots);
+    if (total > this.packOf.length) this.growEntries(total);
+  }
+
+  private packNumber(name: string): number {
+    let pack = this.packNumbers.get(name);
+    if (pack === undefined) {
+      pack = this.packs.length;
+      this.packs.push(name);
+      this.packNumbers.set(name, pack);
+    }
+    return pack;
+  }
+
+  private addIn(pack: number, id: Uint8Array, loc: Omit<BlobLocation, "pack">): void {
     if (id.length !== ID_BYTES)
       throw new RangeError(`blob id: expected ${ID_BYTES} bytes, got ${id.length}`);
     if ((this.count + 1) * 2 > this.slots.length) this.grow();
@@ -118,12 +150,6 @@ export class BlobIndex {
     const n = this.count++;
     if (n >= this.packOf.length) this.growEntries();
     this.ids.set(id, n * ID_BYTES);
-    let pack = this.packNumbers.get(loc.pack);
-    if (pack === undefined) {
-      pack = this.packs.length;
-      this.packs.push(loc.pack);
-      this.packNumbers.set(loc.pack, pack);
-    }
     this.packOf[n] = pack;
     this.types[n] = loc.type;
     const f = n * 4;
@@ -134,8 +160,8 @@ export class BlobIndex {
     this.slots[s] = n + 1;
   }
 
-  private growEntries(): void {
-    const cap = this.packOf.length * 2;
+  private growEntries(atLeast = 0): void {
+    const cap = Math.max(this.packOf.length * 2, atLeast);
     const ids = new Uint8Array(cap * ID_BYTES);
     ids.set(this.ids);
     this.ids = ids;
@@ -151,8 +177,8 @@ export class BlobIndex {
   }
 
   // Keeps the table at most half full, so probes stay short.
-  private grow(): void {
-    this.slots = new Uint32Array(this.slots.length * 2);
+  private grow(slots = this.slots.length * 2): void {
+    this.slots = new Uint32Array(slots);
     const id = new Uint8Array(ID_BYTES);
     for (let n = 0; n < this.count; n++) {
       id.set(this.ids.subarray(n * ID_BYTES, (n + 1) * ID_BYTES));

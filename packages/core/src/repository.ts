@@ -207,9 +207,7 @@ export class Repository {
    */
   addPack(pack: string, entries: readonly PackEntry[], indexed = false): void {
     if (indexed) this.indexedPacks.add(pack);
-    for (const e of entries) {
-      this.index.add(e.id, { pack, ...e });
-    }
+    this.index.addPack(pack, entries);
   }
 
   /**
@@ -241,11 +239,14 @@ export class Repository {
         const pack = toHex(c.packId);
         if (this.condemnedPacks.has(pack)) continue;
         this.condemnedPacks.set(pack, c);
-        for (const e of c.entries) this.condemnedIndex.add(e.id, { pack, ...e });
+        this.condemnedIndex.addPack(pack, c.entries);
       }
       for (const f of file.forgotten) this.forgottenSnapshots.set(toHex(f.snapshotId), f.seq);
     }
     const live: IndexedPack[] = [];
+    let blobs = this.index.size;
+    for (const { file } of files) for (const pack of file.packs) blobs += pack.entries.length;
+    this.index.reserve(blobs);
     for (const { file } of files) {
       for (const pack of file.packs) {
         const name = toHex(pack.packId);

@@ -32,6 +32,29 @@ describe("BlobIndex", () => {
     for (let i = 0; i < 1000; i++) assert.equal(index.has(randomBytes(32).toString("hex")), false);
   });
 
+  it("adds whole packs, reserved or not, as add does blob by blob", () => {
+    const one = new BlobIndex(4);
+    const bulk = new BlobIndex(4);
+    const packs = Array.from({ length: 30 }, (_, k) =>
+      Array.from({ length: 700 }, (_, i) => {
+        const { pack: _pack, ...rest } = loc(k * 700 + i);
+        return { id: new Uint8Array(randomBytes(32)), ...rest };
+      }),
+    );
+    packs[7][3].id = packs[2][5].id; // a duplicate across packs: the first location wins
+    bulk.reserve(10_000); // less than all: addPack grows past it
+    packs.forEach((entries, k) => {
+      for (const e of entries) one.add(e.id, { pack: `p${k}`, ...e });
+      bulk.addPack(`p${k}`, entries);
+    });
+    assert.equal(bulk.size, 30 * 700 - 1);
+    assert.equal(bulk.size, one.size);
+    for (const entries of packs) {
+      for (const e of entries) assert.deepEqual(bulk.get(toHex(e.id)), one.get(toHex(e.id)));
+    }
+    assert.equal(bulk.get(toHex(packs[7][3].id))?.pack, "p2");
+  });
+
   it("keeps the first location of a duplicate ID", () => {
     const index = new BlobIndex();
     const id = new Uint8Array(32).fill(9);

@@ -52,18 +52,21 @@ export function writeEntries(w: ByteWriter, entries: readonly PackEntry[]): void
  */
 export function readEntries(r: ByteReader, count: number, packDataBytes?: number): PackEntry[] {
   if (count * PACK_ENTRY_BYTES > r.remaining) throw new RangeError("entry count exceeds data");
+  // Parsed from one copy of the entries' bytes, the IDs being views into it: a buffer of its own
+  // per ID cost more than the rest of loading an index.
+  const own = new ByteReader(r.bytes(count * PACK_ENTRY_BYTES).slice());
   const out: PackEntry[] = [];
   for (let i = 0; i < count; i++) {
-    const type = r.u8();
+    const type = own.u8();
     if (!isBlobType(type)) throw new RangeError(`unknown blob type ${type}`);
-    const id = r.bytes(ID_BYTES).slice();
+    const id = own.bytes(ID_BYTES);
     const e = {
       type,
       id,
-      segmentOffset: r.u32(),
-      segmentLength: r.u32(),
-      offset: r.u32(),
-      length: r.u32(),
+      segmentOffset: own.u32(),
+      segmentLength: own.u32(),
+      offset: own.u32(),
+      length: own.u32(),
     };
     if (e.segmentLength < SEAL_OVERHEAD || e.segmentLength > MAX_SEGMENT_BYTES) {
       throw new RangeError(`segment length ${e.segmentLength} out of range`);
