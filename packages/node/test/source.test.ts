@@ -164,3 +164,25 @@ test("localFile: a database with a live WAL is a private copy until closed; a pl
     db.close();
   }
 });
+
+test("fsSource lists a folder in name order, however many entries it looks at at once, and drops only a database's companions", async (t) => {
+  const dir = await scratch(t, "walk-order");
+  const names: string[] = [];
+  for (let i = 0; i < 60; i++) names.push(`f${String((i * 37) % 60).padStart(2, "0")}.jpg`);
+  for (const n of names) await writeFile(join(dir, n), n);
+  // A text file and a file named like its journal: both are plain files, both kept.
+  await writeFile(join(dir, "notes"), "plain text");
+  await writeFile(join(dir, "notes-journal"), "not a journal");
+  // A live WAL database: its -wal and -shm are folded into its copy, never listed.
+  const db = new DatabaseSync(join(dir, "chat.db"));
+  db.exec("PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+  try {
+    assert.ok(existsSync(join(dir, "chat.db-wal")));
+    const [root] = await fsSource([dir]);
+    const listedNames = (await (root as SourceDir).children()).map((e) => e.name);
+    const expected = [...names, "notes", "notes-journal", "chat.db"].sort();
+    assert.deepEqual(listedNames, expected);
+  } finally {
+    db.close();
+  }
+});
