@@ -53,14 +53,19 @@ export interface SegmentRead {
 /** A decoded segment in the cache, with the blobs already checked against their IDs. */
 interface OpenSegment {
   readonly payload: Uint8Array;
-  /** `checkKey`s of the blobs checked. */
-  readonly checked: ReadonlySet<string>;
+  /** The blobs checked (hex ID), each at the place it was checked. */
+  readonly checked: ReadonlyMap<string, BlobLocation>;
 }
 
-/** Names a blob at one place, so a check made for one location never vouches for another. */
-function checkKey(id: string, loc: BlobLocation): string {
-  return `${id}:${loc.type}:${loc.offset}:${loc.length}`;
+/** Whether `loc` is where blob `id` was checked, so a check never vouches for another place. */
+function checkedAt(checked: ReadonlyMap<string, BlobLocation>, id: string, loc: BlobLocation) {
+  const c = checked.get(id);
+  return (
+    c !== undefined && c.type === loc.type && c.offset === loc.offset && c.length === loc.length
+  );
 }
+
+const NOTHING_CHECKED: ReadonlyMap<string, BlobLocation> = new Map();
 
 /** A snapshot with its ID (the hex SHA-256 of its stored bytes). */
 export interface SnapshotRef {
@@ -314,7 +319,7 @@ export class Repository {
     }
     const plain = payload.subarray(loc.offset, loc.offset + loc.length);
     // The opener may have checked this blob already, at this very place, off the main thread.
-    if (checked.has(checkKey(id, loc))) return plain;
+    if (checkedAt(checked, id, loc)) return plain;
     const actual = blobId(this.p, this.keys.id, loc.type, plain);
     if (toHex(actual) !== id) {
       throw new IntegrityError(
@@ -363,9 +368,9 @@ export class Repository {
     todo.forEach((s, i) => {
       const one = opened.then(async (all) => {
         const { payload, matches } = await all[i];
-        const checked = new Set<string>();
+        const checked = new Map<string, BlobLocation>();
         s.blobs.forEach((b, j) => {
-          if (matches[j]) checked.add(checkKey(b.id, b.loc));
+          if (matches[j]) checked.set(b.id, b.loc);
         });
         return { payload, checked };
       });
@@ -400,7 +405,7 @@ export class Repository {
   private async decodeSegment(loc: BlobLocation): Promise<OpenSegment> {
     const sealed = await this.readPack(loc.pack, loc.segmentOffset, loc.segmentLength);
     const payload = await openSegment(this.p, this.keys, sealed, `data/${loc.pack}`);
-    return { payload, checked: new Set() };
+    return { payload, checked: NOTHING_CHECKED };
   }
 
   /** Caches a segment's promise, bounded by bytes (decoded size once known), oldest out first. */
