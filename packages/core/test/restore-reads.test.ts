@@ -4,6 +4,8 @@ import { segmentKey } from "../src/blob-index.ts";
 import type { Primitives } from "../src/crypto/primitives.ts";
 import { backup } from "../src/engine/backup.ts";
 import { type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
+import { IntegrityError } from "../src/errors.ts";
+import { BLOB_DATA, BLOB_TREE } from "../src/format/blob.ts";
 import { Repository } from "../src/repository.ts";
 import { localSegmentOpener } from "../src/segment-opener.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -113,5 +115,27 @@ describe("restore reads", () => {
     for await (const ev of readFiles(reader, files)) if (!ev.done) restored.push(ev.chunk);
     assert.deepEqual(Buffer.concat(restored), Buffer.from(db));
     assert.equal(hashedHere, 0, "blobs hashed by the reader instead of the segment opener");
+  });
+
+  it("take a blob without waiting once its segment has arrived, checked as loadBlob checks it", async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, p, KEY);
+    await backup(repo, sourceTree({ "chat.db": fakeSqlite(50, 4) }), { host: "h", paths: ["x"] });
+    const snap = await repo.findSnapshot("latest");
+    const files: FileToRead[] = [];
+    for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
+      if (node.type === "file") files.push({ node, path: path.join("/") });
+    }
+    // A second device: nothing in its segment cache.
+    const reader = await Repository.open(storage, p, KEY);
+    await reader.loadIndex();
+    const [first, second] = await reader.contentIds(files[0].node);
+    assert.equal(reader.readyBlob(first, BLOB_DATA), undefined, "its segment is not read yet");
+    const loaded = await reader.loadBlob(first, BLOB_DATA);
+    assert.deepEqual(reader.readyBlob(first, BLOB_DATA), loaded);
+    // Its neighbour shares the segment: ready too, and verified (no opener checked it here).
+    assert.deepEqual(reader.readyBlob(second, BLOB_DATA), await reader.loadBlob(second, BLOB_DATA));
+    assert.throws(() => reader.readyBlob(first, BLOB_TREE), IntegrityError);
+    assert.equal(reader.readyBlob("00".repeat(32), BLOB_DATA), undefined);
   });
 });

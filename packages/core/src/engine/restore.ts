@@ -108,7 +108,7 @@ export async function* readFiles(
       if (key !== previous && loc) segment++;
       previous = key;
       readAhead(Math.max(segment, 0));
-      const chunk = await repo.loadBlob(id, BLOB_DATA);
+      const chunk = repo.readyBlob(id, BLOB_DATA) ?? (await repo.loadBlob(id, BLOB_DATA));
       size += chunk.length;
       if (size > node.size) break;
       yield { file: f, chunk };
