@@ -188,6 +188,11 @@ export class Repository {
     return this.index.has(id);
   }
 
+  /** Whether blob `id` (hex) can be read, from a live pack or a condemned one. */
+  readable(id: string): boolean {
+    return this.index.has(id) || this.condemnedIndex.has(id);
+  }
+
   /** Where blob `id` (hex) can be read: a live pack, else a condemned one; undefined if neither. */
   lookup(id: string): BlobLocation | undefined {
     return this.index.get(id) ?? this.condemnedIndex.get(id);

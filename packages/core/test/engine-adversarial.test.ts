@@ -369,6 +369,36 @@ describe("damaged data packs", () => {
   });
 });
 
+describe("an index that lost a data blob", () => {
+  it("check names every file of every snapshot that needs it, listed inline or in a list blob", async () => {
+    const { storage, repo, spec, index } = await setup();
+    await run(repo, { ...spec, "copy.db": spec["chat.db"] }); // a second snapshot, same pages
+    const packs = await (await Repository.open(storage, p, KEY)).loadIndex();
+    // The database's first page: every snapshot's chat.db and the second one's copy.db need it.
+    const r = await reader(storage);
+    const snap = await r.findSnapshot("latest");
+    let page = "";
+    for await (const { path, node } of walk(r, snap.snapshot.tree)) {
+      if (path.join("/") === "chat.db" && node.type === "file")
+        page = (await r.contentIds(node))[0];
+    }
+    const [, second] = await names(storage, "index");
+    for (const name of [index, second]) await storage.remove("index", name);
+    const pruned = packs.map((pk) => ({
+      ...pk,
+      entries: pk.entries.filter((e) => toHex(e.id) !== page),
+    }));
+    await repo.saveAddressed("index", await sealIndex(p, repo.keys, pruned));
+    const report = await check(await Repository.open(storage, p, KEY));
+    const missing = report.errors.filter((e) => e.message === `data blob ${page} is not indexed`);
+    assert.deepEqual(missing.map((e) => e.object.replace(/^snapshots\/[0-9a-f]+:/, "")).sort(), [
+      "chat.db",
+      "chat.db",
+      "copy.db",
+    ]);
+  });
+});
+
 describe("damaged metadata", () => {
   it("two snapshots swapped fail naming snapshots/…", async () => {
     const { storage, repo } = await setup();

@@ -129,7 +129,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   }
 
   let snapshots = 0;
-  const seenTrees = new Set<string>();
+  const seen: Seen = { trees: new Set(), lists: new Set() };
   const history: SnapshotRef[] = [];
   for await (const { name } of storage.list("snapshots")) {
     if (repo.forgotten.has(name)) {
@@ -148,7 +148,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         `snapshots/${name}`,
       );
       history.push({ id: name, snapshot: snap });
-      await checkTree(repo, snap.tree, name, seenTrees, errors);
+      await checkTree(repo, snap.tree, name, seen, errors);
     } catch (err) {
       errors.push(problem(err, `snapshots/${name}`));
     }
@@ -205,33 +205,41 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   };
 }
 
+/** Trees and list blobs found whole already, in an earlier snapshot: not walked again. */
+interface Seen {
+  readonly trees: Set<string>;
+  readonly lists: Set<string>;
+}
+
 async function checkTree(
   repo: Repository,
   treeId: string,
   snapshot: string,
-  seenTrees: Set<string>,
+  seen: Seen,
   errors: CheckProblem[],
 ): Promise<void> {
-  if (seenTrees.has(treeId)) return;
-  seenTrees.add(treeId);
+  if (seen.trees.has(treeId)) return;
+  seen.trees.add(treeId);
+  const unreadable = (id: string) => !repo.readable(id);
   for await (const { path, node } of walk(repo, treeId)) {
     if (node.type !== "file") continue;
-    let ids: string[];
+    let missing = node.content?.find(unreadable);
     try {
-      ids = await repo.contentIds(node);
+      for (const list of node.lists ?? []) {
+        if (missing !== undefined) break;
+        if (seen.lists.has(list)) continue;
+        missing = (await repo.listIds(list)).find(unreadable);
+        if (missing === undefined) seen.lists.add(list);
+      }
     } catch (err) {
       errors.push(problem(err, `snapshots/${snapshot}:${path.join("/")}`));
       continue;
     }
-    for (const id of ids) {
-      const loc = repo.lookup(id);
-      if (!loc) {
-        errors.push({
-          object: `snapshots/${snapshot}:${path.join("/")}`,
-          message: `data blob ${id} is not indexed`,
-        });
-        break;
-      }
+    if (missing !== undefined) {
+      errors.push({
+        object: `snapshots/${snapshot}:${path.join("/")}`,
+        message: `data blob ${missing} is not indexed`,
+      });
     }
   }
 }

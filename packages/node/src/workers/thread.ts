@@ -67,7 +67,10 @@ async function openAll(m: OpenMessage): Promise<void> {
         m.objectName,
       );
       const out = m.payloads ? movable(payload, m.bytes.buffer) : undefined;
-      if (out !== payload) releaseBuffer(payload);
+      // Not sent, or sent as a copy: the decrypted buffer it lies in is this thread's alone.
+      if (out !== payload && payload.buffer !== m.bytes.buffer) {
+        releaseBuffer(new Uint8Array(payload.buffer));
+      }
       reply = { kind: "opened", job: m.job, index: i, payload: out, matches };
     } catch (err) {
       reply = { kind: "opened", job: m.job, index: i, error: workerError(err) };
