@@ -5,6 +5,7 @@ import {
   fromHex,
   NotFoundError,
   parseRecoveryKey,
+  REMOTE_SEGMENT_CACHE_BYTES,
   Repository,
   type Storage,
   UsageError,
@@ -226,6 +227,7 @@ export class Context {
       );
     }
     const repo = await Repository.open(storage, nodePrimitives, rootKey);
+    if (isS3Location(location)) repo.segmentCacheBytes = REMOTE_SEGMENT_CACHE_BYTES;
     // Worker threads (one per core, at most 4, or LOCKET_THREADS), started on first use: restore,
     // check --read-data and prune open segments on them, and backup chunks and hashes on them.
     const pool = new WorkerPool(rootKey, { threads: envInt(this.env, "LOCKET_THREADS") });
