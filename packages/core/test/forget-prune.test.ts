@@ -24,9 +24,20 @@ import {
   type Spec,
   sourceTree,
   storedBytes,
+  textBytes,
 } from "./helpers.ts";
 
 const KEY = Uint8Array.from({ length: 32 }, (_, i) => 255 - i);
+
+/** MemoryStorage that records the byte ranges of the packs it serves. */
+class RangeLog extends MemoryStorage {
+  readonly ranges: { name: string; start: number; end: number }[] = [];
+  override async load(kind: ObjectKind, name: string, offset = 0, length?: number) {
+    const b = await super.load(kind, name, offset, length);
+    if (kind === "data") this.ranges.push({ name, start: offset, end: offset + b.length });
+    return b;
+  }
+}
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 
@@ -365,6 +376,37 @@ describe("prune", () => {
     assert.equal(r2.repackedPacks, 0);
     assert.equal(r2.condemnedPacks, 0);
     await restoresExactly(storage, d.id, { d: { "x.bin": randomBytes(3 << 20, 9), y: small } });
+  });
+
+  it("reads each pack byte once, even when the pages it repacks decode to more than the segment cache", async () => {
+    // A database of text pages: they compress, so their segments take twice their stored size
+    // or more in the cache. Half of the pages change; the old snapshot is forgotten.
+    const storage = new RangeLog();
+    await Repository.init(storage, p, KEY);
+    const db = fakeSqlite(1500, 21);
+    for (let page = 1; page < 1500; page++) db.set(textBytes(4096, 1000 + page), page * 4096);
+    const first = await backupSpec(storage, { "chat.db": db });
+    const day = new Uint8Array(db);
+    for (let page = 1; page < 1500; page += 2) day.set(textBytes(4096, 5000 + page), page * 4096);
+    const second = await backupSpec(storage, { "chat.db": day });
+    await forget(await open(storage), { ids: [first.id] });
+
+    const repo = await open(storage);
+    repo.segmentCacheBytes = 1 << 20;
+    storage.ranges.length = 0;
+    const r = await prune(repo, { keepDeleteMs: 0, maxUnused: 0 });
+    assert.ok(
+      r.repackedPacks > 0 && r.repackedBytes > 2 * repo.segmentCacheBytes,
+      JSON.stringify(r),
+    );
+    const byPack = Map.groupBy(storage.ranges, (x) => x.name);
+    for (const [name, ranges] of byPack) {
+      ranges.sort((a, b) => a.start - b.start);
+      for (let i = 1; i < ranges.length; i++) {
+        assert.ok(ranges[i].start >= ranges[i - 1].end, `${name}: bytes read twice`);
+      }
+    }
+    await restoresExactly(storage, second.id, { "chat.db": day });
   });
 
   it("repacks the emptiest packs first, only until the unused data is within the limit", async () => {

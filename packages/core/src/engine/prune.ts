@@ -1,10 +1,11 @@
 import { fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
+import { BLOB_LIST } from "../format/blob.ts";
 import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
-import type { BlobRef, Repository, SegmentRead, SnapshotRef } from "../repository.ts";
-import { packSegments } from "../segment-opener.ts";
+import type { Repository, SnapshotRef } from "../repository.ts";
 import { Packer } from "./packer.ts";
+import { BlobReads } from "./restore.ts";
 
 /** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
 export const DEFAULT_KEEP_DELETE_MS = 24 * 60 * 60 * 1000;
@@ -237,17 +238,16 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // 3. Write. New packs first: until the index below names them they are merely unindexed.
   const packer = new Packer(repo);
   let repackedBytes = 0;
-  // One ranged read per pack, opened by the segment opener (worker threads in Node) while the
-  // previous pack's blobs are repacked.
-  const readAhead = (k: number) => {
-    if (k < repack.length) repo.prefetchRun(segmentReads(repack[k]));
-  };
-  readAhead(0);
-  for (const [k, r] of repack.entries()) {
-    readAhead(k + 1);
+  // Read ahead as a restore does, within the segment cache (reading a whole pack ahead made a
+  // small cache drop segments before they were used, and read them twice), the segments opened
+  // by the segment opener (worker threads in Node) while earlier blobs are repacked.
+  const order = repack.flatMap((r) => r.entries.map((e) => toHex(e.id)));
+  const reads = new BlobReads(repo, order);
+  let at = 0;
+  for (const r of repack) {
     for (const e of r.entries) {
-      const id = toHex(e.id);
-      const plain = await repo.loadBlob(id, e.type);
+      const next = reads.next(order[at++], e.type);
+      const plain = next instanceof Uint8Array ? next : await next;
       await packer.add(e.type, e.id, plain, true);
       repackedBytes += e.length;
       opts.onProgress?.({ phase: "repack", done: repackedBytes, total: repackTotal });
@@ -301,7 +301,19 @@ async function markUsed(
   const markTree = async (id: string): Promise<void> => {
     if (used.has(id)) return;
     used.add(id);
-    for (const node of (await repo.loadTree(id)).nodes) {
+    const { nodes } = await repo.loadTree(id);
+    // The tree's new list blobs first, read ahead together and opened off the main thread.
+    const lists = new Set<string>();
+    for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
+    const fresh = [...lists].filter((l) => !used.has(l));
+    const reads = new BlobReads(repo, fresh);
+    for (const list of fresh) {
+      const next = reads.next(list, BLOB_LIST);
+      if (!(next instanceof Uint8Array)) await next;
+      used.add(list);
+      for (const data of await repo.listIds(list)) used.add(data);
+    }
+    for (const node of nodes) {
       if (node.type === "dir") {
         for (const sub of node.subtree ? [node.subtree] : (node.subtrees ?? [])) {
           await markTree(sub);
@@ -309,11 +321,6 @@ async function markUsed(
         continue;
       }
       for (const data of node.content ?? []) used.add(data);
-      for (const list of node.lists ?? []) {
-        if (used.has(list)) continue;
-        used.add(list);
-        for (const data of await repo.listIds(list)) used.add(data);
-      }
     }
   };
   let done = 0;
@@ -339,22 +346,4 @@ function neededForgotten(
   return [...forgotten]
     .filter(([id, seq]) => parents.has(id) || (id === top && seq > liveTop))
     .map(([id, seq]) => ({ snapshotId: fromHex(id), seq }));
-}
-
-/** The segments of `pack` that hold `entries` (in pack order), as a read-ahead plan. */
-function segmentReads(pack: { name: string; entries: readonly PackEntry[] }): SegmentRead[] {
-  return packSegments(pack.entries).map((segment) => {
-    const blobs: BlobRef[] = segment.blobs.map((e) => ({
-      id: toHex(e.id),
-      loc: {
-        pack: pack.name,
-        type: e.type,
-        segmentOffset: e.segmentOffset,
-        segmentLength: e.segmentLength,
-        offset: e.offset,
-        length: e.length,
-      },
-    }));
-    return { loc: blobs[0].loc, blobs };
-  });
 }

@@ -1,8 +1,9 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
 import { IntegrityError } from "../errors.ts";
-import { BLOB_DATA } from "../format/blob.ts";
+import { BLOB_DATA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { BlobRef, Repository, SegmentRead } from "../repository.ts";
+import { SEGMENT_TARGET_BYTES } from "./packer.ts";
 
 /** One entry of a snapshot, with its path from the snapshot root. */
 export interface WalkEntry {
@@ -54,61 +55,37 @@ const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 
 /**
  * The content of several files, in order, as verified chunks, each file ending with a `done`
- * event once its size checked out. Reads are planned for the whole list: segments are requested
- * up to READ_AHEAD_BYTES ahead of the reader, across file boundaries, and neighbouring segments
- * of a pack are fetched with one ranged read of up to MAX_REQUEST_BYTES (S3 charges and waits
- * per request). Each chunk is checked against its keyed ID before it is yielded.
+ * event once its size checked out. Reads are planned for the whole list (see BlobReads):
+ * segments are requested ahead of the reader, across file boundaries, and neighbouring segments
+ * of a pack are fetched with one ranged read (S3 charges and waits per request). Each chunk is
+ * checked against its keyed ID before it is yielded.
  * @throws {IntegrityError} naming the damaged object, or when a size does not match.
  */
 export async function* readFiles(
   repo: Repository,
   files: readonly FileToRead[],
 ): AsyncGenerator<ReadEvent> {
-  // The list blobs of every large file first, fetched together: loading them one by one cost a
-  // round trip each before any data moved.
-  const lists = new SegmentPlan();
-  for (const f of files) for (const id of f.node.lists ?? []) lists.add(repo, id);
-  // Never read further ahead, or in larger pieces, than the segment cache can hold: evicting
-  // read-ahead before it is used would fetch it twice.
-  const readAheadBytes = Math.min(READ_AHEAD_BYTES, repo.segmentCacheBytes / 2);
-  const maxRequestBytes = Math.min(MAX_REQUEST_BYTES, repo.segmentCacheBytes / 4);
-  for (const run of coalesce(lists.segments, maxRequestBytes)) repo.prefetchRun(run);
+  // The list blobs of every large file first, read ahead in order: loading them one by one cost
+  // a round trip each before any data moved.
+  const lists = new BlobReads(
+    repo,
+    files.flatMap((f) => f.node.lists ?? []),
+  );
   const ids: string[][] = [];
-  for (const f of files) ids.push(await repo.contentIds(f.node));
-
-  // The segments in the order they will be read, and runs of neighbours to fetch together.
-  const plan = new SegmentPlan();
-  for (const list of ids) for (const id of list) plan.add(repo, id);
-  const { segments } = plan;
-  const before: number[] = []; // bytes of the segments before each one
-  let total = 0;
-  for (const s of segments) {
-    before.push(total);
-    total += s.loc.segmentLength;
-  }
-  const runs = coalesce(segments, maxRequestBytes);
-  const runStart: number[] = [];
-  for (let k = 0, n = 0; n < runs.length; k += runs[n++].length) runStart.push(k);
-  let nextRun = 0;
-  const readAhead = (segment: number) => {
-    const horizon = (before[segment] ?? total) + readAheadBytes;
-    while (nextRun < runs.length && before[runStart[nextRun]] <= horizon) {
-      repo.prefetchRun(runs[nextRun++]);
+  for (const f of files) {
+    for (const list of f.node.lists ?? []) {
+      const next = lists.next(list, BLOB_LIST);
+      if (!(next instanceof Uint8Array)) await next;
     }
-  };
-
-  let segment = -1;
-  let previous = "";
+    ids.push(await repo.contentIds(f.node));
+  }
+  const reads = new BlobReads(repo, ids.flat());
   for (let f = 0; f < files.length; f++) {
     const { node, path } = files[f];
     let size = 0;
     for (const id of ids[f]) {
-      const loc = repo.lookup(id);
-      const key = loc ? segmentKey(loc) : `missing:${id}`;
-      if (key !== previous && loc) segment++;
-      previous = key;
-      readAhead(Math.max(segment, 0));
-      const chunk = repo.readyBlob(id, BLOB_DATA) ?? (await repo.loadBlob(id, BLOB_DATA));
+      const next = reads.next(id, BLOB_DATA);
+      const chunk = next instanceof Uint8Array ? next : await next;
       size += chunk.length;
       if (size > node.size) break;
       yield { file: f, chunk };
@@ -119,6 +96,92 @@ export async function* readFiles(
       );
     }
     yield { file: f, done: true };
+  }
+}
+
+/** Read-ahead and request sizes within what the repository's segment cache can hold. */
+function readSizes(repo: Repository) {
+  // Never read further ahead, or in larger pieces, than the segment cache can hold: evicting
+  // read-ahead before it is used would fetch it twice.
+  return {
+    readAheadBytes: Math.min(READ_AHEAD_BYTES, repo.segmentCacheBytes / 2),
+    maxRequestBytes: Math.min(MAX_REQUEST_BYTES, repo.segmentCacheBytes / 4),
+  };
+}
+
+/**
+ * About what a segment will take in the cache: its decoded size, from the blobs the reader
+ * takes from it. Compressed database pages decode to twice their stored size or more, so the
+ * stored size is too little; a writer seals a segment once it holds SEGMENT_TARGET_BYTES
+ * (SPEC §8), so a segment of small blobs decodes to about that, and a large blob alone to
+ * itself. A wrong guess costs a segment read twice, never a wrong byte.
+ */
+function decodedBound(s: SegmentRead): number {
+  let end = 0;
+  let largest = 0;
+  for (const b of s.blobs) {
+    end = Math.max(end, b.loc.offset + b.loc.length);
+    largest = Math.max(largest, b.loc.length);
+  }
+  const single =
+    s.blobs.length === 1 && s.blobs[0].loc.offset === 0 && largest >= SEGMENT_TARGET_BYTES;
+  return Math.max(s.loc.segmentLength, end, single ? largest : SEGMENT_TARGET_BYTES + largest);
+}
+
+/**
+ * Blobs read in an order known in advance (a restore's files, a prune's repacked packs): the
+ * segments are requested up to READ_AHEAD_BYTES ahead of the reader (at most half the segment
+ * cache, counted in decoded bytes where the blobs tell them), neighbouring segments of a pack
+ * in one ranged read of up to MAX_REQUEST_BYTES (at most a quarter of the cache), and the
+ * segment opener checks every blob the reader will take (see SegmentPlan). `next` must be
+ * called for the planned IDs, in order.
+ */
+export class BlobReads {
+  private readonly repo: Repository;
+  private readonly runs: SegmentRead[][];
+  /** For each run, the bytes of the segments planned before its first one. */
+  private readonly runBefore: number[] = [];
+  /** For each segment of the plan, the bytes of the segments before it. */
+  private readonly before: number[] = [];
+  private readonly total: number;
+  private readonly readAheadBytes: number;
+  private nextRun = 0;
+  private segment = -1;
+  private previous = "";
+
+  constructor(repo: Repository, ids: Iterable<string>) {
+    this.repo = repo;
+    const plan = new SegmentPlan();
+    for (const id of ids) plan.add(repo, id);
+    const { readAheadBytes, maxRequestBytes } = readSizes(repo);
+    this.readAheadBytes = readAheadBytes;
+    let total = 0;
+    for (const s of plan.segments) {
+      this.before.push(total);
+      total += decodedBound(s);
+    }
+    this.total = total;
+    this.runs = coalesce(plan.segments, maxRequestBytes);
+    for (let k = 0, n = 0; n < this.runs.length; k += this.runs[n++].length) {
+      this.runBefore.push(this.before[k]);
+    }
+  }
+
+  /**
+   * Blob `id` (hex) of type `type`, the next one of the plan, verified: at once when its segment
+   * has arrived, else a promise of it.
+   * @throws {IntegrityError} when it is missing or damaged.
+   */
+  next(id: string, type: BlobType): Uint8Array | Promise<Uint8Array> {
+    const loc = this.repo.lookup(id);
+    const key = loc ? segmentKey(loc) : `missing:${id}`;
+    if (key !== this.previous && loc) this.segment++;
+    this.previous = key;
+    const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
+    while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
+      this.repo.prefetchRun(this.runs[this.nextRun++]);
+    }
+    return this.repo.readyBlob(id, type) ?? this.repo.loadBlob(id, type);
   }
 }
 
