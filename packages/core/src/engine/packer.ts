@@ -31,7 +31,11 @@ const PACK_CAPACITY = PACK_TARGET_BYTES + 2 * SEGMENT_TARGET_BYTES;
 /** Packs written to storage concurrently while the next one fills. */
 const MAX_INFLIGHT_PACKS = 2;
 
-/** A byte buffer that grows by doubling and is reused between packs. */
+/**
+ * A byte buffer that grows and is reused between packs. It grows by a quarter, or to what is
+ * needed, not by doubling: a pack buffer doubled to 34 MiB the first time a large media chunk
+ * came near the end of a pack, and the pool kept two of them.
+ */
 class Growable {
   buf: Uint8Array;
   length = 0;
@@ -40,10 +44,10 @@ class Growable {
   }
   ensure(extra: number): void {
     if (this.length + extra <= this.buf.length) return;
-    let cap = this.buf.length * 2;
-    while (cap < this.length + extra) cap *= 2;
+    const cap = Math.max(this.length + extra, Math.ceil(this.buf.length * 1.25));
     const next = new Uint8Array(cap);
     next.set(this.buf.subarray(0, this.length));
+    releaseBuffer(this.buf); // nothing else holds a growing buffer
     this.buf = next;
   }
   append(b: Uint8Array): void {
