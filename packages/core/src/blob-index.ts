@@ -91,6 +91,11 @@ export class BlobIndex {
     return this.parse(id) && this.slots[this.find(this.scratch)] !== EMPTY;
   }
 
+  /** Whether blob `id` (32 bytes) is indexed. */
+  hasId(id: Uint8Array): boolean {
+    return id.length === ID_BYTES && this.slots[this.find(id)] !== EMPTY;
+  }
+
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
     if (!this.parse(id)) return undefined;

@@ -197,6 +197,11 @@ export class Repository {
     return this.index.has(id);
   }
 
+  /** `has` for an ID as bytes (32 of them). */
+  hasId(id: Uint8Array): boolean {
+    return this.index.hasId(id);
+  }
+
   /** Whether blob `id` (hex) can be read, from a live pack or a condemned one. */
   readable(id: string): boolean {
     return this.index.has(id) || this.condemnedIndex.has(id);

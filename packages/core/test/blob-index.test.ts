@@ -30,6 +30,11 @@ describe("BlobIndex", () => {
       assert.deepEqual(index.get(hex), expected);
     }
     for (let i = 0; i < 1000; i++) assert.equal(index.has(randomBytes(32).toString("hex")), false);
+    for (const hex of [...reference.keys()].slice(0, 1000)) {
+      assert.equal(index.hasId(Buffer.from(hex, "hex")), true);
+    }
+    for (let i = 0; i < 1000; i++) assert.equal(index.hasId(randomBytes(32)), false);
+    assert.equal(index.hasId(Buffer.from([...reference.keys()][0], "hex").subarray(0, 31)), false);
   });
 
   it("adds whole packs, reserved or not, as add does blob by blob", () => {

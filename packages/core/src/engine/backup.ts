@@ -195,7 +195,12 @@ export async function backup(
           const chunk = batch.bytes.subarray(offset, offset + n);
           const id = batch.ids.subarray(32 * k, 32 * k + 32);
           offset += n;
-          ids.push((await storeBlob(BLOB_DATA, chunk, compress, id)).id);
+          // A page or chunk stored already costs a lookup by its bytes: no hex, no await.
+          if (!packer.hasId(id)) {
+            await packer.add(BLOB_DATA, id, chunk, compress);
+            progress.newBytes += n;
+          }
+          ids.push(id);
           size += n;
           progress.bytes += n;
         }

@@ -118,6 +118,11 @@ export class Packer {
     return this.pending.has(id) || this.repo.has(id);
   }
 
+  /** `has` for an ID as bytes: most are indexed already, and are found without a hex string. */
+  hasId(id: Uint8Array): boolean {
+    return this.repo.hasId(id) || this.pending.has(toHex(id));
+  }
+
   /** Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. */
   async add(type: BlobType, id: Uint8Array, data: Uint8Array, compress: boolean): Promise<void> {
     // Readers refuse larger blobs; storing one would make the whole index unreadable.
