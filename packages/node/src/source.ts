@@ -78,11 +78,14 @@ function policyFilter(policy: MediaPolicy): (rel: string, name: string) => strin
 }
 
 /**
- * The file's bytes in blocks of READ_BLOCK, read ahead into two alternating buffers: while the
- * caller processes one block, the next is being read (see SourceFile.open: a block is valid until
- * the next one is requested).
+ * The file's bytes (or those from `range.start` to `range.end`) in blocks of READ_BLOCK, read
+ * ahead into two alternating buffers: while the caller processes one block, the next is being
+ * read (see SourceFile.open: a block is valid until the next one is requested).
  */
-export async function* readStream(path: string): AsyncGenerator<Uint8Array> {
+export async function* readStream(
+  path: string,
+  range?: { readonly start: number; readonly end: number },
+): AsyncGenerator<Uint8Array> {
   const fh = await open(path, "r").catch((err) => {
     throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
   });
@@ -92,16 +95,30 @@ export async function* readStream(path: string): AsyncGenerator<Uint8Array> {
     spareBlocks.pop() ?? new Uint8Array(READ_BLOCK),
     spareBlocks.pop() ?? new Uint8Array(READ_BLOCK),
   ];
+  // Reads at the current position, or within `range` when given (then a short read is the end:
+  // the next read was asked for as if the block were full).
+  let pos = range?.start ?? null;
+  let asked = READ_BLOCK;
+  const readNext = (buf: Uint8Array) => {
+    if (pos === null) return fh.read(buf, 0, READ_BLOCK, null);
+    asked = Math.max(0, Math.min(READ_BLOCK, range!.end - pos));
+    const at = pos;
+    pos += asked;
+    return fh.read(buf, 0, asked, at);
+  };
   try {
     let turn = 0;
-    next = fh.read(bufs[turn], 0, READ_BLOCK, null);
+    next = readNext(bufs[turn]);
     for (;;) {
+      const wanted = asked;
       const { bytesRead, buffer } = await next;
       if (bytesRead === 0) return;
       turn ^= 1;
       // Safe: the caller has finished with bufs[turn] (the block before this one).
-      next = fh.read(bufs[turn], 0, READ_BLOCK, null);
+      if (range && bytesRead < wanted) next = undefined;
+      else next = readNext(bufs[turn]);
       yield buffer.subarray(0, bytesRead);
+      if (!next) return;
     }
   } finally {
     // A caller that stops early leaves one read in flight: let it settle before closing.

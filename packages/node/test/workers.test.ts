@@ -11,6 +11,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import {
   backup,
+  concat,
   type FileChunker,
   IntegrityError,
   localChunker,
@@ -27,7 +28,7 @@ import {
 } from "@locket/core";
 import { fakeSqlite, randomBytes, sourceTree, textBytes } from "../../core/test/helpers.ts";
 import { nodePrimitives } from "../src/primitives.ts";
-import { WorkerChunker } from "../src/workers/chunker.ts";
+import { partsOf, WorkerChunker } from "../src/workers/chunker.ts";
 import { WorkerPool } from "../src/workers/pool.ts";
 import { WorkerSegmentOpener } from "../src/workers/segment-opener.ts";
 import { scratch } from "./harness.ts";
@@ -280,6 +281,10 @@ describe("WorkerChunker", () => {
         "small.txt": textBytes(1000, 4),
         "photo.jpg": randomBytes(9_000_000, 5), // several CDC chunks, batches and read blocks
         "pages.db": fakeSqlite(300, 6), // one chunk per page
+        // Large enough to be read in stripes by both workers: the same pages, in order.
+        "stripes.db": fakeSqlite(2600, 8),
+        "stripes-1k.db": fakeSqlite(9000, 9, 1024),
+        "odd-end.db": concat(fakeSqlite(2600, 10), Uint8Array.of(1, 2, 3)), // a partial last page
       };
       for (const [name, data] of Object.entries(files)) {
         const path = join(dir, name);
@@ -293,6 +298,13 @@ describe("WorkerChunker", () => {
         assert.deepEqual(got, want, name);
         assert.equal(Buffer.concat(got.map((c) => c.bytes)).length, data.length, name);
         assert.equal(closes.get(path), 1, `${name}: its local file is closed once, when done`);
+        const parts = await partsOf(path, 2);
+        const striped = name.startsWith("stripes") || name === "odd-end.db";
+        assert.equal(parts.length > 1, striped, `${name}: read in ${parts.length} stripes`);
+        if (striped) {
+          assert.equal(parts.at(-1)!.end, data.length);
+          assert.ok(parts.every((x) => x.start! % x.pageSize! === 0));
+        }
       }
       // Several files at once, as the engine's look-ahead starts them.
       const names = Object.keys(files);
@@ -303,6 +315,34 @@ describe("WorkerChunker", () => {
           Object.values(files)[i].length,
         );
       });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("a striped database: a cancel stops every stripe and closes the file once; a vanished one is a VanishedError", async (t) => {
+    const dir = await scratch(t, "chunker-stripes");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 2 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    try {
+      const path = join(dir, "chat.db");
+      await writeFile(path, fakeSqlite(10_000, 11)); // 41 MB: ten stripes
+      const job = workers.start(at(path));
+      let batches = 0;
+      for await (const _ of job) {
+        if (++batches === 3) job.cancel();
+      }
+      assert.equal(batches, 3, "no batch after cancel");
+      // The stripes' sessions end as their workers stop; then the file is closed, once.
+      for (let i = 0; i < 100 && !closes.get(path); i++)
+        await new Promise((r) => setTimeout(r, 10));
+      assert.equal(closes.get(path), 1);
+      await assert.rejects(
+        chunksOf(workers, at(join(dir, "gone.db"))),
+        (err: unknown) => err instanceof VanishedError && /gone\.db/.test((err as Error).message),
+      );
+      assert.equal(closes.get(join(dir, "gone.db")), 1, "a failed job closes its local file");
     } finally {
       await pool.close();
     }

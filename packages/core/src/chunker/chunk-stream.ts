@@ -19,13 +19,18 @@ export async function* chunkStream(
   source: AsyncIterable<Uint8Array>,
   gear: Uint32Array,
   onMode?: (mode: ChunkingMode) => void,
+  /**
+   * The mode, when the caller knows it: a stripe of a SQLite database read from a page boundary
+   * (its header, which names the page size, is elsewhere in the file).
+   */
+  fixed?: ChunkingMode,
 ): AsyncGenerator<Uint8Array> {
   // A buffer from the pool, grown by doubling when needed and returned at the end: allocating one
   // per file (and regrowing it) made allocation and GC dominate backups of many media files.
   let buf = spare.pop() ?? new Uint8Array(INITIAL_BUFFER);
   let start = 0;
   let end = 0;
-  let mode: ChunkingMode | null = null;
+  let mode: ChunkingMode | null = fixed ?? null;
 
   const cut = (final: boolean): number => {
     if (mode!.kind === "pages") {

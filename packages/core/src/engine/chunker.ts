@@ -30,10 +30,12 @@ export interface ChunkJob extends AsyncIterable<ChunkBatch> {
 export interface FileChunker {
   /**
    * Chunks the file's bytes: what `file.open()` yields, or the file `file.localFile()` gives
-   * when the chunker reads files itself (it then calls that file's `close` when done). Errors of the source (a VanishedError, say) surface from the
+   * when the chunker reads files itself (it then calls that file's `close` when done). `size`,
+   * the size listed, lets it plan a large file (the Node chunker splits a SQLite database
+   * between its workers). Errors of the source (a VanishedError, say) surface from the
    * iteration, after the batches cut before them.
    */
-  start(file: Pick<SourceFile, "open" | "localFile">): ChunkJob;
+  start(file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number }): ChunkJob;
 }
 
 /** A FileChunker that does the work on the calling thread, lazily, one chunk per batch. */

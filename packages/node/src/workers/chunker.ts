@@ -1,3 +1,4 @@
+import { open } from "node:fs/promises";
 import {
   type ChunkBatch,
   type ChunkJob,
@@ -8,6 +9,8 @@ import {
   type Primitives,
   type RepoKeys,
   type SourceFile,
+  SQLITE_HEADER_BYTES,
+  sqlitePageSize,
   VanishedError,
 } from "@locket/core";
 import type { PoolWorker, WorkerError, WorkerPool, WorkerReply } from "./pool.ts";
@@ -18,7 +21,15 @@ import { rebuildError } from "./segment-opener.ts";
  * `bytes` of its chunks (with their buffer, back for reuse); or a cancel.
  */
 export type ChunkMessage =
-  | { readonly kind: "file"; readonly session: number; readonly path: string }
+  | {
+      readonly kind: "file";
+      readonly session: number;
+      readonly path: string;
+      /** A stripe of a SQLite database: these bytes only, cut into pages of `pageSize`. */
+      readonly start?: number;
+      readonly end?: number;
+      readonly pageSize?: number;
+    }
   | {
       readonly kind: "ack";
       readonly session: number;
@@ -76,23 +87,157 @@ export class WorkerChunker implements FileChunker {
     });
   }
 
-  start(file: Pick<SourceFile, "open" | "localFile">): ChunkJob {
+  start(file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number }): ChunkJob {
     if (!file.localFile) return this.local.start(file);
+    // Only a file listed large enough may be striped: the others are not even opened here.
+    const threads =
+      (file.size ?? Number.POSITIVE_INFINITY) < 2 * STRIPE_BYTES ? 1 : this.pool.threads;
+    return new FileJob(file.localFile(), threads, (part) => this.session(part));
+  }
+
+  /** A worker session for (a stripe of) a file. */
+  private session(part: Promise<Part>): Session {
     const id = this.nextSession++;
-    const session = new Session(id, this.pool, file.localFile(), () => this.sessions.delete(id));
+    const session = new Session(id, this.pool, part, () => this.sessions.delete(id));
     this.sessions.set(id, session);
     return session;
   }
 }
 
-/** One file a worker reads and chunks, seen from the main thread. */
+/** What one worker session reads: a file, or a stripe of a SQLite database cut into pages. */
+export interface Part {
+  readonly path: string;
+  readonly start?: number;
+  readonly end?: number;
+  readonly pageSize?: number;
+}
+
+/**
+ * A SQLite database at least twice this large is read in stripes of this size, given to the
+ * workers in turn, so that all of them hash its pages (a day's backup re-reads the whole
+ * database: on one worker, the other stood idle). Page-aligned chunks do not depend on where
+ * reading starts, so the chunks are those of a single pass. A multiple of every page size.
+ */
+export const STRIPE_BYTES = 4 * 1024 * 1024;
+
+/** The parts of a local file: stripes when it is a large enough SQLite database, else itself. */
+export async function partsOf(path: string, threads: number): Promise<Part[]> {
+  if (threads < 2) return [{ path }];
+  const fh = await open(path, "r").catch((err) => {
+    throw err?.code === "ENOENT" ? new VanishedError(path, { cause: err }) : err;
+  });
+  try {
+    const { size } = await fh.stat();
+    if (size < 2 * STRIPE_BYTES) return [{ path }];
+    const header = new Uint8Array(SQLITE_HEADER_BYTES);
+    const { bytesRead } = await fh.read(header, 0, SQLITE_HEADER_BYTES, 0);
+    const pageSize = bytesRead === SQLITE_HEADER_BYTES ? sqlitePageSize(header) : null;
+    if (!pageSize) return [{ path }];
+    const parts: Part[] = [];
+    for (let start = 0; start < size; start += STRIPE_BYTES) {
+      parts.push({ path, start, end: Math.min(start + STRIPE_BYTES, size), pageSize });
+    }
+    return parts;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * One file's chunking: a worker session for the whole file, or for each of its stripes, at most
+ * STRIPES_AHEAD per worker started before the engine takes them. The local file is closed once
+ * every session has finished reading (or on cancel).
+ */
+class FileJob implements ChunkJob {
+  private readonly parts: Promise<Part[]>;
+  private readonly sessions: Session[] = [];
+  private readonly newSession: (part: Promise<Part>) => Session;
+  private readonly ahead: number;
+  private file: LocalFile | undefined;
+  private total = Number.POSITIVE_INFINITY;
+  private ended = 0;
+  private cancelled = false;
+
+  constructor(
+    file: Promise<LocalFile>,
+    threads: number,
+    newSession: (p: Promise<Part>) => Session,
+  ) {
+    this.newSession = newSession;
+    this.ahead = STRIPES_AHEAD * threads;
+    this.parts = file.then(async (f) => {
+      this.file = f;
+      const parts = await partsOf(f.path, threads).catch((err) => {
+        this.closeFile();
+        throw err;
+      });
+      this.total = parts.length;
+      if (this.cancelled) this.closeFile();
+      else this.fill(parts, 0);
+      return parts;
+    });
+    this.parts.catch(() => {}); // surfaced by the iteration
+  }
+
+  /** Starts the sessions up to `ahead` parts past part `k`. */
+  private fill(parts: readonly Part[], k: number): void {
+    while (!this.cancelled && this.sessions.length < Math.min(parts.length, k + this.ahead)) {
+      const session = this.newSession(Promise.resolve(parts[this.sessions.length]));
+      session.onEnd = () => {
+        this.ended++;
+        this.closeWhenDone();
+      };
+      this.sessions.push(session);
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<ChunkBatch> {
+    const parts = await this.parts;
+    try {
+      for (let k = 0; k < parts.length && !this.cancelled; k++) {
+        this.fill(parts, k);
+        yield* this.sessions[k];
+      }
+    } catch (err) {
+      this.cancel();
+      throw err;
+    }
+  }
+
+  cancel(): void {
+    if (this.cancelled) return;
+    this.cancelled = true;
+    for (const s of this.sessions) s.cancel();
+    this.closeWhenDone();
+  }
+
+  /** Closes the file once no session will read it: all parts done, or all started ones after a cancel. */
+  private closeWhenDone(): void {
+    if (this.ended === (this.cancelled ? this.sessions.length : this.total)) this.closeFile();
+  }
+
+  /** Lets the source release the file (a SQLite read transaction, a private copy). */
+  private closeFile(): void {
+    const f = this.file;
+    this.file = undefined;
+    // Nothing is lost if this fails: the chunks were cut; at worst a temporary copy stays.
+    f?.close().catch(() => {});
+  }
+}
+
+/** Stripes per worker started before the engine reaches them (each up to STRIPE_BYTES ahead). */
+const STRIPES_AHEAD = 2;
+
+/** One file, or stripe of a file, that a worker reads and chunks, seen from the main thread. */
 class Session implements ChunkJob {
   readonly worker: PoolWorker;
   private readonly id: number;
   private readonly pool: WorkerPool;
-  /** The local file, once `localFile()` resolved: closed when the session ends. */
-  private file: LocalFile | undefined;
+  /** What the worker reads, once known. */
+  private part: Part | undefined;
   private readonly forget: () => void;
+  /** Called once, when the worker is done with the part (finished, failed or cancelled). */
+  onEnd: () => void = () => {};
   private readonly batches: ChunkBatch[] = [];
   private finished = false;
   private stopped = false;
@@ -100,16 +245,15 @@ class Session implements ChunkJob {
   private error: unknown;
   private wake: (() => void) | undefined;
 
-  constructor(id: number, pool: WorkerPool, file: Promise<LocalFile>, forget: () => void) {
+  constructor(id: number, pool: WorkerPool, part: Promise<Part>, forget: () => void) {
     this.id = id;
     this.pool = pool;
     this.forget = forget;
     this.worker = pool.acquire();
-    file.then(
-      (f) => {
-        this.file = f;
-        if (this.released) this.closeFile();
-        else this.post({ kind: "file", session: id, path: f.path });
+    part.then(
+      (p) => {
+        this.part = p;
+        if (!this.released) this.post({ kind: "file", session: id, ...p });
       },
       (err) => this.fail(err),
     );
@@ -121,7 +265,7 @@ class Session implements ChunkJob {
       this.fail(
         // The worker only reads once the file is known, and the session holds it until it ends.
         m.error.name === "VanishedError"
-          ? new VanishedError(this.file!.path)
+          ? new VanishedError(this.part!.path)
           : rebuildError(m.error),
       );
       return;
@@ -192,14 +336,6 @@ class Session implements ChunkJob {
     this.released = true;
     this.pool.release(this.worker);
     this.forget();
-    this.closeFile();
-  }
-
-  /** Lets the source release the file (a SQLite read transaction, a private copy). */
-  private closeFile(): void {
-    const f = this.file;
-    this.file = undefined;
-    // Nothing is lost if this fails: the chunks were cut; at worst a temporary copy stays.
-    f?.close().catch(() => {});
+    this.onEnd();
   }
 }

@@ -95,6 +95,7 @@ function outputBuffer(size: number): Uint8Array {
 class FileSession {
   private readonly id: number;
   private readonly path: string;
+  private readonly stripe: ChunkMessage & { kind: "file" };
   /** Chunk bytes sent and not yet taken by the engine (acknowledged). */
   private ahead = 0;
   private aborted = false;
@@ -104,9 +105,10 @@ class FileSession {
   private lengths: number[] = [];
   private ids: Uint8Array[] = [];
 
-  constructor(id: number, path: string) {
-    this.id = id;
-    this.path = path;
+  constructor(m: ChunkMessage & { kind: "file" }) {
+    this.id = m.session;
+    this.path = m.path;
+    this.stripe = m;
     this.run();
   }
 
@@ -129,7 +131,9 @@ class FileSession {
 
   /** The file, block by block, pausing while the engine is MAX_OUTPUT_AHEAD behind. */
   private async *read(): AsyncGenerator<Uint8Array> {
-    for await (const block of readStream(this.path)) {
+    const { start, end } = this.stripe;
+    const range = start !== undefined && end !== undefined ? { start, end } : undefined;
+    for await (const block of readStream(this.path, range)) {
       this.send(false);
       while (this.ahead > MAX_OUTPUT_AHEAD && !this.aborted) {
         await new Promise<void>((resolve) => {
@@ -143,7 +147,9 @@ class FileSession {
 
   private async run(): Promise<void> {
     try {
-      for await (const chunk of chunkStream(this.read(), keys.gear)) {
+      const { pageSize } = this.stripe;
+      const fixed = pageSize ? ({ kind: "pages", pageSize } as const) : undefined;
+      for await (const chunk of chunkStream(this.read(), keys.gear, undefined, fixed)) {
         if (this.aborted) break;
         if (this.used + chunk.length > this.out.length) {
           this.send(false);
@@ -197,7 +203,7 @@ const sessions = new Map<number, FileSession>();
 
 port.on("message", (m: OpenMessage | ChunkMessage) => {
   if (m.kind === "open") open(m);
-  else if (m.kind === "file") sessions.set(m.session, new FileSession(m.session, m.path));
+  else if (m.kind === "file") sessions.set(m.session, new FileSession(m));
   else if (m.kind === "ack") {
     if (spareOut.length < MAX_SPARE_OUT) spareOut.push(m.buffer);
     sessions.get(m.session)?.ack(m.bytes);
