@@ -14,6 +14,36 @@ for (const stream of [process.stdout, process.stderr]) {
     throw err;
   });
 }
+// Commands that read packs (restore, check, prune, drill) allocate and free a buffer of up to
+// 16 MiB per read on every thread. glibc's malloc gives blocks that large back to the kernel at
+// once, which then faults fresh zeroed pages in for the next: a third of a restore's CPU time was
+// the kernel's. Keeping blocks up to 32 MiB in the heap, and trimming it only past 64 MiB of free
+// space, made a 586 MiB restore 15 % faster (3.85 -> 3.3 s) and its verification 17 % (1.98 ->
+// 1.65 s), for 5-10 % more peak memory. malloc reads its settings when the process starts, so the
+// command starts itself again with them (~50 ms). Not where GLIBC_TUNABLES is set already (the
+// user's choice), on other C libraries, or with LOCKET_MALLOC_TUNING=0.
+const MALLOC_TUNING = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
+const READS_PACKS = new Set(["restore", "check", "prune", "drill"]);
+if (
+  READS_PACKS.has(process.argv[2]) &&
+  process.env.GLIBC_TUNABLES === undefined &&
+  process.env.LOCKET_MALLOC_TUNING !== "0" &&
+  typeof process.execve === "function" &&
+  process.report?.getReport().header.glibcVersionRuntime
+) {
+  try {
+    process.execve(
+      process.execPath,
+      [process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+      {
+        ...process.env,
+        GLIBC_TUNABLES: MALLOC_TUNING,
+      },
+    );
+  } catch {
+    // Not started again: the command runs here, with malloc's defaults.
+  }
+}
 // V8's code cache for Locket's modules (compiled from TypeScript at every start otherwise):
 // loading @locket/core took ~330 ms without it and ~60 ms with it. Per user, in the platform's
 // cache folder; NODE_COMPILE_CACHE chooses another, NODE_DISABLE_COMPILE_CACHE=1 turns it off.
