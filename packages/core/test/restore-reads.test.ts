@@ -28,31 +28,39 @@ class CountingStorage extends MemoryStorage {
   }
 }
 
+/**
+ * A repository with ~40 MiB in 3 packs (30 media files of 1 MiB and a paged database, or the
+ * media alone), opened afresh, and the files of its snapshot to read.
+ */
+async function mediaAndDatabase(database = true) {
+  const storage = new CountingStorage();
+  const repo = await Repository.init(storage, p, KEY);
+  const media: Spec = {};
+  for (let i = 0; i < 30; i++)
+    media[`IMG-${String(i).padStart(3, "0")}.jpg`] = randomBytes(1 << 20, i + 1);
+  const spec: Spec = database ? { "chat.db": fakeSqlite(2500, 7), Media: media } : { Media: media };
+  await backup(repo, sourceTree(spec), { host: "h", paths: Object.keys(spec) });
+
+  let packBytes = 0;
+  let packs = 0;
+  for await (const { size } of storage.list("data")) {
+    packBytes += size;
+    packs++;
+  }
+  const reader = await Repository.open(storage, p, KEY);
+  await reader.loadIndex();
+  const snap = await reader.findSnapshot("latest");
+  const files: FileToRead[] = [];
+  for await (const { path, node } of walk(reader, snap.snapshot.tree)) {
+    if (node.type === "file") files.push({ node, path: path.join("/") });
+  }
+  return { storage, reader, files, packBytes, packs };
+}
+
 describe("restore reads", () => {
   it("read each pack byte once, in few requests, even with a cache far smaller than the data", async () => {
-    const storage = new CountingStorage();
-    const repo = await Repository.init(storage, p, KEY);
-    // ~40 MiB in 3 packs: 30 media files and a paged database, read across file boundaries.
-    const media: Spec = {};
-    for (let i = 0; i < 30; i++)
-      media[`IMG-${String(i).padStart(3, "0")}.jpg`] = randomBytes(1 << 20, i + 1);
-    const spec: Spec = { "chat.db": fakeSqlite(2500, 7), Media: media };
-    await backup(repo, sourceTree(spec), { host: "h", paths: ["chat.db", "Media"] });
-
-    let packBytes = 0;
-    let packs = 0;
-    for await (const { size } of storage.list("data")) {
-      packBytes += size;
-      packs++;
-    }
-    const reader = await Repository.open(storage, p, KEY);
+    const { storage, reader, files, packBytes, packs } = await mediaAndDatabase();
     reader.segmentCacheBytes = 16 * 1024 * 1024;
-    await reader.loadIndex();
-    const snap = await reader.findSnapshot("latest");
-    const files: FileToRead[] = [];
-    for await (const { path, node } of walk(reader, snap.snapshot.tree)) {
-      if (node.type === "file") files.push({ node, path: path.join("/") });
-    }
     // Neighbouring segments coalesced (up to a quarter of the cache, 4 MiB, per request): far
     // fewer requests than one per segment, as reads were before.
     const segments = new Set<string>();
@@ -77,6 +85,19 @@ describe("restore reads", () => {
       storage.dataLoads * 3 <= segments.size,
       `${storage.dataLoads} requests for ${segments.size} segments in ${packs} packs`,
     );
+  });
+
+  it("read a pack of a request's size and one segment more in one request, not two", async () => {
+    const { storage, reader, files, packBytes, packs } = await mediaAndDatabase(false);
+    // Requests of 16 MiB, as for S3; a full pack is 16 MiB and one more segment, and the
+    // files are read in the order they were packed.
+    reader.segmentCacheBytes = 64 * 1024 * 1024;
+    storage.dataLoads = 0;
+    storage.dataBytes = 0;
+    for await (const _ of readFiles(reader, files));
+    assert.ok(storage.dataBytes <= packBytes, `read ${storage.dataBytes} of ${packBytes} bytes`);
+    assert.ok(packs >= 2, `${packs} packs`);
+    assert.equal(storage.dataLoads, packs, `${storage.dataLoads} requests for ${packs} packs`);
   });
 
   it("have the segment opener check every blob, also from a segment met again later", async () => {

@@ -132,7 +132,7 @@ function decodedBound(s: SegmentRead): number {
  * Blobs read in an order known in advance (a restore's files, a prune's repacked packs): the
  * segments are requested up to READ_AHEAD_BYTES ahead of the reader (at most half the segment
  * cache, counted in decoded bytes where the blobs tell them), neighbouring segments of a pack
- * in one ranged read of up to MAX_REQUEST_BYTES (at most a quarter of the cache), and the
+ * in one ranged read of about MAX_REQUEST_BYTES (at most a quarter of the cache), and the
  * segment opener checks every blob the reader will take (see SegmentPlan). `next` must be
  * called for the planned IDs, in order.
  */
@@ -199,26 +199,51 @@ export async function* readFile(
 
 /**
  * Splits segments (in read order) into runs that one ranged read can fetch: neighbours in the
- * same pack, at most `maxRequestBytes` from the first one's start to the last one's end.
+ * same pack, about `maxRequestBytes` from the first one's start to the last one's end (see
+ * splitNeighbours).
  */
 function coalesce(segments: readonly SegmentRead[], maxRequestBytes: number): SegmentRead[][] {
   const runs: SegmentRead[][] = [];
-  let run: SegmentRead[] = [];
+  let group: SegmentRead[] = [];
   for (const segment of segments) {
     const cur = segment.loc;
-    const prev = run[run.length - 1]?.loc;
+    const prev = group[group.length - 1]?.loc;
     const adjacent =
       prev &&
       prev.pack === cur.pack &&
-      prev.segmentOffset + prev.segmentLength === cur.segmentOffset &&
-      cur.segmentOffset + cur.segmentLength - run[0].loc.segmentOffset <= maxRequestBytes;
-    if (!adjacent && run.length) {
-      runs.push(run);
-      run = [];
+      prev.segmentOffset + prev.segmentLength === cur.segmentOffset;
+    if (!adjacent && group.length) {
+      runs.push(...splitNeighbours(group, maxRequestBytes));
+      group = [];
     }
-    run.push(segment);
+    group.push(segment);
   }
-  if (run.length) runs.push(run);
+  if (group.length) runs.push(...splitNeighbours(group, maxRequestBytes));
+  return runs;
+}
+
+/**
+ * Neighbouring segments of one pack, split into as few reads of about equal size as keep each
+ * within 1.25 × `maxRequestBytes` (give or take a segment): a pack holds PACK_TARGET_BYTES and
+ * one more segment, and reading it as 16 MiB and then a last small piece cost a request per
+ * pack more than needed. Each segment goes to the piece its middle falls in.
+ */
+function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): SegmentRead[][] {
+  const first = group[0].loc.segmentOffset;
+  const last = group[group.length - 1].loc;
+  const span = last.segmentOffset + last.segmentLength - first;
+  const pieces = Math.ceil(span / (1.25 * maxRequestBytes));
+  if (pieces <= 1) return [group];
+  const size = span / pieces;
+  const runs: SegmentRead[][] = [];
+  let piece = -1;
+  for (const segment of group) {
+    const middle = segment.loc.segmentOffset + segment.loc.segmentLength / 2 - first;
+    const k = Math.min(pieces - 1, Math.floor(middle / size));
+    if (k !== piece) runs.push([]);
+    piece = k;
+    runs[runs.length - 1].push(segment);
+  }
   return runs;
 }
 
