@@ -14,6 +14,10 @@ for (const stream of [process.stdout, process.stderr]) {
     throw err;
   });
 }
+// A restore fsyncs every file it writes, all of libuv's threadpool but two threads at once
+// (restore.ts): 8 threads instead of 4 made a 586 MiB restore 13 % faster. Set before the
+// threadpool starts, and before the restart below, which inherits it.
+if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "8";
 // Commands that read packs (restore, check, prune, drill) allocate and free a buffer of up to
 // 16 MiB per read on every thread. glibc's malloc gives blocks that large back to the kernel at
 // once, which then faults fresh zeroed pages in for the next: a third of a restore's CPU time was
