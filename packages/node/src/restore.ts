@@ -24,6 +24,8 @@ export interface RestoreOptions {
   /** Replace entries that already exist in the target. */
   readonly overwrite?: boolean;
   readonly onProgress?: (p: { files: number; bytes: number; current: string }) => void;
+  /** Files fsynced at once (default: defaultFsyncsAtOnce()). */
+  readonly fsyncsAtOnce?: number;
 }
 
 export interface RestoreResult {
@@ -36,12 +38,14 @@ export interface RestoreResult {
 
 const WRITE_BATCH = 1 << 20;
 /**
- * Files fsynced at once: all of libuv's threadpool but two threads, which stay free for pack
- * reads. ext4 commits its journal once for all the fsyncs waiting on it, so more at once cost
- * less each: a 586 MiB restore took 3.2 s with 2 (the default pool of 4 threads) and 2.8 s with 6
- * (the CLI makes the pool 8 threads for `restore`).
+ * Files fsynced at once by default: all of libuv's threadpool but two threads, which stay free
+ * for pack reads. ext4 commits its journal once for all the fsyncs waiting on it, so more at once
+ * cost less each: a 586 MiB restore from a local repository took 3.05 s with 2 (the default pool
+ * of 4 threads) and 2.68 s with 6 (the CLI makes the pool 8 threads for `restore`).
  */
-const SYNC_PARALLELISM = Math.max(1, threadpoolSize() - 2);
+export function defaultFsyncsAtOnce(): number {
+  return Math.max(1, threadpoolSize() - 2);
+}
 
 /** libuv's threadpool size: UV_THREADPOOL_SIZE, else 4. */
 function threadpoolSize(): number {
@@ -68,10 +72,15 @@ async function exists(path: string): Promise<boolean> {
  * then fsyncs their folders. Files are reopened by path, so no descriptor is held while queued.
  */
 class Syncer {
+  private readonly parallelism: number;
   private readonly queue: string[] = [];
   private readonly folders = new Set<string>();
   private readonly running = new Set<Promise<void>>();
   private failure: unknown;
+
+  constructor(parallelism: number) {
+    this.parallelism = Math.max(1, parallelism);
+  }
 
   add(path: string): void {
     this.folders.add(dirname(path));
@@ -80,7 +89,7 @@ class Syncer {
   }
 
   private pump(): void {
-    while (this.running.size < SYNC_PARALLELISM && this.queue.length > 0) {
+    while (this.running.size < this.parallelism && this.queue.length > 0) {
       const path = this.queue.shift()!;
       const job = fsyncPath(path).then(
         () => {},
@@ -184,7 +193,7 @@ export async function restoreToDir(
   // soon as it is complete, so the disk flushes while later files are decoded and written
   // (syncing all at the end left the CPU idle for a third of the restore). A crash before
   // `syncer.done()` leaves only the staging folder, whose files a rerun re-verifies.
-  const syncer = new Syncer();
+  const syncer = new Syncer(opts.fsyncsAtOnce ?? defaultFsyncsAtOnce());
   const todo: { node: FileNode; path: string; dest: string }[] = [];
   const count = (node: FileNode, display: string) => {
     result.files++;
