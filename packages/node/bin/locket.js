@@ -15,7 +15,7 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 // A restore fsyncs every file it writes, all of libuv's threadpool but two threads at once
-// (restore.ts): 8 threads instead of 4 made a 586 MiB restore 13 % faster. Set before the
+// (restore.ts): 8 threads instead of 4 made a 586 MiB restore 12 % faster. Set before the
 // threadpool starts, and before the restart below, which inherits it.
 if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "8";
 // Commands that read packs (restore, check, prune, drill) allocate and free a buffer of up to
