@@ -19,6 +19,7 @@ export * from "./engine/diff.ts";
 export * from "./engine/forget.ts";
 export * from "./engine/freshness.ts";
 export * from "./engine/packer.ts";
+export * from "./engine/page-deltas.ts";
 export * from "./engine/prune.ts";
 export * from "./engine/restore.ts";
 export * from "./engine/source.ts";

@@ -10,7 +10,7 @@ import {
   UsageError,
   WrongKeyError,
 } from "./errors.ts";
-import { BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "./format/blob.ts";
+import { BLOB_DELTA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "./format/blob.ts";
 import {
   decodeConfig,
   encodeConfig,
@@ -93,6 +93,14 @@ export const SEGMENT_CACHE_BYTES = 32 * 1024 * 1024;
 export const REMOTE_SEGMENT_CACHE_BYTES = 80 * 1024 * 1024;
 // A pack's header is usually small; read this much of its end first to get it in one request.
 const TAIL_GUESS_BYTES = 64 * 1024;
+
+/** One piece of a file's content: a data blob, or a delta blob and its base (SPEC §8). */
+export interface ContentEntry {
+  /** Data blob ID (hex), or delta blob ID when `base` is set. */
+  readonly id: string;
+  /** The data blob the delta is XORed with. */
+  readonly base?: string;
+}
 
 /**
  * An open repository: storage, keys and the in-memory index of every blob. Reading methods
@@ -521,6 +529,33 @@ export class Repository {
     if (node.content) return [...node.content];
     const out: string[] = [];
     for (const list of node.lists ?? []) out.push(...(await this.listIds(list)));
+    return out;
+  }
+
+  /**
+   * A file's content as entries, in order: a data blob ID, or a delta blob ID and the ID of its
+   * base (SPEC §8), told apart by the index's blob types. An ID the index does not know stays a
+   * one-ID entry; reading it reports it.
+   * @throws {IntegrityError} when a delta is last, with no base after it.
+   */
+  async contentEntries(node: FileNode): Promise<ContentEntry[]> {
+    return this.entriesOf(await this.contentIds(node), node.name);
+  }
+
+  /** `contentEntries` for IDs already expanded (see `contentIds`); `name` is for messages. */
+  entriesOf(ids: readonly string[], name: string): ContentEntry[] {
+    const out: ContentEntry[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      if (this.lookup(ids[i])?.type !== BLOB_DELTA) {
+        out.push({ id: ids[i] });
+        continue;
+      }
+      if (i + 1 === ids.length) {
+        throw new IntegrityError(`file ${name}: delta blob ${ids[i]} has no base after it`);
+      }
+      out.push({ id: ids[i], base: ids[i + 1] });
+      i++;
+    }
     return out;
   }
 

@@ -16,6 +16,7 @@ import {
 } from "../src/errors.ts";
 import {
   BLOB_DATA,
+  BLOB_DELTA,
   BLOB_LIST,
   BLOB_TREE,
   type BlobType,
@@ -596,6 +597,55 @@ describe("hostile trees and lists (crafted with the repository's real keys)", ()
     );
     assert.ok(yielded.reduce((n, c) => n + c.length, 0) <= 4999);
     assert.deepEqual(concat(...(await collect(readFile(repo, node({ content: [dataId] }))))), data);
+  });
+
+  it("a page delta without its base, with a base of another length, or with a delta as base fails readFile and check", async () => {
+    const { storage, repo, result } = await setup();
+    const base = randomBytes(4096, 5);
+    const delta = new Uint8Array(4096);
+    delta[7] = 1;
+    const [baseId, deltaId, shortId, otherDelta] = await storeBlobs(repo, [
+      { type: BLOB_DATA, bytes: base },
+      { type: BLOB_DELTA, bytes: delta },
+      { type: BLOB_DATA, bytes: base.subarray(0, 4095) },
+      { type: BLOB_DELTA, bytes: delta.map((b) => b ^ 2) },
+    ]);
+    const node = (content: string[], size = 4096): FileNode => ({
+      type: "file",
+      name: "chat.db",
+      mode: 0o644,
+      mtimeMs: 0,
+      size,
+      content,
+    });
+    // The well-formed pair rebuilds the page: base XOR delta.
+    const page = concat(...(await collect(readFile(repo, node([deltaId, baseId])))));
+    assert.deepEqual(
+      page,
+      base.map((b, i) => b ^ delta[i]),
+    );
+    await rejectsIntegrity(collect(readFile(repo, node([deltaId]))));
+    await rejectsIntegrity(collect(readFile(repo, node([deltaId, shortId]))));
+    await rejectsIntegrity(collect(readFile(repo, node([deltaId, otherDelta]))));
+    await rejectsIntegrity(collect(readFile(repo, node([baseId, deltaId], 8192))));
+    // check names the file of a snapshot that lists a delta without its base.
+    const [tree] = await storeBlobs(repo, [
+      { type: BLOB_TREE, bytes: treeBytes([fileNode({ name: "chat.db", content: [deltaId] })]) },
+    ]);
+    const { name } = await repo.saveSnapshot({
+      ...result.snapshot,
+      seq: 2,
+      parent: result.id,
+      tree,
+    });
+    const report = await check(await Repository.open(storage, p, KEY));
+    assert.ok(
+      report.errors.some(
+        (e) =>
+          e.object === `snapshots/${name}:chat.db` && /not followed by a data blob/.test(e.message),
+      ),
+      JSON.stringify(report.errors),
+    );
   });
 
   it("a file whose content names a tree blob fails readFile (blob types are not interchangeable)", async () => {

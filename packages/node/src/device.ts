@@ -34,6 +34,19 @@ export function locketHome(env: NodeJS.ProcessEnv = process.env): string {
   return join(env.XDG_CONFIG_HOME || join(homedir(), ".config"), "locket");
 }
 
+/**
+ * Where this device keeps caches it can rebuild (the databases' page bases): `$LOCKET_CACHE`;
+ * else `cache` in `$LOCKET_HOME` when that is set (so one variable isolates a test or a user);
+ * else the platform's cache folder.
+ */
+export function locketCache(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.LOCKET_CACHE) return env.LOCKET_CACHE;
+  if (env.LOCKET_HOME) return join(env.LOCKET_HOME, "cache");
+  if (platform() === "win32" && env.LOCALAPPDATA) return join(env.LOCALAPPDATA, "locket", "cache");
+  if (platform() === "darwin") return join(homedir(), "Library", "Caches", "locket");
+  return join(env.XDG_CACHE_HOME || join(homedir(), ".cache"), "locket");
+}
+
 async function readJson<T>(path: string): Promise<T | null> {
   try {
     return JSON.parse(await readFile(path, "utf8")) as T;

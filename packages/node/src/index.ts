@@ -3,6 +3,7 @@
  * consistent SQLite copies, restore into a folder, node:crypto primitives, and worker threads
  * for opening segments. The `locket` CLI is built from these.
  */
+export * from "./page-bases.ts";
 export * from "./primitives.ts";
 export * from "./restore.ts";
 export * from "./source.ts";

@@ -11,6 +11,7 @@ import { chmod, lstat, mkdir, open, rename, rm, stat, utimes } from "node:fs/pro
 import { dirname, join } from "node:path";
 import {
   AlreadyExistsError,
+  BLOB_DELTA,
   blobId,
   type FileNode,
   type Repository,
@@ -144,7 +145,9 @@ async function alreadyRestored(repo: Repository, node: FileNode, path: string): 
     let pos = 0;
     for (const id of ids) {
       const loc = repo.lookup(id);
-      if (!loc) return false;
+      // A page stored as a delta could only be checked with its base read from the repository:
+      // such a file (a database) is restored again instead.
+      if (!loc || loc.type === BLOB_DELTA) return false;
       const buf = new Uint8Array(loc.length);
       const { bytesRead } = await fh.read(buf, 0, loc.length, pos);
       if (bytesRead !== loc.length) return false;

@@ -1,4 +1,5 @@
 import { toHex, utf8 } from "../bytes.ts";
+import { sqlitePageSize } from "../chunker/sqlite.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
 import type { Snapshot } from "../format/snapshot.ts";
@@ -15,6 +16,7 @@ import type { Repository, SnapshotRef } from "../repository.ts";
 import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
 import { nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
+import { type PageBaseStore, PageDeltas } from "./page-deltas.ts";
 import {
   isLikelyCompressed,
   type SourceDir,
@@ -57,10 +59,17 @@ export interface BackupOptions {
   readonly parent?: string | null;
   /** Chunks and hashes file content; default: on the calling thread (`localChunker`). */
   readonly chunker?: FileChunker;
+  /**
+   * Where this device keeps its databases' page bases (see PageDeltas). Without it every
+   * changed page is stored whole.
+   */
+  readonly pageBases?: PageBaseStore;
 }
 
 /** How a file is backed up: its parent snapshot's node reused (file cache), or read and chunked. */
-type FilePlan = { readonly reuse: FileNode } | { readonly job: ChunkJob };
+type FilePlan =
+  | { readonly reuse: FileNode }
+  | { readonly job: ChunkJob; readonly parent: FileNode | undefined };
 
 /**
  * Files whose chunking starts before the engine reaches them, so a FileChunker that works in
@@ -184,25 +193,47 @@ export async function backup(
     }
     const compress = f.compressible ?? !isLikelyCompressed(f.name);
     const ids: Uint8Array[] = [];
+    // Positions in `ids` of delta blobs (their base follows them): SQLite databases only.
+    const deltaAt = new Set<number>();
+    // Set once the file's first page says it is a SQLite database (and the platform keeps bases).
+    let pages: PageDeltas | undefined;
+    let pageSize = 0;
     let size = 0;
     let lastReport = 0;
     const { job } = plan;
     try {
       for await (const batch of job) {
-        let offset = 0;
-        for (let k = 0; k < batch.lengths.length; k++) {
-          const n = batch.lengths[k];
-          const chunk = batch.bytes.subarray(offset, offset + n);
-          const id = batch.ids.subarray(32 * k, 32 * k + 32);
-          offset += n;
-          // A page or chunk stored already costs a lookup by its bytes: no hex, no await.
-          if (!packer.hasId(id)) {
-            await packer.add(BLOB_DATA, id, chunk, compress);
-            progress.newBytes += n;
+        if (size === 0 && opts.pageBases && batch.lengths.length > 0) {
+          const declared = sqlitePageSize(batch.bytes.subarray(0, batch.lengths[0]));
+          if (declared !== null && batch.lengths[0] === declared) {
+            pageSize = declared;
+            pages = await PageDeltas.open(repo, opts.pageBases, path, plan.parent, pageSize);
           }
-          ids.push(id);
-          size += n;
-          progress.bytes += n;
+        }
+        if (pages) {
+          // Every chunk before this batch was a whole page (SPEC §6), so this is its number.
+          const r = await pages.batch(size / pageSize, batch, packer, compress);
+          for (const k of r.deltaAt) deltaAt.add(ids.length + k);
+          for (const id of r.ids) ids.push(id);
+          progress.newBytes += r.newBytes;
+          size += r.bytes;
+          progress.bytes += r.bytes;
+        } else {
+          let offset = 0;
+          for (let k = 0; k < batch.lengths.length; k++) {
+            const n = batch.lengths[k];
+            const chunk = batch.bytes.subarray(offset, offset + n);
+            const id = batch.ids.subarray(32 * k, 32 * k + 32);
+            offset += n;
+            // A page or chunk stored already costs a lookup by its bytes: no hex, no await.
+            if (!packer.hasId(id)) {
+              await packer.add(BLOB_DATA, id, chunk, compress);
+              progress.newBytes += n;
+            }
+            ids.push(id);
+            size += n;
+            progress.bytes += n;
+          }
         }
         if (progress.bytes - lastReport >= 4 << 20) {
           lastReport = progress.bytes;
@@ -217,6 +248,7 @@ export async function backup(
       return null;
     } finally {
       job.cancel();
+      await pages?.close();
     }
     progress.files++;
     report();
@@ -232,7 +264,8 @@ export async function backup(
     };
     if (ids.length <= INLINE_CONTENT_MAX) return { ...base, content: ids.map(toHex) };
     const lists: string[] = [];
-    for (const list of splitIdLists(ids)) lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
+    for (const list of splitIdLists(ids, (i) => deltaAt.has(i)))
+      lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
     return { ...base, lists };
   };
 
@@ -255,8 +288,10 @@ export async function backup(
         for (; next < entries.length && next <= i + LOOKAHEAD_FILES; next++) {
           const e = entries[next];
           if (e.type !== "file") continue;
-          const reuse = reusable(e, previous?.get(e.name));
-          plans.set(next, reuse ? { reuse } : { job: chunker.start(e) });
+          const prev = previous?.get(e.name);
+          const reuse = reusable(e, prev);
+          const parent = prev?.type === "file" ? prev : undefined;
+          plans.set(next, reuse ? { reuse } : { job: chunker.start(e), parent });
         }
         const e = entries[i];
         const node =

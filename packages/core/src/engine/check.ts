@@ -1,5 +1,6 @@
 import { toHex } from "../bytes.ts";
 import { LocketError } from "../errors.ts";
+import { BLOB_DATA, BLOB_DELTA } from "../format/blob.ts";
 import { type IndexFile, openIndex } from "../format/index-file.ts";
 import { openPackHeader, type PackEntry } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
@@ -205,6 +206,24 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   };
 }
 
+/**
+ * What is wrong with the page deltas among `ids` (a file's inline content, or one list blob, which
+ * holds whole entries: SPEC §8), or undefined: each delta blob must be followed by its base, a
+ * data blob of the same length.
+ */
+function badDelta(repo: Repository, ids: readonly string[]): string | undefined {
+  for (let i = 0; i < ids.length; i++) {
+    const delta = repo.lookup(ids[i]);
+    if (delta?.type !== BLOB_DELTA) continue;
+    const base = i + 1 < ids.length ? repo.lookup(ids[i + 1]) : undefined;
+    if (base?.type !== BLOB_DATA || base.length !== delta.length) {
+      return `delta blob ${ids[i]} is not followed by a data blob of its length`;
+    }
+    i++;
+  }
+  return undefined;
+}
+
 /** Trees and list blobs found whole already, in an earlier snapshot: not walked again. */
 interface Seen {
   readonly trees: Set<string>;
@@ -224,15 +243,22 @@ async function checkTree(
   for await (const { path, node } of walk(repo, treeId)) {
     if (node.type !== "file") continue;
     let missing = node.content?.find(unreadable);
+    let broken = node.content && badDelta(repo, node.content);
     try {
       for (const list of node.lists ?? []) {
-        if (missing !== undefined) break;
+        if (missing !== undefined || broken) break;
         if (seen.lists.has(list)) continue;
-        missing = (await repo.listIds(list)).find(unreadable);
-        if (missing === undefined) seen.lists.add(list);
+        const ids = await repo.listIds(list);
+        missing = ids.find(unreadable);
+        broken = badDelta(repo, ids);
+        if (missing === undefined && !broken) seen.lists.add(list);
       }
     } catch (err) {
       errors.push(problem(err, `snapshots/${snapshot}:${path.join("/")}`));
+      continue;
+    }
+    if (broken) {
+      errors.push({ object: `snapshots/${snapshot}:${path.join("/")}`, message: broken });
       continue;
     }
     if (missing !== undefined) {

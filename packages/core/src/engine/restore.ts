@@ -1,6 +1,6 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
 import { IntegrityError } from "../errors.ts";
-import { BLOB_DATA, BLOB_LIST, type BlobType } from "../format/blob.ts";
+import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { BlobRef, Repository, SegmentRead } from "../repository.ts";
 import { SEGMENT_TARGET_BYTES } from "./packer.ts";
@@ -79,13 +79,16 @@ export async function* readFiles(
     }
     ids.push(await repo.contentIds(f.node));
   }
+  // A delta's base follows it in the content list, so the plan reads both in list order.
   const reads = new BlobReads(repo, ids.flat());
   for (let f = 0; f < files.length; f++) {
     const { node, path } = files[f];
     let size = 0;
-    for (const id of ids[f]) {
-      const next = reads.next(id, BLOB_DATA);
-      const chunk = next instanceof Uint8Array ? next : await next;
+    for (const { id, base } of repo.entriesOf(ids[f], path)) {
+      const next = reads.next(id, base === undefined ? BLOB_DATA : BLOB_DELTA);
+      let chunk = next instanceof Uint8Array ? next : await next;
+      if (base !== undefined)
+        chunk = applyDelta(chunk, await reads.next(base, BLOB_DATA), id, path);
       size += chunk.length;
       if (size > node.size) break;
       yield { file: f, chunk };
@@ -97,6 +100,22 @@ export async function* readFiles(
     }
     yield { file: f, done: true };
   }
+}
+
+/**
+ * A page from its delta blob and its base (SPEC §5): their XOR, in a new buffer (both are views
+ * into cached segments).
+ * @throws {IntegrityError} when their lengths differ.
+ */
+function applyDelta(delta: Uint8Array, base: Uint8Array, id: string, path: string): Uint8Array {
+  if (delta.length !== base.length) {
+    throw new IntegrityError(
+      `file ${path}: delta blob ${id} is ${delta.length} bytes, its base ${base.length}`,
+    );
+  }
+  const out = new Uint8Array(delta.length);
+  for (let i = 0; i < out.length; i++) out[i] = delta[i] ^ base[i];
+  return out;
 }
 
 /** Read-ahead and request sizes within what the repository's segment cache can hold. */
@@ -145,14 +164,17 @@ export class BlobReads {
   private readonly before: number[] = [];
   private readonly total: number;
   private readonly readAheadBytes: number;
-  private nextRun = 0;
   private segment = -1;
-  private previous = "";
+  /** For each planned ID, in order: the index of its segment in the plan (-1: not indexed). */
+  private readonly entryOf: Int32Array;
+  private nextRun = 0;
+  private call = 0;
 
   constructor(repo: Repository, ids: Iterable<string>) {
     this.repo = repo;
     const plan = new SegmentPlan();
     for (const id of ids) plan.add(repo, id);
+    this.entryOf = Int32Array.from(plan.entryOf);
     const { readAheadBytes, maxRequestBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
     let total = 0;
@@ -173,10 +195,9 @@ export class BlobReads {
    * @throws {IntegrityError} when it is missing or damaged.
    */
   next(id: string, type: BlobType): Uint8Array | Promise<Uint8Array> {
-    const loc = this.repo.lookup(id);
-    const key = loc ? segmentKey(loc) : `missing:${id}`;
-    if (key !== this.previous && loc) this.segment++;
-    this.previous = key;
+    // The segment the plan has for this call; one of an unplanned ID counts as the last one's.
+    const planned = this.call < this.entryOf.length ? this.entryOf[this.call++] : -1;
+    if (planned >= 0) this.segment = planned;
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
       this.repo.prefetchRun(this.runs[this.nextRun++]);
@@ -256,13 +277,16 @@ function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): Segment
  */
 class SegmentPlan {
   readonly segments: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
-  private previous = "";
+  /** For each ID added, the index in `segments` of the entry that holds it (-1: not indexed). */
+  readonly entryOf: number[] = [];
+  /** Keys of the last RECENT_SEGMENTS entries, and their entry indexes. */
+  private readonly recent = new Map<string, number>();
   private readonly bySegment = new Map<string, { blobs: BlobRef[]; ids: Set<string> }>();
 
   add(repo: Repository, id: string): void {
     const loc = repo.lookup(id);
     if (!loc) {
-      this.previous = ""; // loadBlob reports it, in order
+      this.entryOf.push(-1); // loadBlob reports it, in order
       return;
     }
     const key = segmentKey(loc);
@@ -275,7 +299,23 @@ class SegmentPlan {
       segment.ids.add(id);
       segment.blobs.push({ id, loc });
     }
-    if (key !== this.previous) this.segments.push({ loc, blobs: segment.blobs });
-    this.previous = key;
+    // A segment of one of the last few entries is still in the cache: reading alternately from
+    // two (a database's page deltas and their bases) takes no new entry per switch.
+    let entry = this.recent.get(key);
+    if (entry === undefined) {
+      entry = this.segments.length;
+      this.segments.push({ loc, blobs: segment.blobs });
+      this.recent.set(key, entry);
+      if (this.recent.size > RECENT_SEGMENTS) {
+        this.recent.delete(this.recent.keys().next().value!);
+      }
+    }
+    this.entryOf.push(entry);
   }
 }
+
+/**
+ * Entries of a SegmentPlan whose segments a reader may come back to without a new entry: enough
+ * for a few interleaved streams, few enough to be in any segment cache.
+ */
+const RECENT_SEGMENTS = 4;

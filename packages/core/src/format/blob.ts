@@ -4,7 +4,12 @@ import type { Primitives } from "../crypto/primitives.ts";
 export const BLOB_DATA = 0;
 export const BLOB_TREE = 1;
 export const BLOB_LIST = 2;
-export type BlobType = 0 | 1 | 2;
+/**
+ * A database page stored as the XOR of its bytes with an earlier version of the page (its base,
+ * a data blob of the same length that the file's content list names right after it).
+ */
+export const BLOB_DELTA = 3;
+export type BlobType = 0 | 1 | 2 | 3;
 
 /** Bytes of a blob ID. */
 export const ID_BYTES = 32;
@@ -13,10 +18,10 @@ export const MAX_BLOB_BYTES = 8 * 1024 * 1024;
 
 /** Whether `t` is a known blob type. */
 export function isBlobType(t: number): t is BlobType {
-  return t === BLOB_DATA || t === BLOB_TREE || t === BLOB_LIST;
+  return t === BLOB_DATA || t === BLOB_TREE || t === BLOB_LIST || t === BLOB_DELTA;
 }
 
-const TYPE_PREFIX = [Uint8Array.of(0), Uint8Array.of(1), Uint8Array.of(2)];
+const TYPE_PREFIX = [Uint8Array.of(0), Uint8Array.of(1), Uint8Array.of(2), Uint8Array.of(3)];
 
 /** A blob's keyed ID: HMAC-SHA256(idKey, type || plaintext). Reveals nothing without the key. */
 export function blobId(

@@ -157,17 +157,29 @@ export function splitTreeNodes(
  * Splits a file's content IDs into list blob bodies: a list ends after an ID whose first byte is
  * zero (1 in 256, so about 8 KiB per list) or at LIST_MAX_IDS. The boundaries depend only on the
  * IDs, so an unchanged run of pages yields the same list blob every day.
+ *
+ * `paired(i)` says that ID `i` is a delta blob and ID `i + 1` its base: the two stay in one
+ * list, and only the delta's ID decides a cut (SPEC §8).
  */
-export function splitIdLists(ids: readonly Uint8Array[]): Uint8Array[] {
+export function splitIdLists(
+  ids: readonly Uint8Array[],
+  paired: (i: number) => boolean = () => false,
+): Uint8Array[] {
   const lists: Uint8Array[] = [];
   let start = 0;
+  const cut = (end: number) => {
+    const body = new Uint8Array((end - start) * 32);
+    for (let j = start; j < end; j++) body.set(ids[j], (j - start) * 32);
+    lists.push(body);
+    start = end;
+  };
   for (let i = 0; i < ids.length; i++) {
-    if (ids[i][0] === 0 || i + 1 - start === LIST_MAX_IDS || i === ids.length - 1) {
-      const body = new Uint8Array((i + 1 - start) * 32);
-      for (let j = start; j <= i; j++) body.set(ids[j], (j - start) * 32);
-      lists.push(body);
-      start = i + 1;
-    }
+    const width = paired(i) ? 2 : 1;
+    // An entry that would not fit in this list starts the next one.
+    if (i + width - start > LIST_MAX_IDS) cut(i);
+    const end = i + width;
+    if (ids[i][0] === 0 || end - start === LIST_MAX_IDS || end >= ids.length) cut(end);
+    i = end - 1;
   }
   return lists;
 }

@@ -27,7 +27,14 @@ import { crc16xmodem, formatRecoveryKey, parseRecoveryKey } from "../../src/cryp
 import { AAD, open, seal } from "../../src/crypto/seal.ts";
 import { Packer } from "../../src/engine/packer.ts";
 import { LocketError } from "../../src/errors.ts";
-import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../../src/format/blob.ts";
+import {
+  BLOB_DATA,
+  BLOB_DELTA,
+  BLOB_LIST,
+  BLOB_TREE,
+  type BlobType,
+  blobId,
+} from "../../src/format/blob.ts";
 import {
   type CondemnedPack,
   type ForgottenSnapshot,
@@ -497,6 +504,13 @@ async function genBlobIds(): Promise<void> {
     ],
     ["blob-id-tree-empty", ROOT_A, BLOB_TREE, encodeTree([]), "the empty tree"],
     ["blob-id-list", ROOT_A, BLOB_LIST, list, "a list blob of two IDs"],
+    [
+      "blob-id-delta",
+      ROOT_A,
+      BLOB_DELTA,
+      deltaBody(),
+      "a page delta: 4096 bytes, zero but for 40 bytes at 1000",
+    ],
   ];
   for (const [name, root, type, plain, comment] of cases) {
     const raw = await rawKeys(root);
@@ -1360,8 +1374,8 @@ async function genInvalidPacks(): Promise<void> {
   await forge(
     "pack-invalid-unknown-type",
     "integrity",
-    { entry: (e) => ({ ...e, type: 3 }) },
-    "entry of blob type 3",
+    { entry: (e) => ({ ...e, type: 4 }) },
+    "entry of blob type 4",
   );
   await forge("pack-invalid-count", "integrity", { count: 2 }, "header count 2 with one entry");
   await forge(
@@ -1635,9 +1649,9 @@ async function genIndex(packs: PackCase[]): Promise<void> {
   await bad(
     "index-invalid-unknown-type",
     "integrity",
-    stored(rawIndex(1, 1, undefined, entryBytes({ ...entries[0], type: 3 }))),
+    stored(rawIndex(1, 1, undefined, entryBytes({ ...entries[0], type: 4 }))),
     AAD.index,
-    "entry of blob type 3",
+    "entry of blob type 4",
   );
   await bad(
     "index-invalid-segment-length-27",
@@ -2101,17 +2115,31 @@ function idsByRule(seed: Uint8Array, count: number, zeroAt: readonly number[]): 
 }
 
 /** SPEC §8's split, as sizes. */
-function specSplit(ids: readonly Uint8Array[]): number[] {
+function specSplit(ids: readonly Uint8Array[], deltaAt: ReadonlySet<number> = new Set()): number[] {
   const sizes: number[] = [];
   let run = 0;
-  ids.forEach((id, i) => {
-    run++;
-    if (id[0] === 0 || run === 1024 || i === ids.length - 1) {
+  for (let i = 0; i < ids.length; i++) {
+    // An entry is one ID, or a delta's ID and its base's: never split, and cut on its first ID.
+    const width = deltaAt.has(i) ? 2 : 1;
+    if (run + width > 1024) {
       sizes.push(run);
       run = 0;
     }
-  });
+    run += width;
+    if (ids[i][0] === 0 || run === 1024 || i + width >= ids.length) {
+      sizes.push(run);
+      run = 0;
+    }
+    i += width - 1;
+  }
   return sizes;
+}
+
+/** The body of blob-id-delta: a page's XOR with its base, zero but for 40 bytes. */
+function deltaBody(): Uint8Array {
+  const body = new Uint8Array(4096);
+  body.set(bytesFor("blob-id-delta", 40), 1000);
+  return body;
 }
 
 /** The name rule of README.md: prefix, `i` in decimal with `digits` digits, suffix. */
@@ -2282,7 +2310,7 @@ async function genTreeJoins(): Promise<void> {
 
 async function genIdLists(): Promise<void> {
   const keys = await keysOf(ROOT_A);
-  const cases: [string, number, number[], string][] = [
+  const cases: [string, number, number[], string, number[]?][] = [
     ["id-lists-empty", 0, [], "no IDs: no lists"],
     ["id-lists-one", 1, [], "one ID"],
     ["id-lists-zero-first", 5, [0], "a list ends after an ID whose first byte is 0"],
@@ -2297,13 +2325,30 @@ async function genIdLists(): Promise<void> {
       "a zero first byte on the 1024th ID: one boundary, not two",
     ],
     ["id-lists-mixed", 3000, [10, 1500], "3000 IDs with two zero first bytes"],
+    [
+      "id-lists-delta-zero-base",
+      6,
+      [2],
+      "IDs 1 and 3 are deltas (bases 2 and 4): base 2 starts with 0 but only a delta's ID cuts",
+      [1, 3],
+    ],
+    ["id-lists-delta-zero", 6, [1], "delta 1 starts with 0: the list ends after its base, 2", [1]],
+    [
+      "id-lists-delta-at-max",
+      1030,
+      [],
+      "delta 1023 and its base would straddle the 1024 cap: the first list ends before them",
+      [1023],
+    ],
+    ["id-lists-delta-last", 5, [], "the last entry is a delta and its base", [3]],
   ];
-  for (const [name, count, zeroAt, comment] of cases) {
+  for (const [name, count, zeroAt, comment, deltaAt = []] of cases) {
     const seed = utf8(name);
     const ids = idsByRule(seed, count, zeroAt);
-    const lists = splitIdLists(ids);
+    const deltas = new Set(deltaAt);
+    const lists = splitIdLists(ids, (i) => deltas.has(i));
     const sizes = lists.map((l) => l.length / 32);
-    assert.deepEqual(sizes, specSplit(ids), name);
+    assert.deepEqual(sizes, specSplit(ids, deltas), name);
     assert.ok(equalBytes(concat(...lists), concat(...ids)));
     add({
       name,
@@ -2315,6 +2360,7 @@ async function genIdLists(): Promise<void> {
         ["id_seed", seed],
         ["id_count", count],
         ["zero_at", zeroAt],
+        ...(deltaAt.length ? [["delta_at", deltaAt] as const] : []),
         ["lists", sizes],
         ...lists.map((l) => ["list_id", blobId(p, keys.id, BLOB_LIST, l)] as const),
       ],

@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { join } from "node:path";
 import {
   decodeConfig,
   type FileChunker,
@@ -12,7 +13,8 @@ import {
   WrongKeyError,
 } from "@locket/core";
 import type { VaultClient } from "@locket/vault/client";
-import { type Defaults, Device, locketHome, type RepoState } from "../device.ts";
+import { type Defaults, Device, locketCache, locketHome, type RepoState } from "../device.ts";
+import { FsPageBaseStore } from "../page-bases.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
 import { FsStorage } from "../storage/fs.ts";
@@ -234,6 +236,15 @@ export class Context {
     repo.useSegmentOpener(new WorkerSegmentOpener(pool));
     const state = await this.device.updateRepo(repoId, { location });
     return { repo, state, chunker: new WorkerChunker(pool, nodePrimitives, repo.keys) };
+  }
+
+  /**
+   * Where a backup keeps the page bases of this repository's databases (SPEC §5, page deltas),
+   * or undefined when LOCKET_PAGE_DELTAS=0 turns them off.
+   */
+  pageBases(repoId: string): FsPageBaseStore | undefined {
+    if (this.env.LOCKET_PAGE_DELTAS === "0") return undefined;
+    return new FsPageBaseStore(join(locketCache(this.env), "pages", repoId));
   }
 }
 

@@ -63,6 +63,7 @@ Examples:
       tags: ctx.values.tag as string[] | undefined,
       minSeq: state.lastSeq,
       chunker,
+      pageBases: ctx.pageBases(repo.config.id),
       onSkip: (path, reason) => skipped.push({ path, reason }),
       onProgress: (p) =>
         ctx.progress.update({

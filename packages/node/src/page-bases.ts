@@ -1,0 +1,66 @@
+import { createHash } from "node:crypto";
+import { constants } from "node:fs";
+import { mkdir, open } from "node:fs/promises";
+import { join } from "node:path";
+import type { PageBaseImage, PageBaseStore } from "@locket/core";
+
+/**
+ * The base images of a repository's databases on this device (see PageDeltas in
+ * @locket/core): one file per database, named by a hash of its path in the snapshot, in a folder
+ * of the cache, owner-only. An image holds database pages in plain text, as the database itself
+ * does. It is a cache: deleting it costs the next backup whole pages, never data.
+ */
+export class FsPageBaseStore implements PageBaseStore {
+  readonly dir: string;
+
+  constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  async open(path: string): Promise<PageBaseImage> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const name = createHash("sha256").update(path).digest("hex").slice(0, 32);
+    const fh = await open(
+      join(this.dir, `${name}.pages`),
+      constants.O_RDWR | constants.O_CREAT,
+      0o600,
+    );
+    // A failed write (a full disk) leaves the image stale where it failed, which the next backup
+    // detects page by page; it must not fail this backup, so later writes are skipped instead.
+    let writable = true;
+    // Reads go to one buffer, grown as needed: a new one per read was a day's backup's garbage.
+    let buf = new Uint8Array(0);
+    return {
+      async read(offset, length) {
+        if (buf.length < length) buf = new Uint8Array(Math.max(length, 2 * buf.length));
+        let got = 0;
+        while (got < length) {
+          const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        return buf.subarray(0, got);
+      },
+      async write(offset, bytes) {
+        if (!writable) return;
+        try {
+          let done = 0;
+          while (done < bytes.length) {
+            const { bytesWritten } = await fh.write(
+              bytes,
+              done,
+              bytes.length - done,
+              offset + done,
+            );
+            done += bytesWritten;
+          }
+        } catch {
+          writable = false;
+        }
+      },
+      async close() {
+        await fh.close();
+      },
+    };
+  }
+}

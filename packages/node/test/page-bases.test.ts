@@ -1,0 +1,97 @@
+/**
+ * Page bases on a device: the file store passes the same conformance suite as the memory one,
+ * and the CLI keeps them in the cache, stores a day's database changes as page deltas, and
+ * restores them byte for byte.
+ */
+import assert from "node:assert/strict";
+import { copyFile, readdir, stat } from "node:fs/promises";
+import { join } from "node:path";
+import { describe, test } from "node:test";
+import { MemoryPageBaseStore, type PageBaseStore } from "@locket/core";
+import { diffTrees } from "../src/compare.ts";
+import { simulateDay, writeDemoData } from "../src/demo-data.ts";
+import { FsPageBaseStore } from "../src/page-bases.ts";
+import { cliEnv, ok, scratch } from "./harness.ts";
+
+const stores: [string, (dir: string) => PageBaseStore][] = [
+  ["MemoryPageBaseStore", () => new MemoryPageBaseStore()],
+  ["FsPageBaseStore", (dir) => new FsPageBaseStore(join(dir, "pages"))],
+];
+
+for (const [name, make] of stores) {
+  describe(`${name} conformance`, () => {
+    test("an image starts empty, grows with writes, and reads back what was written", async (t) => {
+      const store = make(await scratch(t, "bases"));
+      const a = await store.open("chat/msgstore.db");
+      assert.equal((await a.read(0, 4096)).length, 0);
+      await a.write(
+        8192,
+        Uint8Array.from({ length: 4096 }, (_, i) => i & 0xff),
+      );
+      const head = await a.read(0, 8192);
+      assert.deepEqual(head, new Uint8Array(8192), "a gap reads as zeros");
+      const page = await a.read(8192, 4096);
+      assert.equal(page[255], 255);
+      assert.equal((await a.read(10000, 4096)).length, 12288 - 10000, "short at the end");
+      assert.equal((await a.read(20000, 10)).length, 0, "nothing past the end");
+      await a.close();
+    });
+
+    test("images are kept per path and survive reopening", async (t) => {
+      const store = make(await scratch(t, "bases"));
+      const a = await store.open("one.db");
+      await a.write(0, Uint8Array.of(1, 2, 3));
+      await a.close();
+      const b = await store.open("two.db");
+      assert.equal((await b.read(0, 3)).length, 0);
+      await b.close();
+      const again = await store.open("one.db");
+      assert.deepEqual(await again.read(0, 3), Uint8Array.of(1, 2, 3));
+      await again.write(1, Uint8Array.of(9));
+      assert.deepEqual(await again.read(0, 3), Uint8Array.of(1, 9, 3));
+      await again.close();
+    });
+  });
+}
+
+interface BackupJson {
+  readonly summary: { readonly addedBytes: number };
+}
+
+test("the CLI keeps page bases in the cache, and a day of chat costs a fraction of the pages", async (t) => {
+  const dir = await scratch(t, "pagebases");
+  const chat = join(dir, "chat");
+  writeDemoData(chat, { messages: 20_000, mediaMb: 0 });
+  const db = join(chat, "chat.db");
+  // The same two database states for both repositories: as generated, and a day later.
+  const day0 = join(dir, "day0.db");
+  const day1 = join(dir, "day1.db");
+  await copyFile(db, day0);
+  simulateDay(chat, { newMessages: 200, newMedia: 0, seed: 9 });
+  await copyFile(db, day1);
+  const added: Record<string, number> = {};
+  for (const deltas of ["1", "0"]) {
+    const home = join(dir, `home${deltas}`);
+    const repo = join(dir, `repo${deltas}`);
+    const env = cliEnv(home, { LOCKET_PAGE_DELTAS: deltas });
+    const init = await ok<{ repositoryId: string }>(["init", "--repo", repo], env);
+    await copyFile(day0, db);
+    await ok(["backup", db], env);
+    const pages = join(home, "cache", "pages", init.repositoryId);
+    if (deltas === "1") {
+      const [image] = await readdir(pages);
+      const s = await stat(join(pages, image));
+      assert.equal(s.size, (await stat(db)).size, "the image holds every page");
+      assert.equal(s.mode & 0o777, 0o600);
+    } else {
+      await assert.rejects(stat(pages), { code: "ENOENT" });
+    }
+    await copyFile(day1, db);
+    added[deltas] = (await ok<BackupJson>(["backup", db], env)).summary.addedBytes;
+    const target = join(dir, `restored${deltas}`);
+    await ok(["restore", "latest", "--target", target], env);
+    assert.deepEqual(await diffTrees(chat, target), [], "restored byte for byte");
+    await ok(["check", "--read-data"], env);
+  }
+  assert.ok(added["1"] * 2 < added["0"], `with deltas ${added["1"]} B, without ${added["0"]} B`);
+});
