@@ -17,14 +17,15 @@ export class FsPageBaseStore implements PageBaseStore {
     this.dir = dir;
   }
 
+  /** The image file of the database at snapshot path `path` (the workers read it too). */
+  imagePath(path: string): string {
+    const name = createHash("sha256").update(path).digest("hex").slice(0, 32);
+    return join(this.dir, `${name}.pages`);
+  }
+
   async open(path: string): Promise<PageBaseImage> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const name = createHash("sha256").update(path).digest("hex").slice(0, 32);
-    const fh = await open(
-      join(this.dir, `${name}.pages`),
-      constants.O_RDWR | constants.O_CREAT,
-      0o600,
-    );
+    const fh = await open(this.imagePath(path), constants.O_RDWR | constants.O_CREAT, 0o600);
     // A failed write (a full disk) leaves the image stale where it failed, which the next backup
     // detects page by page; it must not fail this backup, so later writes are skipped instead.
     let writable = true;

@@ -291,7 +291,13 @@ export async function backup(
           const prev = previous?.get(e.name);
           const reuse = reusable(e, prev);
           const parent = prev?.type === "file" ? prev : undefined;
-          plans.set(next, reuse ? { reuse } : { job: chunker.start(e), parent });
+          // A database with a parent may get page deltas: the chunker can work them out as it
+          // reads, when it reads the base image itself.
+          const baseImage = parent && !reuse ? opts.pageBases?.imagePath?.(pathOf(e)) : undefined;
+          plans.set(
+            next,
+            reuse ? { reuse } : { job: chunker.start(e, baseImage ? { baseImage } : {}), parent },
+          );
         }
         const e = entries[i];
         const node =

@@ -12,6 +12,37 @@ export interface ChunkBatch {
   readonly lengths: ArrayLike<number>;
   /** The chunks' keyed IDs (SPEC §6), 32 bytes each, in the same order. */
   readonly ids: Uint8Array;
+  /**
+   * Page deltas the chunker worked out against a base image (see ChunkOptions.baseImage), for
+   * the PageDeltas of the engine to use instead of reading the image itself.
+   */
+  readonly deltas?: PageDeltaHints;
+}
+
+/**
+ * Deltas of a batch's pages against the base image's bytes at the same offsets: computed for
+ * each whole page that differs from the image in at most the share of words a delta may change
+ * (`deltaPays`). The engine uses one only when `baseIds` matches the base it expects.
+ */
+export interface PageDeltaHints {
+  /** For each chunk of the batch: the index of its delta below, or -1 for none. */
+  readonly at: Int32Array;
+  /** For each delta: the keyed data-blob ID of the image's page it was computed against. */
+  readonly baseIds: Uint8Array;
+  /** For each delta: its delta-blob ID. */
+  readonly deltaIds: Uint8Array;
+  /** For each delta: the page XOR the image's page, a page long. */
+  readonly xors: Uint8Array;
+}
+
+/** What the engine tells a FileChunker about a file it starts. */
+export interface ChunkOptions {
+  /**
+   * A local file holding, at each page's offset, a base for that page (a base image of
+   * PageBaseStore): a chunker that reads files itself may then compute page deltas beside the
+   * IDs (ChunkBatch.deltas). Optional to honour.
+   */
+  readonly baseImage?: string;
 }
 
 /** A file being chunked: its batches in order, and a way to stop early. */
@@ -35,7 +66,10 @@ export interface FileChunker {
    * between its workers). Errors of the source (a VanishedError, say) surface from the
    * iteration, after the batches cut before them.
    */
-  start(file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number }): ChunkJob;
+  start(
+    file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number },
+    opts?: ChunkOptions,
+  ): ChunkJob;
 }
 
 /** A FileChunker that does the work on the calling thread, lazily, one chunk per batch. */

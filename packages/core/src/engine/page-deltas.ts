@@ -3,7 +3,7 @@ import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, blobId } from "../format/blob.ts";
 import type { FileNode } from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
-import type { ChunkBatch } from "./chunker.ts";
+import type { ChunkBatch, PageDeltaHints } from "./chunker.ts";
 import type { Packer } from "./packer.ts";
 
 /**
@@ -20,6 +20,11 @@ import type { Packer } from "./packer.ts";
 export interface PageBaseStore {
   /** The base image of the database at snapshot path `path`; empty when there is none yet. */
   open(path: string): Promise<PageBaseImage>;
+  /**
+   * Optional: the local file that holds that image (it may not exist yet), for a FileChunker
+   * that computes deltas as it reads (ChunkOptions.baseImage).
+   */
+  imagePath?(path: string): string;
 }
 
 /** One database's base image (see PageBaseStore). */
@@ -42,6 +47,11 @@ export interface PageBaseImage {
  * page, and a whole page spares the restore a read.
  */
 const MAX_CHANGED_SHARE = 0.25;
+
+/** Whether a delta whose XOR has `changedWords` non-zero 4-byte words is worth storing. */
+export function deltaPays(changedWords: number, pageSize: number): boolean {
+  return changedWords > 0 && changedWords <= (pageSize >> 2) * MAX_CHANGED_SHARE;
+}
 
 /** How a page of a batch is stored. */
 const Plan = {
@@ -163,10 +173,12 @@ export class PageDeltas {
       if (lo < 0) lo = k;
       hi = k;
     }
-    // The bases of the changed pages, in one read of the image.
+    // The bases of the changed pages, in one read of the image, unless the chunker computed the
+    // deltas as it read the page (ChunkBatch.deltas).
+    const hints = batch.deltas;
     const at = (first + lo) * this.pageSize;
     const bases =
-      lo < 0 ? new Uint8Array(0) : await this.image.read(at, starts[hi + 1] - starts[lo]);
+      lo < 0 || hints ? new Uint8Array(0) : await this.image.read(at, starts[hi + 1] - starts[lo]);
 
     const ids: Uint8Array[] = [];
     let newBytes = 0;
@@ -190,24 +202,17 @@ export class PageDeltas {
       }
       if (plans[k] === Plan.Delta) {
         const base = baseFor[k]!;
-        const from = page * this.pageSize - at;
-        const old = bases.subarray(from, from + chunk.length);
-        if (
-          old.length === chunk.length &&
-          equal(blobId(this.repo.p, this.repo.keys.id, BLOB_DATA, old), base)
-        ) {
-          const xor = this.scratch;
-          const changed = xorInto(xor, chunk, old);
-          if (changed <= (chunk.length >> 2) * MAX_CHANGED_SHARE) {
-            const delta = blobId(this.repo.p, this.repo.keys.id, BLOB_DELTA, xor);
-            if (!packer.hasId(delta)) {
-              await packer.add(BLOB_DELTA, delta, xor, compress);
-              newBytes += xor.length;
-            }
-            deltaAt.push(ids.length);
-            ids.push(delta, base);
-            continue;
+        const found = hints
+          ? this.hinted(hints, k, base)
+          : this.computed(chunk, bases.subarray(page * this.pageSize - at), base);
+        if (found) {
+          if (!packer.hasId(found.id)) {
+            await packer.add(BLOB_DELTA, found.id, found.xor, compress);
+            newBytes += found.xor.length;
           }
+          deltaAt.push(ids.length);
+          ids.push(found.id, base);
+          continue;
         }
       }
       // Whole: a new page, or one whose base is gone, stale, or too different.
@@ -225,6 +230,39 @@ export class PageDeltas {
       );
     }
     return { ids, deltaAt, bytes: starts[n], newBytes };
+  }
+
+  /**
+   * The delta of `page` against `old` (the image's bytes from that page's offset on), when
+   * those bytes are the base `base` and the delta pays; its XOR is in the scratch buffer.
+   */
+  private computed(
+    page: Uint8Array,
+    old: Uint8Array,
+    base: Uint8Array,
+  ): { id: Uint8Array; xor: Uint8Array } | undefined {
+    const { p, keys } = this.repo;
+    if (old.length < page.length) return undefined;
+    old = old.subarray(0, page.length);
+    if (!equal(blobId(p, keys.id, BLOB_DATA, old), base)) return undefined;
+    const xor = this.scratch;
+    if (!deltaPays(xorInto(xor, page, old), page.length)) return undefined;
+    return { id: blobId(p, keys.id, BLOB_DELTA, xor), xor };
+  }
+
+  /** The chunker's delta for chunk `k` of the batch, when it was computed against `base`. */
+  private hinted(
+    hints: PageDeltaHints,
+    k: number,
+    base: Uint8Array,
+  ): { id: Uint8Array; xor: Uint8Array } | undefined {
+    const i = hints.at[k];
+    if (i < 0 || !equal(hints.baseIds.subarray(32 * i, 32 * i + 32), base)) return undefined;
+    const n = this.pageSize;
+    return {
+      id: hints.deltaIds.subarray(32 * i, 32 * i + 32),
+      xor: hints.xors.subarray(n * i, n * i + n),
+    };
   }
 
   /** Ends the use of the image. */
@@ -258,7 +296,7 @@ export class PageDeltas {
  * 4-byte words are not zero. Word by word where the views allow it: a byte loop over every
  * changed page took a tenth of a day's backup.
  */
-function xorInto(out: Uint8Array, a: Uint8Array, b: Uint8Array): number {
+export function xorInto(out: Uint8Array, a: Uint8Array, b: Uint8Array): number {
   let changed = 0;
   if ((a.byteOffset | b.byteOffset | out.byteOffset) % 4 === 0) {
     const n = out.length >> 2;

@@ -2,10 +2,12 @@ import { open } from "node:fs/promises";
 import {
   type ChunkBatch,
   type ChunkJob,
+  type ChunkOptions,
   type FileChunker,
   type LocalFile,
   LocketError,
   localChunker,
+  type PageDeltaHints,
   type Primitives,
   type RepoKeys,
   type SourceFile,
@@ -29,6 +31,8 @@ export type ChunkMessage =
       readonly start?: number;
       readonly end?: number;
       readonly pageSize?: number;
+      /** A base image to compute page deltas against (ChunkOptions.baseImage). */
+      readonly baseImage?: string;
     }
   | {
       readonly kind: "ack";
@@ -47,6 +51,8 @@ export interface ChunksMessage extends WorkerReply {
   readonly length?: number;
   readonly lengths?: Uint32Array;
   readonly ids?: Uint8Array;
+  /** Page deltas against the base image, when one was given and the file is a database. */
+  readonly deltas?: PageDeltaHints;
   /** The last message of the file. */
   readonly done?: boolean;
   readonly error?: WorkerError;
@@ -87,12 +93,18 @@ export class WorkerChunker implements FileChunker {
     });
   }
 
-  start(file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number }): ChunkJob {
+  start(
+    file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number },
+    opts: ChunkOptions = {},
+  ): ChunkJob {
     if (!file.localFile) return this.local.start(file);
     // Only a file listed large enough may be striped: the others are not even opened here.
     const threads =
       (file.size ?? Number.POSITIVE_INFINITY) < 2 * STRIPE_BYTES ? 1 : this.pool.threads;
-    return new FileJob(file.localFile(), threads, (part) => this.session(part));
+    const { baseImage } = opts;
+    return new FileJob(file.localFile(), threads, (part) =>
+      this.session(baseImage ? part.then((p) => ({ ...p, baseImage })) : part),
+    );
   }
 
   /** A worker session for (a stripe of) a file. */
@@ -110,6 +122,7 @@ export interface Part {
   readonly start?: number;
   readonly end?: number;
   readonly pageSize?: number;
+  readonly baseImage?: string;
 }
 
 /**
@@ -271,7 +284,12 @@ class Session implements ChunkJob {
       return;
     }
     if (m.lengths && m.lengths.length > 0) {
-      this.batches.push({ bytes: m.bytes!.subarray(0, m.length), lengths: m.lengths, ids: m.ids! });
+      this.batches.push({
+        bytes: m.bytes!.subarray(0, m.length),
+        lengths: m.lengths,
+        ids: m.ids!,
+        ...(m.deltas ? { deltas: m.deltas } : {}),
+      });
     }
     if (m.done) {
       this.finished = true;

@@ -2,15 +2,21 @@
 // is started with, then serves two kinds of work: opening segments and checking blobs
 // (WorkerSegmentOpener), and chunking and hashing files (WorkerChunker). It logs nothing and
 // keeps nothing between jobs but the chunking state of the files it is given.
+import { closeSync, openSync, readSync } from "node:fs";
 import { parentPort, workerData } from "node:worker_threads";
 import {
   BLOB_DATA,
+  BLOB_DELTA,
   blobId,
+  type ChunkingMode,
   chunkStream,
+  deltaPays,
   deriveKeys,
   LocketError,
   openAndCheck,
+  type PageDeltaHints,
   releaseBuffer,
+  xorInto,
 } from "@locket/core";
 import { nodePrimitives } from "../primitives.ts";
 import { readStream } from "../source.ts";
@@ -104,6 +110,8 @@ class FileSession {
   private used = 0;
   private lengths: number[] = [];
   private ids: Uint8Array[] = [];
+  /** Page deltas against the base image, when one was given (null: none, or not a database). */
+  private deltas: DeltaHints | null = null;
 
   constructor(m: ChunkMessage & { kind: "file" }) {
     this.id = m.session;
@@ -147,9 +155,15 @@ class FileSession {
 
   private async run(): Promise<void> {
     try {
-      const { pageSize } = this.stripe;
+      const { pageSize, baseImage, start } = this.stripe;
       const fixed = pageSize ? ({ kind: "pages", pageSize } as const) : undefined;
-      for await (const chunk of chunkStream(this.read(), keys.gear, undefined, fixed)) {
+      const onMode = (mode: ChunkingMode) => {
+        if (baseImage && mode.kind === "pages") {
+          this.deltas = DeltaHints.open(baseImage, mode.pageSize, start ?? 0);
+        }
+      };
+      if (fixed) onMode(fixed);
+      for await (const chunk of chunkStream(this.read(), keys.gear, onMode, fixed)) {
         if (this.aborted) break;
         if (this.used + chunk.length > this.out.length) {
           this.send(false);
@@ -158,6 +172,8 @@ class FileSession {
         }
         this.out.set(chunk, this.used);
         this.used += chunk.length;
+        // After any send above: a batch's hints are those of its own chunks.
+        this.deltas?.add(chunk);
         this.lengths.push(chunk.length);
         this.ids.push(blobId(p, keys.id, BLOB_DATA, chunk));
       }
@@ -166,6 +182,7 @@ class FileSession {
       const reply: ChunksMessage = { kind: "chunks", session: this.id, error: workerError(err) };
       port.postMessage(reply);
     } finally {
+      this.deltas?.close();
       sessions.delete(this.id);
     }
   }
@@ -177,6 +194,7 @@ class FileSession {
     const ids = new Uint8Array(32 * n);
     for (let k = 0; k < n; k++) ids.set(this.ids[k], 32 * k);
     const lengths = Uint32Array.from(this.lengths);
+    const deltas = n > 0 ? this.deltas?.take() : undefined;
     const reply: ChunksMessage = {
       kind: "chunks",
       session: this.id,
@@ -184,9 +202,15 @@ class FileSession {
       length: this.used,
       lengths,
       ids,
+      ...(deltas ? { deltas } : {}),
       done,
     };
     const transfer: ArrayBuffer[] = [lengths.buffer, ids.buffer];
+    if (deltas) {
+      for (const a of [deltas.at, deltas.baseIds, deltas.deltaIds, deltas.xors]) {
+        transfer.push(a.buffer as ArrayBuffer);
+      }
+    }
     if (n > 0) transfer.push(this.out.buffer as ArrayBuffer);
     port.postMessage(reply, transfer);
     if (n > 0) {
@@ -197,6 +221,111 @@ class FileSession {
     this.lengths = [];
     this.ids = [];
   }
+}
+
+/**
+ * Page deltas of a database's pages against its base image, worked out as the pages are cut
+ * (see PageDeltaHints): the XOR with the image's bytes at the page's offset, and when it pays,
+ * the keyed IDs of the image's page and of the delta. The image is read here in windows, with
+ * synchronous reads (this thread has nothing else to do meanwhile). An image that cannot be
+ * read gives no deltas, never an error: the engine then stores whole pages.
+ */
+class DeltaHints {
+  private readonly fd: number;
+  private readonly pageSize: number;
+  /** File offset of the next page. */
+  private pos: number;
+  private window = new Uint8Array(IMAGE_WINDOW_BYTES);
+  private windowStart = 0;
+  private windowEnd = 0;
+  private at: number[] = [];
+  private baseIds: Uint8Array[] = [];
+  private deltaIds: Uint8Array[] = [];
+  private xors = new Uint8Array(0);
+  private count = 0;
+
+  private constructor(fd: number, pageSize: number, start: number) {
+    this.fd = fd;
+    this.pageSize = pageSize;
+    this.pos = start;
+  }
+
+  static open(path: string, pageSize: number, start: number): DeltaHints | null {
+    try {
+      return new DeltaHints(openSync(path, "r"), pageSize, start);
+    } catch {
+      return null;
+    }
+  }
+
+  /** The next chunk of the file, a page (or the last, shorter piece). */
+  add(page: Uint8Array): void {
+    const at = this.pos;
+    this.pos += page.length;
+    const old = page.length === this.pageSize ? this.imageAt(at) : undefined;
+    const n = this.pageSize;
+    if (old) {
+      if (this.xors.length < (this.count + 1) * n) {
+        const grown = new Uint8Array(Math.max(64 * n, 2 * this.xors.length));
+        grown.set(this.xors.subarray(0, this.count * n));
+        this.xors = grown;
+      }
+      const xor = this.xors.subarray(this.count * n, (this.count + 1) * n);
+      if (deltaPays(xorInto(xor, page, old), n)) {
+        this.at.push(this.count++);
+        this.baseIds.push(blobId(p, keys.id, BLOB_DATA, old));
+        this.deltaIds.push(blobId(p, keys.id, BLOB_DELTA, xor));
+        return;
+      }
+    }
+    this.at.push(-1);
+  }
+
+  /** The hints of the pages added since the last call, to send with their batch. */
+  take(): PageDeltaHints {
+    const n = this.pageSize;
+    const hints = {
+      at: Int32Array.from(this.at),
+      baseIds: join(this.baseIds),
+      deltaIds: join(this.deltaIds),
+      xors: this.xors.slice(0, this.count * n),
+    };
+    this.at = [];
+    this.baseIds = [];
+    this.deltaIds = [];
+    this.count = 0;
+    return hints;
+  }
+
+  close(): void {
+    try {
+      closeSync(this.fd);
+    } catch {}
+  }
+
+  /** The image's page at file offset `at`, or undefined past its end or on a read error. */
+  private imageAt(at: number): Uint8Array | undefined {
+    const n = this.pageSize;
+    if (at < this.windowStart || at + n > this.windowEnd) {
+      try {
+        this.windowStart = at;
+        this.windowEnd = at + readSync(this.fd, this.window, 0, this.window.length, at);
+      } catch {
+        this.windowEnd = at;
+      }
+      if (at + n > this.windowEnd) return undefined;
+    }
+    return this.window.subarray(at - this.windowStart, at - this.windowStart + n);
+  }
+}
+
+/** Bytes of the base image read at once by DeltaHints. */
+const IMAGE_WINDOW_BYTES = 1024 * 1024;
+
+function join(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(32 * parts.length);
+  for (let i = 0; i < parts.length; i++) out.set(parts[i], 32 * i);
+  return out;
 }
 
 const sessions = new Map<number, FileSession>();
