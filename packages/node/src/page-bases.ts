@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { constants } from "node:fs";
-import { mkdir, open } from "node:fs/promises";
+import { type FileHandle, mkdir, open } from "node:fs/promises";
 import { join } from "node:path";
 import type { PageBaseImage, PageBaseStore } from "@locket/core";
 
@@ -24,8 +24,14 @@ export class FsPageBaseStore implements PageBaseStore {
   }
 
   async open(path: string): Promise<PageBaseImage> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    const fh = await open(this.imagePath(path), constants.O_RDWR | constants.O_CREAT, 0o600);
+    let fh: FileHandle;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      fh = await open(this.imagePath(path), constants.O_RDWR | constants.O_CREAT, 0o600);
+    } catch {
+      // A cache that cannot be opened (read-only, full, not a folder) costs whole pages only.
+      return NO_IMAGE;
+    }
     // A failed write (a full disk) leaves the image stale where it failed, which the next backup
     // detects page by page; it must not fail this backup, so later writes are skipped instead.
     let writable = true;
@@ -65,3 +71,10 @@ export class FsPageBaseStore implements PageBaseStore {
     };
   }
 }
+
+/** An image that holds nothing and keeps nothing. */
+const NO_IMAGE: PageBaseImage = {
+  read: async () => new Uint8Array(0),
+  write: async () => {},
+  close: async () => {},
+};

@@ -4,7 +4,7 @@
  * restores them byte for byte.
  */
 import assert from "node:assert/strict";
-import { copyFile, readdir, stat } from "node:fs/promises";
+import { copyFile, readdir, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, test } from "node:test";
 import { MemoryPageBaseStore, type PageBaseStore } from "@locket/core";
@@ -53,6 +53,15 @@ for (const [name, make] of stores) {
     });
   });
 }
+
+test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, not an error", async (t) => {
+  const dir = await scratch(t, "bases");
+  await writeFile(join(dir, "file"), "not a folder");
+  const image = await new FsPageBaseStore(join(dir, "file", "pages")).open("chat.db");
+  await image.write(0, Uint8Array.of(1, 2, 3));
+  assert.equal((await image.read(0, 3)).length, 0);
+  await image.close();
+});
 
 interface BackupJson {
   readonly summary: { readonly addedBytes: number };
