@@ -110,6 +110,36 @@ export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Writes `a XOR b` into `out` (all of one length, a multiple of 4) and returns how many of its
+ * 4-byte words are not zero. Word by word where the views allow it: a byte loop over every
+ * changed page took a tenth of a day's backup (page deltas, SPEC §6).
+ */
+export function xorInto(out: Uint8Array, a: Uint8Array, b: Uint8Array): number {
+  let changed = 0;
+  if ((a.byteOffset | b.byteOffset | out.byteOffset) % 4 === 0) {
+    const n = out.length >> 2;
+    const o = new Uint32Array(out.buffer, out.byteOffset, n);
+    const x = new Uint32Array(a.buffer, a.byteOffset, n);
+    const y = new Uint32Array(b.buffer, b.byteOffset, n);
+    for (let i = 0; i < n; i++) {
+      const w = x[i] ^ y[i];
+      o[i] = w;
+      if (w !== 0) changed++;
+    }
+    return changed;
+  }
+  for (let i = 0; i < out.length; i += 4) {
+    let w = 0;
+    for (let k = i; k < i + 4; k++) {
+      out[k] = a[k] ^ b[k];
+      w |= out[k];
+    }
+    if (w !== 0) changed++;
+  }
+  return changed;
+}
+
 /** A growable byte buffer for building binary formats. */
 export class ByteWriter {
   private buf: Uint8Array;

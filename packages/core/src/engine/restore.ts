@@ -1,4 +1,5 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
+import { xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
@@ -114,7 +115,7 @@ function applyDelta(delta: Uint8Array, base: Uint8Array, id: string, path: strin
     );
   }
   const out = new Uint8Array(delta.length);
-  for (let i = 0; i < out.length; i++) out[i] = delta[i] ^ base[i];
+  xorInto(out, delta, base);
   return out;
 }
 

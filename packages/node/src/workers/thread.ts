@@ -10,6 +10,7 @@ import {
   blobId,
   type ChunkingMode,
   chunkStream,
+  concat,
   deltaPays,
   deriveKeys,
   LocketError,
@@ -286,8 +287,8 @@ class DeltaHints {
     const n = this.pageSize;
     const hints = {
       at: Int32Array.from(this.at),
-      baseIds: join(this.baseIds),
-      deltaIds: join(this.deltaIds),
+      baseIds: concat(...this.baseIds),
+      deltaIds: concat(...this.deltaIds),
       xors: this.xors.slice(0, this.count * n),
     };
     this.at = [];
@@ -321,12 +322,6 @@ class DeltaHints {
 
 /** Bytes of the base image read at once by DeltaHints. */
 const IMAGE_WINDOW_BYTES = 1024 * 1024;
-
-function join(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(32 * parts.length);
-  for (let i = 0; i < parts.length; i++) out.set(parts[i], 32 * i);
-  return out;
-}
 
 const sessions = new Map<number, FileSession>();
 
