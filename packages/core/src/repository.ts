@@ -121,7 +121,7 @@ export class Repository {
   /** Forgotten snapshots' IDs and sequence numbers. */
   private readonly forgottenSnapshots = new Map<string, number>();
   private readonly loadedIndexFiles: string[] = [];
-  private indexLoad?: Promise<IndexedPack[]>;
+  private indexLoad?: Promise<void>;
   private readonly segments = new Map<string, CachedSegment>();
   private opener: SegmentOpener;
   private segmentBytes = 0;
@@ -250,20 +250,59 @@ export class Repository {
   }
 
   /**
-   * Loads every index file into memory, once (later calls return the first result). Returns the
-   * live packs.
+   * Loads every index file into the in-memory index, once (later calls wait for the first).
+   * Nothing of the files is kept but the index itself: their parsed entries (an object and an ID
+   * view per blob, 26 MB for 150 k blobs) made every garbage collection of a restore trace them.
    * @throws {IntegrityError} when an index file is damaged.
    */
-  loadIndex(): Promise<IndexedPack[]> {
-    this.indexLoad ??= (async () => {
-      const files: { name: string; file: IndexFile }[] = [];
-      for await (const { name } of this.storage.list("index")) {
-        const bytes = await this.loadVerified("index", name);
-        files.push({ name, file: await openIndex(this.p, this.keys, bytes, `index/${name}`) });
-      }
-      return this.applyIndexFiles(files);
-    })();
+  loadIndex(): Promise<void> {
+    this.indexLoad ??= this.readIndexFiles().then((files) => {
+      this.applyIndexFiles(files);
+    });
     return this.indexLoad;
+  }
+
+  /**
+   * The live packs with their entries, each pack once (what `prune` and `stats` walk). Loads the
+   * index when it is not loaded yet; otherwise reads the index files it was loaded from again.
+   * @throws {IntegrityError} when an index file is damaged.
+   */
+  async livePacks(): Promise<IndexedPack[]> {
+    if (this.indexLoad) {
+      await this.indexLoad;
+      const files = await this.readIndexFiles(this.loadedIndexFiles);
+      const seen = new Set<string>();
+      const live: IndexedPack[] = [];
+      for (const { file } of files) {
+        for (const pack of file.packs) {
+          const name = toHex(pack.packId);
+          if (this.condemnedPacks.has(name) || seen.has(name)) continue;
+          seen.add(name);
+          live.push(pack);
+        }
+      }
+      return live;
+    }
+    let live: IndexedPack[] = [];
+    this.indexLoad = this.readIndexFiles().then((files) => {
+      live = this.applyIndexFiles(files);
+    });
+    await this.indexLoad;
+    return live;
+  }
+
+  /** Index files, verified and opened: the ones named, or every one in storage. */
+  private async readIndexFiles(
+    names?: readonly string[],
+  ): Promise<{ name: string; file: IndexFile }[]> {
+    const files: { name: string; file: IndexFile }[] = [];
+    const open = async (name: string) => {
+      const bytes = await this.loadVerified("index", name);
+      files.push({ name, file: await openIndex(this.p, this.keys, bytes, `index/${name}`) });
+    };
+    if (names) for (const name of [...names]) await open(name);
+    else for await (const { name } of this.storage.list("index")) await open(name);
+    return files;
   }
 
   /**

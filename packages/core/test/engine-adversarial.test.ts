@@ -92,7 +92,7 @@ async function refOf(repo: Repository, id: string): Promise<SnapshotRef> {
 /** The pack's segments, with the blob types each holds. */
 async function segmentsOf(storage: MemoryStorage, pack: string) {
   const repo = await Repository.open(storage, p, KEY);
-  const entries = (await repo.loadIndex())
+  const entries = (await repo.livePacks())
     .filter((ip) => toHex(ip.packId) === pack)
     .flatMap((ip) => ip.entries);
   const byOffset = new Map<number, { offset: number; length: number; types: Set<BlobType> }>();
@@ -358,7 +358,7 @@ describe("damaged data packs", () => {
 
   it("an index entry forged to point at another blob's bytes fails as swapped data", async () => {
     const { storage, repo, spec, result, index, pack } = await setup();
-    const packs = await (await Repository.open(storage, p, KEY)).loadIndex();
+    const packs = await (await Repository.open(storage, p, KEY)).livePacks();
     const entries = packs[0].entries.map((e) => ({ ...e }));
     const data = entries.filter((e) => e.type === BLOB_DATA);
     const [x, y] = [data[0], data[1]];
@@ -374,7 +374,7 @@ describe("an index that lost a data blob", () => {
   it("check names every file of every snapshot that needs it, listed inline or in a list blob", async () => {
     const { storage, repo, spec, index } = await setup();
     await run(repo, { ...spec, "copy.db": spec["chat.db"] }); // a second snapshot, same pages
-    const packs = await (await Repository.open(storage, p, KEY)).loadIndex();
+    const packs = await (await Repository.open(storage, p, KEY)).livePacks();
     // The database's first page: every snapshot's chat.db and the second one's copy.db need it.
     const r = await reader(storage);
     const snap = await r.findSnapshot("latest");

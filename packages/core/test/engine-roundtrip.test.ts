@@ -67,7 +67,7 @@ async function roundTrip(spec: Spec, blockSize?: number) {
 async function blobTypes(storage: MemoryStorage): Promise<Map<string, BlobType>> {
   const repo = await Repository.open(storage, p, KEY);
   const out = new Map<string, BlobType>();
-  for (const pack of await repo.loadIndex()) {
+  for (const pack of await repo.livePacks()) {
     for (const e of pack.entries) out.set(toHex(e.id), e.type);
   }
   return out;
@@ -179,7 +179,7 @@ describe("backup → restore round trip", () => {
 
     // pages + lists + one root tree, and every data blob is one page.
     assert.equal(result.snapshot.summary.newBlobs, pages + lists + 1);
-    const packs = await reader.loadIndex();
+    const packs = await reader.livePacks();
     const dataEntries = packs.flatMap((pk) => pk.entries).filter((e) => e.type === BLOB_DATA);
     assert.equal(dataEntries.length, pages);
     for (const e of dataEntries) assert.equal(e.length, SQLITE_PAGE);

@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
+import { toHex } from "../src/bytes.ts";
 import { backup } from "../src/engine/backup.ts";
 import { check } from "../src/engine/check.ts";
 import { applyRetention, forget } from "../src/engine/forget.ts";
@@ -525,11 +526,32 @@ describe("prune", () => {
     const { storage, specs, ids } = await forgottenRepo();
     // As a prune stopped before removing the old index files leaves it: every pack listed twice.
     const repo = await open(storage);
-    await repo.saveIndex(await repo.loadIndex());
+    await repo.saveIndex(await repo.livePacks());
     const r = await prune(await open(storage), { keepDeleteMs: 0 });
     assert.ok(r.deletedPacks > 0);
     await restoresExactly(storage, ids[2], specs[2]);
     await assertClean(storage);
+  });
+
+  it("livePacks lists the same packs whether the index was loaded before or not", async () => {
+    const { storage } = await forgottenRepo();
+    const t0 = Date.now();
+    // Condemned packs, and every live pack listed by two index files.
+    const first = await prune(await open(storage), { now: () => new Date(t0) });
+    assert.ok(first.condemnedPacks + first.repackedPacks > 0);
+    const doubled = await open(storage);
+    await doubled.saveIndex(await doubled.livePacks());
+    const summary = (packs: { packId: Uint8Array; entries: readonly unknown[] }[]) =>
+      packs.map((pk) => `${toHex(pk.packId)}:${pk.entries.length}`).sort();
+    const fresh = summary(await (await open(storage)).livePacks());
+    const loaded = await open(storage);
+    await loaded.loadIndex();
+    assert.deepEqual(summary(await loaded.livePacks()), fresh);
+    assert.equal(new Set(fresh).size, fresh.length, "each pack once");
+    for (const name of loaded.condemned.keys()) {
+      assert.ok(!fresh.some((f) => f.startsWith(name)), "no condemned pack");
+    }
+    assert.ok(loaded.condemned.size > 0);
   });
 
   it("dry run changes nothing", async () => {

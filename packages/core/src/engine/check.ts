@@ -100,18 +100,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   const warnings: CheckProblem[] = [];
   const { p, keys, storage } = repo;
 
-  let indexFiles = 0;
-  const opened: { name: string; file: IndexFile }[] = [];
-  for await (const { name } of storage.list("index")) {
-    indexFiles++;
-    try {
-      const bytes = await repo.loadVerified("index", name);
-      opened.push({ name, file: await openIndex(p, keys, bytes, `index/${name}`) });
-    } catch (err) {
-      errors.push(problem(err, `index/${name}`));
-    }
-  }
-  repo.applyIndexFiles(opened);
+  const indexFiles = await loadIndexFiles(repo, errors);
 
   const stored = new Map<string, number>();
   for await (const { name, size } of storage.list("data")) stored.set(name, size);
@@ -268,4 +257,25 @@ async function checkTree(
       });
     }
   }
+}
+
+/**
+ * Opens every index file into the repository's in-memory index, recording each damaged one in
+ * `errors`; returns how many there are. A function of its own so that the opened files are not
+ * kept alive (and traced by every garbage collection) through the rest of a long check.
+ */
+async function loadIndexFiles(repo: Repository, errors: CheckProblem[]): Promise<number> {
+  let count = 0;
+  const opened: { name: string; file: IndexFile }[] = [];
+  for await (const { name } of repo.storage.list("index")) {
+    count++;
+    try {
+      const bytes = await repo.loadVerified("index", name);
+      opened.push({ name, file: await openIndex(repo.p, repo.keys, bytes, `index/${name}`) });
+    } catch (err) {
+      errors.push(problem(err, `index/${name}`));
+    }
+  }
+  repo.applyIndexFiles(opened);
+  return count;
 }

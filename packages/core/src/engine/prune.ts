@@ -98,7 +98,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   if (!(maxUnused >= 0 && maxUnused <= 1)) throw new UsageError("maxUnused must be from 0 to 1");
   const started = Date.now();
 
-  const live = await repo.loadIndex();
+  const live = await repo.livePacks();
   const indexFiles = [...repo.indexFiles];
   const snapshots = await repo.checkedSnapshots(opts.minSeq ?? 0);
   const stored = new Map<string, number>();
@@ -138,7 +138,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const partly: { pack: IndexedPack; name: string; mine: PackEntry[]; unused: number }[] = [];
   let usedBytes = 0;
   let partlyUnused = 0;
-  // loadIndex lists each live pack once, even when several index files name it.
+  // livePacks lists each live pack once, even when several index files name it.
   for (const pack of live) {
     const name = toHex(pack.packId);
     if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below

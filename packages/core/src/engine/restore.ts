@@ -84,8 +84,11 @@ export async function* readFiles(
   const reads = new BlobReads(repo, ids.flat());
   for (let f = 0; f < files.length; f++) {
     const { node, path } = files[f];
+    const fileIds = ids[f];
+    // Let go of what is read: every garbage collection during the restore traces what is kept.
+    ids[f] = [];
     let size = 0;
-    for (const { id, base } of repo.entriesOf(ids[f], path)) {
+    for (const { id, base } of repo.entriesOf(fileIds, path)) {
       const next = reads.next(id, base === undefined ? BLOB_DATA : BLOB_DELTA);
       let chunk = next instanceof Uint8Array ? next : await next;
       if (base !== undefined)
@@ -158,6 +161,7 @@ function decodedBound(s: SegmentRead): number {
  */
 export class BlobReads {
   private readonly repo: Repository;
+  /** Runs of segments to fetch, in order; each is dropped once requested. */
   private readonly runs: SegmentRead[][];
   /** For each run, the bytes of the segments planned before its first one. */
   private readonly runBefore: number[] = [];
@@ -201,7 +205,9 @@ export class BlobReads {
     if (planned >= 0) this.segment = planned;
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
-      this.repo.prefetchRun(this.runs[this.nextRun++]);
+      const run = this.runs[this.nextRun];
+      this.runs[this.nextRun++] = [];
+      this.repo.prefetchRun(run);
     }
     return this.repo.readyBlob(id, type) ?? this.repo.loadBlob(id, type);
   }

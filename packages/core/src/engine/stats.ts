@@ -23,7 +23,7 @@ export interface RepoStats {
  * listing; nothing is downloaded beyond what opening the repository reads.
  */
 export async function stats(repo: Repository): Promise<RepoStats> {
-  const indexed = await repo.loadIndex();
+  const indexed = await repo.livePacks();
   const snaps = await repo.snapshots();
   let uniqueBytes = 0;
   let blobs = 0;
