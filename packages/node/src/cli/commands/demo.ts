@@ -15,6 +15,7 @@ import {
 } from "@locket/core";
 import type { RunningVault } from "@locket/vault/server";
 import { diffTrees } from "../../compare.ts";
+import { FsPageBaseStore } from "../../page-bases.ts";
 import { nodePrimitives } from "../../primitives.ts";
 import { restoreToDir } from "../../restore.ts";
 import { fsSource } from "../../source.ts";
@@ -93,7 +94,15 @@ Options:
 
       const paths = [join(data, "chat.db"), join(data, "Media")];
       step(4, "First backup");
-      const first = await runBackup(repo, await fsSource(paths), { host: "demo", paths });
+      // The device's page bases (design.md, "Page deltas") live in the demo's folder, not in the
+      // user's cache: the second backup stores changed database pages as deltas against them.
+      const pageBases =
+        ctx.env.LOCKET_PAGE_DELTAS === "0" ? undefined : new FsPageBaseStore(join(dir, "pages"));
+      const first = await runBackup(repo, await fsSource(paths), {
+        host: "demo",
+        paths,
+        pageBases,
+      });
       const s1 = first.snapshot.summary;
       ctx.say(
         `   ${s1.files} files, ${bytes(s1.bytes)} read in ${seconds(s1.durationMs)}; ${bytes(s1.addedBytes)} stored (compressed, encrypted)`,
@@ -114,6 +123,7 @@ Options:
       const second = await runBackup(repo2, await fsSource(paths), {
         host: "demo",
         paths,
+        pageBases,
         onProgress: (pr) => {
           if (pr.current === "chat.db") dbNewBytes = pr.newBytes;
         },
