@@ -1,18 +1,20 @@
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 import type { AeadKey, Primitives } from "./primitives.ts";
+import { zstdDecompressJs } from "./zstd-js.ts";
 
 // WebCrypto wants ArrayBuffer-backed views; TypeScript 5.9 types Uint8Array generically.
 const ab = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
 
 /**
  * Primitives from the Web platform: WebCrypto for AES-GCM, HKDF and randomness, @noble/hashes for
- * synchronous SHA-256 and HMAC. No zstd compressor (backups written here store segments
- * uncompressed, which the format allows); decompression must be supplied by the caller through
- * `zstdDecompress` until a WASM decoder is added.
+ * synchronous SHA-256 and HMAC, and fzstd (plain JavaScript) to decompress zstd, so a browser
+ * restores what a device backed up with zstd. No zstd compressor by default: backups written
+ * here store segments uncompressed, which the format allows. `zstd` replaces either half (a
+ * WASM or native zstd, where the platform has one).
  */
 export function webPrimitives(
-  zstd?: Pick<Primitives, "zstdCompress" | "zstdDecompress">,
+  zstd?: Partial<Pick<Primitives, "zstdCompress" | "zstdDecompress">>,
 ): Primitives {
   const subtle = globalThis.crypto.subtle;
   return {
@@ -67,11 +69,7 @@ export function webPrimitives(
       for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
       return d === 0;
     },
-    zstdCompress: zstd ? zstd.zstdCompress : () => null,
-    zstdDecompress:
-      zstd?.zstdDecompress ??
-      (() => {
-        throw new Error("no zstd decompressor in this environment");
-      }),
+    zstdCompress: zstd?.zstdCompress ?? (() => null),
+    zstdDecompress: zstd?.zstdDecompress ?? zstdDecompressJs,
   };
 }

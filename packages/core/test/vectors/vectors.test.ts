@@ -231,11 +231,8 @@ function sha256Ctr(seed: Uint8Array, length: number): Uint8Array {
 
 const PRIMITIVES: readonly (readonly [string, Primitives])[] = [
   ["node", nodePrimitives],
-  // No compressor (as in a browser); zstd decoding borrowed from Node for the zstd vectors.
-  [
-    "web",
-    webPrimitives({ zstdCompress: () => null, zstdDecompress: nodePrimitives.zstdDecompress }),
-  ],
+  // As in a browser: no compressor, zstd decoded in JavaScript (fzstd).
+  ["web", webPrimitives()],
 ];
 
 /** `base` whose randomBytes returns `nonces` in order (12 bytes each) and without a compressor. */
