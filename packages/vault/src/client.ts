@@ -9,6 +9,7 @@ import {
 } from "@locket/core";
 import * as opaque from "@serenity-kit/opaque";
 import {
+  checkEnvelope,
   DEFAULT_KEY_STRETCHING,
   type Envelope,
   type KeyStretching,
@@ -105,6 +106,8 @@ export class VaultClient {
     guessLimit?: number,
   ): Promise<{ guessLimit: number }> {
     if (password.length === 0) throw new UsageError("the password must not be empty");
+    // Refuse a bad envelope before the vault replaces any earlier record.
+    checkEnvelope(envelope);
     await opaque.ready;
     const keyStretching = this.opts.keyStretching ?? DEFAULT_KEY_STRETCHING;
     const { clientRegistrationState, registrationRequest } = opaque.client.startRegistration({

@@ -1,4 +1,13 @@
-import { fromHex, fromUtf8, open, type Primitives, seal, toHex, utf8 } from "@locket/core";
+import {
+  fromHex,
+  fromUtf8,
+  open,
+  type Primitives,
+  seal,
+  toHex,
+  UsageError,
+  utf8,
+} from "@locket/core";
 
 /**
  * What the client stores in the vault besides the OPAQUE record (SPEC.md "Key vault"): the
@@ -99,12 +108,33 @@ async function wrapKey(p: Primitives, exportKey: string) {
   );
 }
 
-/** Seals the envelope under the export key. */
+/**
+ * Checks that `env` is what `unwrapRootKey` accepts: a 32-byte root key and a repository ID of
+ * 32 hex digits (`Repository.config.id`). A record sealing anything else could never be recovered.
+ * @throws {UsageError} when it is not.
+ */
+export function checkEnvelope(env: Envelope): void {
+  if (!(env?.rootKey instanceof Uint8Array) || env.rootKey.length !== 32) {
+    throw new UsageError("the root key to enrol must be 32 bytes");
+  }
+  if (typeof env.repoId !== "string" || !/^[0-9a-f]{32}$/.test(env.repoId)) {
+    const got = JSON.stringify(String(env.repoId)).slice(0, 80);
+    throw new UsageError(
+      `the repository ID to enrol must be 32 lowercase hex digits (Repository.config.id), got ${got}`,
+    );
+  }
+}
+
+/**
+ * Seals the envelope under the export key.
+ * @throws {UsageError} when the envelope fails checkEnvelope.
+ */
 export async function wrapRootKey(
   p: Primitives,
   exportKey: string,
   env: Envelope,
 ): Promise<string> {
+  checkEnvelope(env);
   const plain = utf8(
     JSON.stringify({ version: 1, rootKey: toHex(env.rootKey), repoId: env.repoId }),
   );

@@ -204,6 +204,24 @@ describe("vault", () => {
     assert.deepEqual((await c.recover("new")).rootKey, ENVELOPE.rootKey);
   });
 
+  it("an envelope that could never be recovered is refused before the earlier record is replaced", async () => {
+    const h = await harness();
+    const c = await h.client("ivan");
+    await c.enroll("kept", ENVELOPE);
+    const bad = [
+      { ...ENVELOPE, repoId: "my-repo" },
+      { ...ENVELOPE, repoId: ENVELOPE.repoId.toUpperCase() },
+      { ...ENVELOPE, rootKey: new Uint8Array(31) },
+    ];
+    for (const env of bad) {
+      const sent = h.captured.length;
+      const err = await expectCode(c.enroll("lost", env), "usage");
+      assert.match(err.message, /repository ID|root key/);
+      assert.equal(h.captured.length, sent, "nothing was sent to the vault");
+    }
+    assert.deepEqual((await c.recover("kept")).rootKey, ENVELOPE.rootKey);
+  });
+
   it("disable deletes the record", async () => {
     const h = await harness();
     const c = await h.client("ivan");
