@@ -84,8 +84,8 @@ export interface PruneReport {
  *    forgotten snapshots; new index files (live packs, condemned packs with their time, the
  *    forgotten records still needed); only then removal of the index files it read.
  *
- * Index files that appear while it runs (a concurrent backup's) are left alone. Two prunes must
- * not run at once.
+ * Index files that appear while it runs (a concurrent backup's or prune's) are left alone, so
+ * two prunes may run at once: they lose nothing, only repeat work (docs/design.md).
  * @throws {RollbackError} when storage hides snapshots: pruning then would delete their data.
  * @throws {IntegrityError} when a snapshot needs a blob no pack holds (run `check`); nothing is
  *   changed then.

@@ -32,7 +32,8 @@ It never locks out backups, in two phases:
      ran alongside the first phase has come to need one again (then it is kept).
 
 So a daily prune frees yesterday's condemned packs. A prune stopped at any point (crash, ^C,
-network loss) loses nothing and the next one finishes the job. Do not run two prunes at once.
+network loss) loses nothing and the next one finishes the job. No lock: backups, restores and
+even another prune may run meanwhile.
 
 Options:
       --keep-delete DURATION  how long condemned packs wait before deletion (default 24h;
