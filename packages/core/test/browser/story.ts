@@ -15,12 +15,20 @@ import {
   type Primitives,
   parseRecoveryKey,
   Repository,
-  readFiles,
-  type SourceEntry,
   toHex,
-  walk,
   webPrimitives,
 } from "../../src/index.ts";
+import {
+  check1,
+  database,
+  type Files,
+  noise,
+  restore,
+  runAndReport,
+  sameBytes,
+  source,
+  step,
+} from "./harness.ts";
 
 /** What the runner serves at /fixture.json: a repository a Node device wrote. */
 interface Fixture {
@@ -32,96 +40,7 @@ interface Fixture {
   readonly vault: { readonly url: string; readonly token: string };
 }
 
-interface Step {
-  readonly name: string;
-  readonly ok: boolean;
-  readonly detail: string;
-  readonly ms: number;
-}
-
 const p = webPrimitives();
-const steps: Step[] = [];
-
-async function step(name: string, fn: () => Promise<string>): Promise<void> {
-  const start = performance.now();
-  let ok = true;
-  let detail: string;
-  try {
-    detail = await fn();
-  } catch (err) {
-    ok = false;
-    detail = (err as Error)?.stack ?? String(err);
-  }
-  steps.push({ name, ok, detail, ms: Math.round(performance.now() - start) });
-}
-
-function check1(cond: unknown, message: string): asserts cond {
-  if (!cond) throw new Error(message);
-}
-
-/** Deterministic bytes (xorshift32). */
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let x = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    out[i] = x & 0xff;
-  }
-  return out;
-}
-
-/** A file shaped like a SQLite database (its header and 4 KiB pages), so it is cut by pages. */
-function database(pages: number, seed: number): Uint8Array {
-  const db = noise(pages * 4096, seed);
-  db.set(new TextEncoder().encode("SQLite format 3\0"), 0);
-  db[16] = 0x10; // page size 4096, big-endian
-  db[17] = 0x00;
-  return db;
-}
-
-type Files = Record<string, Uint8Array>;
-
-function source(files: Files): SourceEntry[] {
-  return Object.entries(files).map(([name, data]) => ({
-    type: "file",
-    name,
-    mode: 0o644,
-    mtimeMs: 1_700_000_000_000,
-    size: data.length,
-    async *open() {
-      for (let o = 0; o < data.length; o += 65536) yield data.subarray(o, o + 65536);
-    },
-  }));
-}
-
-/** Every file of snapshot `ref` (the latest when omitted), read and verified, by path. */
-async function restore(repo: Repository): Promise<Map<string, Uint8Array>> {
-  const ref = await repo.findSnapshot("latest");
-  const entries = [];
-  for await (const e of walk(repo, ref.snapshot.tree)) {
-    if (e.node.type === "file") entries.push({ node: e.node, path: e.path.join("/") });
-  }
-  const parts = entries.map(() => [] as Uint8Array[]);
-  for await (const ev of readFiles(repo, entries))
-    if (!ev.done) parts[ev.file].push(ev.chunk.slice());
-  const out = new Map<string, Uint8Array>();
-  entries.forEach((e, i) => {
-    const all = new Uint8Array(parts[i].reduce((n, c) => n + c.length, 0));
-    let o = 0;
-    for (const c of parts[i]) {
-      all.set(c, o);
-      o += c.length;
-    }
-    out.set(e.path, all);
-  });
-  return out;
-}
-
-function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
-  return a !== undefined && a.length === b.length && a.every((x, i) => x === b[i]);
-}
 
 async function run(): Promise<void> {
   await step("a real browser, without Node", async () => {
@@ -270,9 +189,4 @@ async function names(storage: MemoryStorage, kind: ObjectKind): Promise<string[]
   return out;
 }
 
-try {
-  await run();
-} catch (err) {
-  steps.push({ name: "the story", ok: false, detail: (err as Error)?.stack ?? String(err), ms: 0 });
-}
-await fetch("/result", { method: "POST", body: JSON.stringify(steps) });
+await runAndReport(run);

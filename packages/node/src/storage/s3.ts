@@ -221,6 +221,10 @@ export class S3Storage implements Storage {
         connectionTimeout: Math.min(this.#timeoutMs, 10_000),
         httpAgent: { keepAlive: true, maxSockets: concurrency },
         httpsAgent: { keepAlive: true, maxSockets: concurrency },
+        // Browsers (fetch): keep objects out of the HTTP cache. They are immutable and read
+        // once, and Chromium's revalidation of a cached range got RGW's 304, which carries no
+        // CORS headers, so the read failed as a CORS error (1 run in 5 of the browser test).
+        cache: "no-store",
       },
     });
   }
@@ -765,6 +769,15 @@ export class S3Storage implements Storage {
         { cause: err },
       );
     }
+    if (isBrowserFetchFailure(err)) {
+      return new StorageError(
+        `S3 ${op} ${where} failed in the browser (${(err as Error).message}; endpoint ` +
+          `${this.#endpoint})${tries}: the server is unreachable, or its answer had no CORS ` +
+          "headers for this page's origin: check the bucket's CORS policy (docs/operations.md); " +
+          "Ceph RGW leaves them off a 403 for unknown credentials, so check those too",
+        { cause: err },
+      );
+    }
     const reason = errorCode(err) ?? (err instanceof Error ? err.message : String(err));
     return new StorageError(
       `S3 ${op} ${where} failed: ${reason} (endpoint ${this.#endpoint})${tries}`,
@@ -920,6 +933,17 @@ function isTransient(err: unknown): boolean {
   return (
     name === "TimeoutError" ||
     /socket hang up|network|fetch failed|failed to fetch|aborted|premature close/i.test(message)
+  );
+}
+
+/**
+ * A failure of a browser's fetch: a TypeError with no errno code ("Failed to fetch" in Chromium,
+ * "NetworkError when attempting to fetch resource." in Firefox, "Load failed" in Safari). The
+ * page cannot tell a network failure from an answer its CORS rules hide.
+ */
+function isBrowserFetchFailure(err: unknown): boolean {
+  return (
+    err instanceof TypeError && errorCode(err) === "TypeError" && httpStatus(err) === undefined
   );
 }
 
