@@ -169,7 +169,12 @@ export async function runInChromium(run: ChromiumRun): Promise<Report> {
     ];
     log(`${chromium} (${spawnSync(chromium, ["--version"], { encoding: "utf8" }).stdout.trim()})`);
     // Its own process group, so the renderers and the GPU process are killed with it.
-    const child = spawn(chromium, args, { stdio: ["ignore", "ignore", "pipe"], detached: true });
+    // TMPDIR in the profile, so Chromium's scratch folders go with it.
+    const child = spawn(chromium, args, {
+      stdio: ["ignore", "ignore", "pipe"],
+      detached: true,
+      env: { ...process.env, TMPDIR: profile },
+    });
     browser = child;
     let stderr = "";
     child.stderr?.on("data", (c: Buffer) => {
