@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm run test:s3`: brings up a throwaway Ceph RADOS Gateway (scripts/ceph-s3.sh), runs the S3
 # test files against it one at a time, and tears the cluster down by PID on every exit (tests
-# passing or failing, Ctrl-C), so nothing is left running.
+# passing or failing, Ctrl-C), so nothing is left running. browser.test.ts runs the S3 backend in
+# headless Chromium, found or installed as for `npm run test:browser`.
 #
 #   npm run test:s3                       # all of packages/node/test/s3/*.test.ts
 #   npm run test:s3 -- FILE...            # some of them
