@@ -129,6 +129,18 @@ export class StorageError extends LocketError {
   }
 }
 
+/**
+ * A read of a range that an object does not hold (past its end, or malformed). Still a storage
+ * error (code "storage"); a reader that took the range from an authenticated index treats it as
+ * a truncated object, that is damage.
+ */
+export class OutOfRangeError extends StorageError {
+  constructor(message: string) {
+    super(message);
+    this.name = "OutOfRangeError";
+  }
+}
+
 /** A named thing (object, snapshot, repository, path) does not exist. */
 export class NotFoundError extends LocketError {
   constructor(message: string) {

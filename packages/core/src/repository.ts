@@ -7,6 +7,7 @@ import {
   AlreadyExistsError,
   IntegrityError,
   NotFoundError,
+  OutOfRangeError,
   UsageError,
   WrongKeyError,
 } from "./errors.ts";
@@ -487,10 +488,16 @@ export class Repository {
     } catch (err) {
       const objectName = `data/${pack}`;
       if (err instanceof NotFoundError) throw new IntegrityError("pack is missing", objectName);
-      if ((err as { code?: string }).code === "storage") {
-        throw new IntegrityError(`pack cannot be read: ${(err as Error).message}`, objectName, {
-          cause: err,
-        });
+      // The index says the pack holds this range: a pack that does not is truncated. Any other
+      // storage failure (network, permission, a CORS refusal) stays a storage error.
+      if (err instanceof OutOfRangeError) {
+        throw new IntegrityError(
+          `pack is shorter than its index says: ${err.message}`,
+          objectName,
+          {
+            cause: err,
+          },
+        );
       }
       throw err;
     }

@@ -11,6 +11,7 @@ import {
   IntegrityError,
   LocketError,
   RollbackError,
+  StorageError,
   UnsupportedVersionError,
   WrongKeyError,
 } from "../src/errors.ts";
@@ -316,6 +317,20 @@ describe("damaged data packs", () => {
       );
     });
   }
+
+  it("a pack that storage fails to serve is a storage error, not damage", async () => {
+    // A dropped connection, a denied read or a CORS refusal says nothing about the bytes.
+    const { storage, spec, result } = await setup();
+    const repo = await reader(storage);
+    const load = storage.load.bind(storage);
+    storage.load = async (kind, name, offset, length) => {
+      if (kind === "data") throw new StorageError("connection reset by peer");
+      return load(kind, name, offset, length);
+    };
+    const err = await restoreChecked(repo, await refOf(repo, result.id), spec);
+    assert.ok(err instanceof StorageError && !(err instanceof IntegrityError), String(err));
+    assert.match(err.message, /connection reset/);
+  });
 
   it("a deleted pack: check reports it missing, restore fails naming it", async () => {
     const { storage, spec, result, pack } = await setup();

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
-import { AlreadyExistsError, NotFoundError, StorageError } from "../src/errors.ts";
+import { AlreadyExistsError, NotFoundError, OutOfRangeError, StorageError } from "../src/errors.ts";
 import {
   OBJECT_KINDS,
   type ObjectInfo,
@@ -285,24 +285,24 @@ export function storageConformance(name: string, make: () => Promise<StorageFixt
         assertBytes(await s.load("data", n, 1000, 0), new Uint8Array(0));
       });
 
-      it("rejects a range that reaches past the end with StorageError, not a short read", async () => {
-        await assert.rejects(s.load("data", n, 995, 10), StorageError);
-        await assert.rejects(s.load("data", n, 0, 1001), StorageError);
-        await assert.rejects(s.load("data", n, 1000, 1), StorageError);
-        await assert.rejects(s.load("data", n, 1001, 0), StorageError);
-        await assert.rejects(s.load("data", n, 5000, 10), StorageError);
+      it("rejects a range that reaches past the end with OutOfRangeError (a StorageError), not a short read", async () => {
+        await assert.rejects(s.load("data", n, 995, 10), OutOfRangeError);
+        await assert.rejects(s.load("data", n, 0, 1001), OutOfRangeError);
+        await assert.rejects(s.load("data", n, 1000, 1), OutOfRangeError);
+        await assert.rejects(s.load("data", n, 1001, 0), OutOfRangeError);
+        await assert.rejects(s.load("data", n, 5000, 10), OutOfRangeError);
       });
 
-      it("rejects a negative offset or length with StorageError", async () => {
-        await assert.rejects(s.load("data", n, -1, 10), StorageError);
-        await assert.rejects(s.load("data", n, 10, -1), StorageError);
+      it("rejects a negative offset or length with OutOfRangeError", async () => {
+        await assert.rejects(s.load("data", n, -1, 10), OutOfRangeError);
+        await assert.rejects(s.load("data", n, 10, -1), OutOfRangeError);
       });
 
       it("rejects any range of an empty object except zero bytes at 0", async () => {
         const e = randomName();
         await s.save("data", e, new Uint8Array(0));
         assertBytes(await s.load("data", e, 0, 0), new Uint8Array(0));
-        await assert.rejects(s.load("data", e, 0, 1), StorageError);
+        await assert.rejects(s.load("data", e, 0, 1), OutOfRangeError);
       });
 
       it("is idempotent", async () => {

@@ -1,4 +1,4 @@
-import { StorageError } from "../errors.ts";
+import { OutOfRangeError } from "../errors.ts";
 
 /**
  * The storage interface every backend implements (local folder, memory, S3). Modelled on
@@ -48,7 +48,8 @@ export interface Storage {
    * `offset` to the end; `length` 0 gives an empty array). Idempotent. A range that reaches past
    * the end is an error, never a short read.
    * @throws {NotFoundError} when the object does not exist.
-   * @throws {StorageError} on I/O failure or a range outside the object.
+   * @throws {StorageError} on I/O failure; {OutOfRangeError} (a StorageError) for a range
+   *   outside the object.
    */
   load(kind: ObjectKind, name: string, offset?: number, length?: number): Promise<Uint8Array>;
 
@@ -106,7 +107,7 @@ export function resolveRange(
     offset <= size &&
     end <= size;
   if (!valid) {
-    throw new StorageError(
+    throw new OutOfRangeError(
       `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name} (${size} bytes)`,
     );
   }

@@ -38,6 +38,7 @@ import {
   OBJECT_KINDS,
   type ObjectInfo,
   type ObjectKind,
+  OutOfRangeError,
   type SaveOptions,
   type Storage,
   StorageError,
@@ -797,9 +798,9 @@ export class S3Storage implements Storage {
     offset: number,
     length: number | undefined,
     size?: number,
-  ): StorageError {
+  ): OutOfRangeError {
     const of = size === undefined ? "" : ` (${size} bytes)`;
-    return new StorageError(
+    return new OutOfRangeError(
       `range offset ${offset} length ${length ?? "to end"} is outside ${kind}/${name}${of}`,
     );
   }
