@@ -9,6 +9,7 @@
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { after, before } from "node:test";
 import { promisify } from "node:util";
 import {
   CreateBucketCommand,
@@ -125,4 +126,30 @@ export async function deletePrefix(client: S3Client, bucket: string, prefix: str
       }),
     );
   }
+}
+
+/** What useTestBucket gives a test file. */
+export interface TestBucket {
+  readonly env: S3Env;
+  readonly admin: S3Client;
+  readonly bucket: string;
+}
+
+/**
+ * Hooks for a test file on the real server: before its tests, the cluster (s3Env), an admin
+ * client and a fresh bucket named `label-…`, handed to `use`; after them, the client closed and
+ * a cluster this process started stopped.
+ */
+export function useTestBucket(label: string, use: (b: TestBucket) => void): void {
+  let env: S3Env | undefined;
+  let admin: S3Client | undefined;
+  before(async () => {
+    env = await s3Env();
+    admin = adminClient(env);
+    use({ env, admin, bucket: await newBucket(admin, label) });
+  });
+  after(async () => {
+    admin?.destroy();
+    await env?.stop();
+  });
 }

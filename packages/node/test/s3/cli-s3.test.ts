@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { after, before, describe, type TestContext, test } from "node:test";
+import { describe, type TestContext, test } from "node:test";
 import type { S3Client } from "@aws-sdk/client-s3";
 import { diffTrees } from "../../src/compare.ts";
 import {
@@ -23,7 +23,7 @@ import {
   show,
   start,
 } from "../harness.ts";
-import { adminClient, cephScript, listKeys, newBucket, type S3Env, s3Env } from "./ceph.ts";
+import { cephScript, listKeys, type S3Env, useTestBucket } from "./ceph.ts";
 
 /** How long one CLI run may take: backups of 200 MB against radosgw, retries after a kill. */
 const RUN: LocketOptions = { timeoutMs: 180_000 };
@@ -31,17 +31,7 @@ const RUN: LocketOptions = { timeoutMs: 180_000 };
 let env: S3Env;
 let admin: S3Client;
 let bucket: string;
-
-before(async () => {
-  env = await s3Env();
-  admin = adminClient(env);
-  bucket = await newBucket(admin, "locket-cli");
-});
-
-after(async () => {
-  admin?.destroy();
-  await env?.stop();
-});
+useTestBucket("locket-cli", (b) => ({ env, admin, bucket } = b));
 
 /**
  * The environment of one CLI run: the harness's (no LOCKET_* from outside, the given home, Node 24

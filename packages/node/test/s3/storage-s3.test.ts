@@ -24,7 +24,7 @@ import {
   S3Storage,
   type S3StorageOptions,
 } from "../../src/storage/s3.ts";
-import { adminClient, deletePrefix, listKeys, newBucket, type S3Env, s3Env } from "./ceph.ts";
+import { deletePrefix, listKeys, newBucket, type S3Env, useTestBucket } from "./ceph.ts";
 import { type Fault, type S3Proxy, startS3Proxy } from "./proxy.ts";
 
 const MiB = 1024 * 1024;
@@ -32,17 +32,7 @@ const MiB = 1024 * 1024;
 let env: S3Env;
 let admin: S3Client;
 let bucket: string;
-
-before(async () => {
-  env = await s3Env();
-  admin = adminClient(env);
-  bucket = await newBucket(admin, "locket-storage");
-});
-
-after(async () => {
-  admin?.destroy();
-  await env?.stop();
-});
+useTestBucket("locket-storage", (b) => ({ env, admin, bucket } = b));
 
 /** Options for an S3Storage on the test server (or `endpoint`, a proxy in front of it). */
 function options(extra: S3StorageOptions = {}): S3StorageOptions {
