@@ -14,10 +14,10 @@ import {
   MemoryStorage,
   OBJECT_KINDS,
   Repository,
-  type SourceEntry,
   toHex,
 } from "../packages/core/src/index.ts";
 import { printSteps, runInChromium } from "../packages/core/test/browser/chromium.ts";
+import { chatFiles, source } from "../packages/core/test/browser/harness.ts";
 import { nodePrimitives } from "../packages/node/src/primitives.ts";
 import { issueToken, loadTokenSecret, serveVault } from "../packages/vault/src/server/index.ts";
 
@@ -35,31 +35,8 @@ async function nodeFixture(vault: { url: string; token: string }): Promise<strin
   const rootKey = nodePrimitives.randomBytes(32);
   const storage = new MemoryStorage();
   const repo = await Repository.init(storage, nodePrimitives, rootKey);
-  const words = ["hello", "see", "you", "at", "eight", "ok", "photo", "lol", "where", "now"];
-  const text = Array.from({ length: 60_000 }, (_, i) => words[(i * 7919) % 10]).join(" ");
-  const db = nodePrimitives.randomBytes(64 * 4096);
-  db.set(new TextEncoder().encode("SQLite format 3\0"), 0);
-  db[16] = 0x10;
-  db[17] = 0;
-  // A database page that compresses too, so a database segment is zstd as well.
-  db.set(new TextEncoder().encode(text.slice(0, 4096)), 4096);
-  const files: Record<string, Uint8Array> = {
-    "chat.txt": new TextEncoder().encode(text),
-    "msgstore.db": db,
-    "photo.jpg": nodePrimitives.randomBytes(300_000),
-  };
-  const roots: SourceEntry[] = Object.entries(files).map(([name, data]) => ({
-    type: "file",
-    name,
-    mode: 0o644,
-    mtimeMs: 1_700_000_000_000,
-    size: data.length,
-    compressible: name !== "photo.jpg",
-    async *open() {
-      yield data;
-    },
-  }));
-  await backup(repo, roots, { host: "node-device", paths: Object.keys(files) });
+  const files = chatFiles(7);
+  await backup(repo, source(files), { host: "node-device", paths: Object.keys(files) });
   const objects: Record<string, Record<string, string>> = {};
   for (const kind of OBJECT_KINDS) {
     objects[kind] = {};

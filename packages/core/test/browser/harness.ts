@@ -1,6 +1,12 @@
 // Helpers for the stories that scripts/test-browser.ts runs in headless Chromium: steps whose
 // outcomes go back to the runner, deterministic files, and a restore into memory.
-import { type Repository, readFiles, type SourceEntry, walk } from "../../src/index.ts";
+import {
+  isLikelyCompressed,
+  type Repository,
+  readFiles,
+  type SourceEntry,
+  walk,
+} from "../../src/index.ts";
 
 export interface Step {
   readonly name: string;
@@ -61,6 +67,19 @@ export function database(pages: number, seed: number): Uint8Array {
 
 export type Files = Record<string, Uint8Array>;
 
+/** A chat device's files: text that compresses, a database (one page of it text, so a database
+ * segment compresses too), and a photo that does not. */
+export function chatFiles(seed: number): Files {
+  const words = ["hello", "see", "you", "at", "eight", "ok", "photo", "lol", "where", "now"];
+  const text = new TextEncoder().encode(
+    Array.from({ length: 60_000 }, (_, i) => words[(i * 7919 + seed) % 10]).join(" "),
+  );
+  const db = database(128, seed);
+  db.set(text.subarray(0, 4096), 4096);
+  return { "chat.txt": text, "msgstore.db": db, "photo.jpg": noise(900_000, seed + 1) };
+}
+
+/** `files` as a backup source, media marked as not worth compressing. */
 export function source(files: Files): SourceEntry[] {
   return Object.entries(files).map(([name, data]) => ({
     type: "file",
@@ -68,6 +87,7 @@ export function source(files: Files): SourceEntry[] {
     mode: 0o644,
     mtimeMs: 1_700_000_000_000,
     size: data.length,
+    compressible: !isLikelyCompressed(name),
     async *open() {
       for (let o = 0; o < data.length; o += 65536) yield data.subarray(o, o + 65536);
     },

@@ -13,30 +13,20 @@ import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { relative, resolve } from "node:path";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 import { type CORSConfiguration, PutBucketCorsCommand, type S3Client } from "@aws-sdk/client-s3";
 import * as esbuild from "esbuild";
 import { backup, check, fromHex, Repository, toHex } from "../../../core/src/index.ts";
 import { printSteps, ROOT, runInChromium } from "../../../core/test/browser/chromium.ts";
-import { restore, source } from "../../../core/test/browser/harness.ts";
+import { chatFiles, restore, source } from "../../../core/test/browser/harness.ts";
 import { nodePrimitives } from "../../src/primitives.ts";
 import { S3Storage, type S3StorageOptions } from "../../src/storage/s3.ts";
-import { adminClient, newBucket, type S3Env, s3Env } from "./ceph.ts";
+import { type S3Env, useTestBucket } from "./ceph.ts";
 
 let env: S3Env;
 let admin: S3Client;
 let bucket: string;
-
-before(async () => {
-  env = await s3Env();
-  admin = adminClient(env);
-  bucket = await newBucket(admin, "locket-browser");
-});
-
-after(async () => {
-  admin?.destroy();
-  await env?.stop();
-});
+useTestBucket("locket-browser", (b) => ({ env, admin, bucket } = b));
 
 function options(): S3StorageOptions {
   return {
@@ -87,26 +77,11 @@ async function bundleStory(): Promise<string> {
   return out.outputFiles[0].text;
 }
 
-/** Files a Node device backs up: text compressed with zstd, a database, a photo. */
-function nodeFiles(): Record<string, Uint8Array> {
-  const words = ["hello", "see", "you", "at", "eight", "ok", "photo", "lol", "where", "now"];
-  const text = Array.from({ length: 80_000 }, (_, i) => words[(i * 7919) % 10]).join(" ");
-  const db = new Uint8Array(nodePrimitives.randomBytes(128 * 4096));
-  db.set(new TextEncoder().encode("SQLite format 3\0"), 0);
-  db[16] = 0x10;
-  db[17] = 0;
-  return {
-    "chat.txt": new TextEncoder().encode(text),
-    "msgstore.db": db,
-    "photo.jpg": nodePrimitives.randomBytes(900_000),
-  };
-}
-
 const sha256 = (data: Uint8Array) => createHash("sha256").update(data).digest("hex");
 
 test("S3 storage in Chromium, across origins, with the documented CORS policy", async (t) => {
   const fromNode = `s3://${bucket}/from-node`;
-  const files = nodeFiles();
+  const files = chatFiles(5);
   const nodeKey = nodePrimitives.randomBytes(32);
   const repo = await Repository.init(
     await S3Storage.create(fromNode, options()),
