@@ -1,5 +1,7 @@
-// Helpers for the stories that scripts/test-browser.ts runs in headless Chromium: steps whose
-// outcomes go back to the runner, deterministic files, and a restore into memory.
+// Helpers for the stories run in headless Chromium (scripts/test-browser.ts and
+// packages/node/test/s3/browser.test.ts, through ./chromium.ts): steps whose outcomes go back to
+// the runner, deterministic files, and a restore into memory. Pure core code, so the Node side
+// of those tests uses the same files and restore.
 import {
   isLikelyCompressed,
   type Repository,
@@ -67,8 +69,10 @@ export function database(pages: number, seed: number): Uint8Array {
 
 export type Files = Record<string, Uint8Array>;
 
-/** A chat device's files: text that compresses, a database (one page of it text, so a database
- * segment compresses too), and a photo that does not. */
+/**
+ * A chat device's files: text that compresses, a database (one page of it text, so a database
+ * segment compresses too), and a photo that does not.
+ */
 export function chatFiles(seed: number): Files {
   const words = ["hello", "see", "you", "at", "eight", "ok", "photo", "lol", "where", "now"];
   const text = new TextEncoder().encode(
