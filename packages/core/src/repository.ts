@@ -36,7 +36,12 @@ import {
   type Tree,
   type TreeNode,
 } from "./format/tree.ts";
-import { localSegmentOpener, type SegmentOpener, type SegmentToOpen } from "./segment-opener.ts";
+import {
+  checkName,
+  localSegmentOpener,
+  type SegmentOpener,
+  type SegmentToOpen,
+} from "./segment-opener.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
 
 /** A blob a reader will take, by ID (hex), with its location. */
@@ -623,12 +628,7 @@ export class Repository {
    */
   async loadVerified(kind: ObjectKind, name: string): Promise<Uint8Array> {
     const bytes = await this.storage.load(kind, name);
-    if (toHex(this.p.sha256(bytes)) !== name) {
-      throw new IntegrityError(
-        "content does not match its name (corrupt, truncated or swapped)",
-        `${kind}/${name}`,
-      );
-    }
+    checkName(this.p, bytes, fromHex(name), `${kind}/${name}`);
     return bytes;
   }
 

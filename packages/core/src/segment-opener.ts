@@ -1,5 +1,6 @@
 import type { RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
+import { IntegrityError } from "./errors.ts";
 import { type BlobType, blobId } from "./format/blob.ts";
 import { openSegment, type PackEntry } from "./format/pack.ts";
 
@@ -29,6 +30,18 @@ export interface OpenedSegment {
   readonly matches: readonly boolean[];
 }
 
+/** How `SegmentOpener.open` treats a read. */
+export interface OpenOptions {
+  /** Whether the decoded payloads are wanted (a restore) or only the checks (`check`). */
+  readonly payloads: boolean;
+  /**
+   * The SHA-256 the bytes must have: a whole pack read by `check --read-data`, whose name is the
+   * hash of its bytes (SPEC §7). Hashing is as much work as checking every blob's ID, so it is
+   * done where the segments are opened, off the calling thread in Node.
+   */
+  readonly sha256?: Uint8Array;
+}
+
 /**
  * Opens data segments (SPEC §8: AES-256-GCM under the data key, then the payload encoding) and
  * checks blobs against their keyed IDs. This is where a restore or a `check --read-data` spends
@@ -40,13 +53,14 @@ export interface SegmentOpener {
    * Opens the segments that lie in `bytes` (one ranged read of pack `objectName`). Takes
    * ownership of `bytes`: the caller must not use them afterwards (they may be moved to another
    * thread). Returns one promise per segment, in order; each rejects with IntegrityError (naming
-   * `objectName`) when its segment fails authentication or does not decode.
+   * `objectName`) when its segment fails authentication or does not decode, and every one of them
+   * when the bytes do not hash to `options.sha256`. Needs at least one segment.
    */
   open(
     bytes: Uint8Array,
     segments: readonly SegmentToOpen[],
     objectName: string,
-    options: { readonly payloads: boolean },
+    options: OpenOptions,
   ): Promise<OpenedSegment>[];
 }
 
@@ -69,6 +83,24 @@ export function packSegments(entries: readonly PackEntry[]): PackSegment[] {
   return out;
 }
 
+/**
+ * Checks that `bytes` hash to `sha256`, the name of content-addressed object `objectName`.
+ * @throws {IntegrityError} on a mismatch.
+ */
+export function checkName(
+  p: Primitives,
+  bytes: Uint8Array,
+  sha256: Uint8Array,
+  objectName: string,
+): void {
+  if (!p.timingSafeEqual(p.sha256(bytes), sha256)) {
+    throw new IntegrityError(
+      "content does not match its name (corrupt, truncated or swapped)",
+      objectName,
+    );
+  }
+}
+
 /** Opens one segment and checks its blobs: the work itself, wherever it runs. */
 export async function openAndCheck(
   p: Primitives,
@@ -89,7 +121,14 @@ export async function openAndCheck(
 /** A SegmentOpener that does the work on the calling thread (browsers, tests, small jobs). */
 export function localSegmentOpener(p: Primitives, keys: RepoKeys): SegmentOpener {
   return {
-    open(bytes, segments, objectName, { payloads }) {
+    open(bytes, segments, objectName, { payloads, sha256 }) {
+      if (sha256) {
+        try {
+          checkName(p, bytes, sha256, objectName);
+        } catch (err) {
+          return segments.map(() => Promise.reject(err));
+        }
+      }
       return segments.map(async (s) => {
         const sealed = bytes.subarray(s.start, s.start + s.length);
         const { payload, matches } = await openAndCheck(p, keys, sealed, s.blobs, objectName);

@@ -4,6 +4,7 @@ import {
   IntegrityError,
   LocketError,
   type OpenedSegment,
+  type OpenOptions,
   type SegmentOpener,
   type SegmentToOpen,
 } from "@locket/core";
@@ -35,6 +36,8 @@ export interface OpenMessage {
   readonly segments: readonly SegmentMessage[];
   readonly objectName: string;
   readonly payloads: boolean;
+  /** The SHA-256 the bytes must have (OpenOptions.sha256). */
+  readonly sha256?: Uint8Array;
 }
 
 /** What a worker sends back, once per segment, in order. */
@@ -82,7 +85,7 @@ export class WorkerSegmentOpener implements SegmentOpener {
     bytes: Uint8Array,
     segments: readonly SegmentToOpen[],
     objectName: string,
-    { payloads }: { readonly payloads: boolean },
+    { payloads, sha256 }: OpenOptions,
   ): Promise<OpenedSegment>[] {
     if (segments.length === 0) return [];
     const worker = this.pool.acquire(segments.length);
@@ -109,6 +112,7 @@ export class WorkerSegmentOpener implements SegmentOpener {
       })),
       objectName,
       payloads,
+      sha256,
     };
     worker.worker.postMessage(message, [sent.buffer as ArrayBuffer]);
     return promises;
