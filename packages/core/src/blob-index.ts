@@ -96,6 +96,13 @@ export class BlobIndex {
     return id.length === ID_BYTES && this.slots[this.find(id)] !== EMPTY;
   }
 
+  /** The type of blob `id` (hex), or undefined: `get(id)?.type` without building a location. */
+  typeOf(id: string): BlobType | undefined {
+    if (!this.parse(id)) return undefined;
+    const e = this.slots[this.find(this.scratch)];
+    return e === EMPTY ? undefined : (this.types[e - 1] as BlobType);
+  }
+
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
     if (!this.parse(id)) return undefined;

@@ -82,6 +82,7 @@ export async function* readFiles(
   }
   // A delta's base follows it in the content list, so the plan reads both in list order.
   const reads = new BlobReads(repo, ids.flat());
+  const pages = new Slabs();
   for (let f = 0; f < files.length; f++) {
     const { node, path } = files[f];
     const fileIds = ids[f];
@@ -92,7 +93,7 @@ export async function* readFiles(
       const next = reads.next(id, base === undefined ? BLOB_DATA : BLOB_DELTA);
       let chunk = next instanceof Uint8Array ? next : await next;
       if (base !== undefined)
-        chunk = applyDelta(chunk, await reads.next(base, BLOB_DATA), id, path);
+        chunk = applyDelta(chunk, await reads.next(base, BLOB_DATA), id, path, pages);
       size += chunk.length;
       if (size > node.size) break;
       yield { file: f, chunk };
@@ -107,19 +108,49 @@ export async function* readFiles(
 }
 
 /**
- * A page from its delta blob and its base (SPEC §5): their XOR, in a new buffer (both are views
- * into cached segments).
+ * A page from its delta blob and its base (SPEC §5): their XOR, in new memory from `slabs` (both
+ * are views into cached segments).
  * @throws {IntegrityError} when their lengths differ.
  */
-function applyDelta(delta: Uint8Array, base: Uint8Array, id: string, path: string): Uint8Array {
+function applyDelta(
+  delta: Uint8Array,
+  base: Uint8Array,
+  id: string,
+  path: string,
+  slabs: Slabs,
+): Uint8Array {
   if (delta.length !== base.length) {
     throw new IntegrityError(
       `file ${path}: delta blob ${id} is ${delta.length} bytes, its base ${base.length}`,
     );
   }
-  const out = new Uint8Array(delta.length);
+  const out = slabs.take(delta.length);
   xorInto(out, delta, base);
   return out;
+}
+
+/** Bytes of each slab that pages rebuilt from deltas are carved from. */
+const SLAB_BYTES = 256 * 1024;
+
+/**
+ * Memory for pages rebuilt from deltas, carved one after another from 256 KiB slabs: a buffer
+ * per 4 KiB page was 15 000 allocations for a day's database, each one external memory that
+ * brought V8's next full collection closer. A slab is never written again once carved, so a
+ * reader may keep what it was given (keeping one page keeps its slab).
+ */
+class Slabs {
+  private slab = new Uint8Array(0);
+  private used = 0;
+
+  take(length: number): Uint8Array {
+    if (this.used + length > this.slab.length) {
+      this.slab = new Uint8Array(Math.max(SLAB_BYTES, length));
+      this.used = 0;
+    }
+    const out = this.slab.subarray(this.used, this.used + length);
+    this.used += length;
+    return out;
+  }
 }
 
 /** Read-ahead and request sizes within what the repository's segment cache can hold. */
@@ -172,6 +203,14 @@ export class BlobReads {
   private segment = -1;
   /** For each planned ID, in order: the index of its segment in the plan (-1: not indexed). */
   private readonly entryOf: Int32Array;
+  /**
+   * For each planned ID, in order, until `next` takes it: the ID and its location (looked up once,
+   * when planning), so `next` finds a blob whose segment has arrived without another lookup.
+   */
+  private readonly planned: (string | undefined)[];
+  private readonly locs: (BlobLocation | undefined)[];
+  /** For each segment of the plan, its key in the repository's segment cache. */
+  private readonly keys: string[];
   private nextRun = 0;
   private call = 0;
 
@@ -180,6 +219,9 @@ export class BlobReads {
     const plan = new SegmentPlan();
     for (const id of ids) plan.add(repo, id);
     this.entryOf = Int32Array.from(plan.entryOf);
+    this.planned = plan.ids;
+    this.locs = plan.locs;
+    this.keys = plan.segments.map((s) => segmentKey(s.loc));
     const { readAheadBytes, maxRequestBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
     let total = 0;
@@ -201,15 +243,25 @@ export class BlobReads {
    */
   next(id: string, type: BlobType): Uint8Array | Promise<Uint8Array> {
     // The segment the plan has for this call; one of an unplanned ID counts as the last one's.
-    const planned = this.call < this.entryOf.length ? this.entryOf[this.call++] : -1;
+    const call = this.call;
+    const planned = call < this.entryOf.length ? this.entryOf[this.call++] : -1;
     if (planned >= 0) this.segment = planned;
+    // Let go of what is taken: every garbage collection during the restore traces what is kept.
+    const loc = planned >= 0 && this.planned[call] === id ? this.locs[call] : undefined;
+    if (call < this.planned.length) {
+      this.planned[call] = undefined;
+      this.locs[call] = undefined;
+    }
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
       const run = this.runs[this.nextRun];
       this.runs[this.nextRun++] = [];
       this.repo.prefetchRun(run);
     }
-    return this.repo.readyBlob(id, type) ?? this.repo.loadBlob(id, type);
+    const ready = loc
+      ? this.repo.readyBlobAt(id, loc, this.keys[planned], type)
+      : this.repo.readyBlob(id, type);
+    return ready ?? this.repo.loadBlob(id, type);
   }
 }
 
@@ -286,12 +338,17 @@ class SegmentPlan {
   readonly segments: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
   /** For each ID added, the index in `segments` of the entry that holds it (-1: not indexed). */
   readonly entryOf: number[] = [];
+  /** For each ID added: the ID, and its location (undefined: not indexed). */
+  readonly ids: (string | undefined)[] = [];
+  readonly locs: (BlobLocation | undefined)[] = [];
   /** Keys of the last RECENT_SEGMENTS entries, and their entry indexes. */
   private readonly recent = new Map<string, number>();
   private readonly bySegment = new Map<string, { blobs: BlobRef[]; ids: Set<string> }>();
 
   add(repo: Repository, id: string): void {
     const loc = repo.lookup(id);
+    this.ids.push(id);
+    this.locs.push(loc);
     if (!loc) {
       this.entryOf.push(-1); // loadBlob reports it, in order
       return;
