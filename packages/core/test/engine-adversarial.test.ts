@@ -330,6 +330,29 @@ describe("damaged data packs", () => {
     const err = await restoreChecked(repo, await refOf(repo, result.id), spec);
     assert.ok(err instanceof StorageError && !(err instanceof IntegrityError), String(err));
     assert.match(err.message, /connection reset/);
+    // check --read-data reports such packs, and the snapshot whose tree is in one, as
+    // unreadable (state unknown), not as damage.
+    const report = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.deepEqual(report.errors, []);
+    const expected = [`snapshots/${result.id}`];
+    for await (const { name } of storage.list("data")) expected.push(`data/${name}`);
+    assert.deepEqual(report.unreadable.map((u) => u.object).sort(), expected.sort());
+    assert.ok(report.unreadable.every((u) => u.message.includes("connection reset")));
+  });
+
+  it("check: an index file that storage fails to serve stops the check with the storage error", async () => {
+    // Without that index file every blob it lists would look missing: damage that is not there.
+    const { storage } = await setup();
+    const repo = await Repository.open(storage, p, KEY);
+    const load = storage.load.bind(storage);
+    storage.load = async (kind, name, offset, length) => {
+      if (kind === "index") throw new StorageError("connection reset by peer");
+      return load(kind, name, offset, length);
+    };
+    await assert.rejects(
+      check(repo),
+      (err) => err instanceof StorageError && !(err instanceof IntegrityError),
+    );
   });
 
   it("a deleted pack: check reports it missing, restore fails naming it", async () => {

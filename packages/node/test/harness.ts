@@ -34,6 +34,8 @@ export interface ErrorJson {
   readonly code: string;
   readonly message: string;
   readonly exitStatus: number;
+  /** What the command found, where it has more to say (check: its report). */
+  readonly details?: unknown;
 }
 
 /** What {@link cliEnv} adds to or leaves out of the environment. */

@@ -25,6 +25,12 @@ export interface CheckReport {
   readonly bytesRead: number;
   /** Damage: any entry here means the check failed. */
   readonly errors: readonly CheckProblem[];
+  /**
+   * Objects that could not be read for a reason that says nothing about their bytes (a storage
+   * failure, an object gone since it was listed): their state is unknown, so the check did not
+   * pass, but nothing is known to be damaged.
+   */
+  readonly unreadable: readonly CheckProblem[];
   /** Harmless findings, such as packs left by an interrupted backup. */
   readonly warnings: readonly CheckProblem[];
 }
@@ -47,13 +53,13 @@ const READ_DATA_PARALLEL = 4;
 
 /**
  * Reads pack `name` whole and verifies it: its bytes against its name, its header, every
- * segment, and every blob against its keyed ID. Problems go to `errors`; returns bytes read.
+ * segment, and every blob against its keyed ID. What it finds goes to `found`; returns bytes read.
  */
 async function readPack(
   repo: Repository,
   name: string,
   size: number,
-  errors: CheckProblem[],
+  found: Findings,
 ): Promise<number> {
   const object = `data/${name}`;
   const sha256 = fromHex(name);
@@ -62,7 +68,7 @@ async function readPack(
   try {
     bytes = await repo.storage.load("data", name);
   } catch (err) {
-    errors.push(problem(err, object));
+    found.add(err, object);
     return 0;
   }
   try {
@@ -72,9 +78,9 @@ async function readPack(
     // Damage that the name tells apart (corrupt, truncated or swapped bytes) is named so.
     try {
       checkName(repo.p, bytes, sha256, object);
-      errors.push(problem(err, object));
+      found.add(err, object);
     } catch (mismatch) {
-      errors.push(problem(mismatch, object));
+      found.add(mismatch, object);
     }
     return 0;
   }
@@ -89,34 +95,47 @@ async function readPack(
       const { matches } = await opened[i];
       segments[i].blobs.forEach((e, j) => {
         if (!matches[j])
-          errors.push({ object, message: `blob ${toHex(e.id)} does not match its ID` });
+          found.errors.push({ object, message: `blob ${toHex(e.id)} does not match its ID` });
       });
     } catch (err) {
       // A segment that does not open: the pack is damaged; one problem names it.
-      errors.push(problem(err, object));
+      found.add(err, object);
       break;
     }
   }
   return length;
 }
 
-function problem(err: unknown, object: string): CheckProblem {
-  if (err instanceof LocketError) return { object, message: err.message };
-  throw err;
+/** What `check` found: damage, and objects it could not read. */
+class Findings {
+  readonly errors: CheckProblem[] = [];
+  readonly unreadable: CheckProblem[] = [];
+
+  /**
+   * Records `err` about `object`: damage (integrity, rollback) as an error; any other failure
+   * (storage, an object gone since it was listed, a worker thread lost) as unreadable, since it
+   * says nothing about the bytes. Rethrows what is not a LocketError (a bug).
+   */
+  add(err: unknown, object: string): void {
+    if (!(err instanceof LocketError)) throw err;
+    const damage = err.code === "integrity" || err.code === "rollback";
+    (damage ? this.errors : this.unreadable).push({ object, message: err.message });
+  }
 }
 
 /**
  * Verifies a repository: every index file, snapshot and tree authenticates; every blob a snapshot
  * needs is indexed in a pack that exists; with `readData`, every pack's bytes match its name and
  * every blob its keyed ID. Problems are collected, not thrown, so one run reports all damage.
- * @throws only for storage failures that prevent listing.
+ * @throws only for storage failures that prevent listing or reading an index file.
  */
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckReport> {
-  const errors: CheckProblem[] = [];
+  const found = new Findings();
+  const { errors } = found;
   const warnings: CheckProblem[] = [];
   const { p, keys, storage } = repo;
 
-  const indexFiles = await loadIndexFiles(repo, errors);
+  const indexFiles = await loadIndexFiles(repo, found);
 
   const stored = new Map<string, number>();
   for await (const { name, size } of storage.list("data")) stored.set(name, size);
@@ -154,14 +173,15 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         `snapshots/${name}`,
       );
       history.push({ id: name, snapshot: snap });
-      await checkTree(repo, snap.tree, name, seen, errors);
+      await checkTree(repo, snap.tree, name, seen, found);
     } catch (err) {
-      errors.push(problem(err, `snapshots/${name}`));
+      found.add(err, `snapshots/${name}`);
     }
     opts.onProgress?.({ phase: "snapshots", done: snapshots, total: 0, bytes: 0 });
   }
 
-  if (errors.length === 0) {
+  // A history with a snapshot that could not be read would look rolled back.
+  if (errors.length === 0 && found.unreadable.length === 0) {
     try {
       checkFreshness(
         history.sort((a, b) => a.snapshot.seq - b.snapshot.seq),
@@ -169,7 +189,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
         repo.forgotten,
       );
     } catch (err) {
-      errors.push(problem(err, "snapshots"));
+      found.add(err, "snapshots");
     }
   }
 
@@ -177,14 +197,14 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   let bytesRead = 0;
   if (opts.readData) {
     const packs = [...stored];
-    // Problems per pack, reported in pack order whatever order the reads finish in.
-    const found: CheckProblem[][] = packs.map(() => []);
+    // Findings per pack, reported in pack order whatever order the reads finish in.
+    const perPack = packs.map(() => new Findings());
     let next = 0;
     const reader = async () => {
       while (next < packs.length) {
         const k = next++;
         const [name, size] = packs[k];
-        const bytes = await readPack(repo, name, size, found[k]);
+        const bytes = await readPack(repo, name, size, perPack[k]);
         bytesRead += bytes;
         packsRead++;
         opts.onProgress?.({
@@ -196,7 +216,10 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
       }
     };
     await Promise.all(Array.from({ length: READ_DATA_PARALLEL }, reader));
-    for (const f of found) errors.push(...f);
+    for (const f of perPack) {
+      errors.push(...f.errors);
+      found.unreadable.push(...f.unreadable);
+    }
   }
 
   return {
@@ -207,6 +230,7 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     packsRead,
     bytesRead,
     errors,
+    unreadable: found.unreadable,
     warnings,
   };
 }
@@ -240,8 +264,9 @@ async function checkTree(
   treeId: string,
   snapshot: string,
   seen: Seen,
-  errors: CheckProblem[],
+  found: Findings,
 ): Promise<void> {
+  const { errors } = found;
   if (seen.trees.has(treeId)) return;
   seen.trees.add(treeId);
   const unreadable = (id: string) => !repo.readable(id);
@@ -259,7 +284,7 @@ async function checkTree(
         if (missing === undefined && !broken) seen.lists.add(list);
       }
     } catch (err) {
-      errors.push(problem(err, `snapshots/${snapshot}:${path.join("/")}`));
+      found.add(err, `snapshots/${snapshot}:${path.join("/")}`);
       continue;
     }
     if (broken) {
@@ -277,10 +302,12 @@ async function checkTree(
 
 /**
  * Opens every index file into the repository's in-memory index, recording each damaged one in
- * `errors`; returns how many there are. A function of its own so that the opened files are not
+ * `found`; returns how many there are. A function of its own so that the opened files are not
  * kept alive (and traced by every garbage collection) through the rest of a long check.
+ * @throws a failure to read an index file that is not damage (storage): without the whole
+ *   index, every blob it lists would be reported missing.
  */
-async function loadIndexFiles(repo: Repository, errors: CheckProblem[]): Promise<number> {
+async function loadIndexFiles(repo: Repository, found: Findings): Promise<number> {
   let count = 0;
   const opened: { name: string; file: IndexFile }[] = [];
   for await (const { name } of repo.storage.list("index")) {
@@ -289,7 +316,8 @@ async function loadIndexFiles(repo: Repository, errors: CheckProblem[]): Promise
       const bytes = await repo.loadVerified("index", name);
       opened.push({ name, file: await openIndex(repo.p, repo.keys, bytes, `index/${name}`) });
     } catch (err) {
-      errors.push(problem(err, `index/${name}`));
+      if (err instanceof LocketError && err.code !== "integrity") throw err;
+      found.add(err, `index/${name}`);
     }
   }
   repo.applyIndexFiles(opened);

@@ -120,7 +120,9 @@ export async function main(argv: string[], env: NodeJS.ProcessEnv = process.env)
     if (!(err instanceof LocketError) && env.LOCKET_DEBUG)
       process.stderr.write(`${(err as Error)?.stack}\n`);
     if (json) {
-      const error = { code: e.code, message: e.message, exitStatus: e.exitStatus };
+      // A command may attach what it found (check: every problem), for scripts.
+      const details = (e as { details?: unknown }).details;
+      const error = { code: e.code, message: e.message, exitStatus: e.exitStatus, details };
       process.stdout.write(`${JSON.stringify({ ok: false, command: name, error })}\n`);
     }
     return e.exitStatus;

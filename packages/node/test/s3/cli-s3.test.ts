@@ -24,6 +24,7 @@ import {
   start,
 } from "../harness.ts";
 import { cephScript, listKeys, type S3Env, useTestBucket } from "./ceph.ts";
+import { startS3Proxy } from "./proxy.ts";
 
 /** How long one CLI run may take: backups of 200 MB against radosgw, retries after a kill. */
 const RUN: LocketOptions = { timeoutMs: 180_000 };
@@ -150,6 +151,42 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
     await ok(["backup", data], e);
     const again = await ok<{ snapshots: unknown[] }>(["snapshots"], e);
     assert.equal(again.snapshots.length, 1);
+  });
+
+  test("check --read-data that cannot read a pack: exit 1 naming it, not 3 (nothing is known damaged)", async (t) => {
+    const dir = await scratch(t, "unreadable");
+    const data = join(dir, "data");
+    await mkdir(data);
+    await writeFile(join(data, "note.txt"), "x".repeat(100_000));
+    const repo = `s3://${bucket}/unreadable`;
+    const e = cliEnv(join(dir, "home"));
+    await ok(["init", "--repo", repo], e);
+    await ok(["backup", data], e);
+    const packs = (await listKeys(admin, bucket, "unreadable/data/")).map((k) => k.key);
+    assert.equal(packs.length, 1, "one pack");
+    // Every read of the pack is refused, as a bucket policy or a broken network would.
+    const proxy = await startS3Proxy(env.endpoint);
+    t.after(() => proxy.close());
+    proxy.plan = (req) =>
+      req.method === "GET" && req.url.includes(packs[0])
+        ? { kind: "status", status: 403, code: "AccessDenied" }
+        : undefined;
+    const r = await failsWith1(
+      ["check", "--read-data", "--s3-endpoint", proxy.url],
+      cliEnv(join(dir, "home")),
+    );
+    assert.equal(r.error.code, "storage");
+    // The pack, and the snapshot whose tree is in it.
+    assert.match(r.error.message, /could not read 2 object\(s\).*nothing damaged found/);
+    assert.match(r.error.message, /access denied/);
+    const details = r.error.details as { errors: unknown[]; unreadable: { object: string }[] };
+    assert.deepEqual(details.errors, []);
+    const objects = details.unreadable.map((u) => u.object).sort();
+    assert.equal(objects.length, 2);
+    assert.equal(objects[0], `data/${packs[0].split("/").pop()}`);
+    assert.match(objects[1], /^snapshots\/[0-9a-f]{64}$/);
+    // With the pack readable again the check passes.
+    await ok(["check", "--read-data"], e);
   });
 
   test("init into a bucket that does not exist fails at once with exit 1, naming it", async (t) => {

@@ -1,4 +1,4 @@
-import { IntegrityError, check as runCheck } from "@locket/core";
+import { IntegrityError, check as runCheck, StorageError } from "@locket/core";
 import type { Command } from "../command.ts";
 import { bytes } from "../format.ts";
 
@@ -9,7 +9,9 @@ export const check: Command = {
   help: `Verifies that every index file and snapshot authenticates, every tree decodes, and every
 blob a snapshot needs is indexed in a pack that exists. With --read-data it also downloads every
 pack, checks it against its name (SHA-256) and every blob against its keyed ID.
-Exit status 3 when anything is damaged; each problem names the object.
+Exit status 3 when anything is damaged; each problem names the object. Exit status 1 when
+nothing damaged was found but some objects could not be read (a storage or network failure):
+their state is unknown, so run the check again.
 
 Options:
       --read-data          read and verify all data, not only the structure`,
@@ -31,6 +33,9 @@ Options:
     ctx.progress.done();
     for (const w of report.warnings) ctx.warn(`warning: ${w.object}: ${w.message}`);
     for (const e of report.errors) process.stderr.write(`error: ${e.object}: ${e.message}\n`);
+    for (const e of report.unreadable) {
+      process.stderr.write(`error: ${e.object}: could not be read: ${e.message}\n`);
+    }
     ctx.say(
       `${report.snapshots} snapshots, ${report.indexFiles} index files, ${report.packs} packs, ${report.blobs} blobs` +
         (ctx.values["read-data"]
@@ -40,6 +45,14 @@ Options:
     if (report.errors.length) {
       const err = new IntegrityError(
         `check found ${report.errors.length} problem(s); the first: ${report.errors[0].object}: ${report.errors[0].message}`,
+      );
+      Object.assign(err, { details: report });
+      throw err;
+    }
+    if (report.unreadable.length) {
+      const first = report.unreadable[0];
+      const err = new StorageError(
+        `check could not read ${report.unreadable.length} object(s), so their state is unknown (nothing damaged found); the first: ${first.object}: ${first.message}`,
       );
       Object.assign(err, { details: report });
       throw err;
