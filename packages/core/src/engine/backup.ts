@@ -368,7 +368,7 @@ export async function backup(
       dirs: progress.dirs,
       bytes: progress.bytes,
       addedBytes,
-      newBlobs: packer.stored.reduce((n, p) => n + p.entries.length, 0),
+      newBlobs: packer.storedBlobs,
       unchangedFiles: progress.unchangedFiles,
       durationMs,
     },

@@ -1,9 +1,15 @@
-import { fromHex, releaseBuffer, toHex } from "../bytes.ts";
+import { ByteReader, ByteWriter, fromHex, releaseBuffer, toHex } from "../bytes.ts";
 import { AAD, NONCE_BYTES } from "../crypto/seal.ts";
 import { LocketError } from "../errors.ts";
 import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
 import type { IndexedPack } from "../format/index-file.ts";
-import { type PackEntry, sealPackTrailer } from "../format/pack.ts";
+import {
+  PACK_ENTRY_BYTES,
+  type PackEntry,
+  readEntries,
+  sealPackTrailer,
+  writeEntries,
+} from "../format/pack.ts";
 import { encodePayloadInPlaceAsync, PAYLOAD_HEADER_BYTES } from "../format/payload.ts";
 import type { Repository } from "../repository.ts";
 
@@ -69,6 +75,7 @@ class Growable {
  */
 export class Packer {
   private readonly repo: Repository;
+  /** Blobs queued and not yet in the repository's index (hex IDs). */
   private readonly pending = new Set<string>();
   // Reused buffers: allocating a fresh half-megabyte buffer per segment and 16 MiB per pack made
   // V8 run a full collection every few megabytes (external memory pressure).
@@ -88,10 +95,16 @@ export class Packer {
   private entries: PackEntry[] = [];
   // Packs being written to storage; at most MAX_INFLIGHT_PACKS.
   private readonly storing: Promise<void>[] = [];
-  /** Packs stored by this packer, for the index file the caller writes. */
-  readonly stored: IndexedPack[] = [];
+  /**
+   * Packs stored by this packer, their entries encoded as an index file holds them: a backup of
+   * 100 000 database pages kept as many entry objects, each with an ID view, until its index
+   * file was written, and every garbage collection traced them.
+   */
+  private readonly storedPacks: { packId: Uint8Array; entries: Uint8Array }[] = [];
   /** Bytes of packs stored so far. */
   storedBytes = 0;
+  /** Blobs in the packs stored so far. */
+  storedBlobs = 0;
 
   constructor(repo: Repository) {
     this.repo = repo;
@@ -111,6 +124,14 @@ export class Packer {
     const g = this.packPool.pop() ?? new Growable(PACK_CAPACITY);
     g.length = 0;
     return g;
+  }
+
+  /** Packs stored by this packer, for the index file the caller writes. */
+  get stored(): IndexedPack[] {
+    return this.storedPacks.map(({ packId, entries }) => ({
+      packId,
+      entries: readEntries(new ByteReader(entries), entries.length / PACK_ENTRY_BYTES),
+    }));
   }
 
   /** Whether blob `id` (hex) is stored or queued already. */
@@ -191,8 +212,12 @@ export class Packer {
       const { name } = await this.repo.saveAddressed("data", pack.buf.subarray(0, size));
       // Only a pack that is durable enters the index (and so the dedup set of later backups).
       this.repo.addPack(name, entries);
-      this.stored.push({ packId: fromHex(name), entries });
+      for (const e of entries) this.pending.delete(toHex(e.id));
+      const encoded = new ByteWriter(entries.length * PACK_ENTRY_BYTES);
+      writeEntries(encoded, entries);
+      this.storedPacks.push({ packId: fromHex(name), entries: encoded.finish() });
       this.storedBytes += size;
+      this.storedBlobs += entries.length;
       this.packPool.push(pack);
     })();
     write.catch(() => {});
