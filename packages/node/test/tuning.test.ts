@@ -1,6 +1,6 @@
 /**
  * How the `locket` command tunes its process for the commands that read packs: a restart with
- * glibc malloc tunables, an 8-thread libuv pool for `restore`, and the fsyncs a restore runs at
+ * glibc malloc tunables and a small V8 young generation, an 8-thread libuv pool for `restore`, and the fsyncs a restore runs at
  * once. A probe loaded with `--import` prints each process's settings, so the test sees both the
  * first process and the one it restarts as.
  */
@@ -17,6 +17,7 @@ const GLIBC = Boolean(
     ?.glibcVersionRuntime,
 );
 const TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
+const YOUNG = "--max-semi-space-size=2";
 
 /** Runs `locket ARGS` under the probe; returns the settings each process printed, and the run. */
 async function probe(t: TestContext, args: string[], extra: Record<string, string> = {}) {
@@ -27,7 +28,9 @@ async function probe(t: TestContext, args: string[], extra: Record<string, strin
     'import { isMainThread } from "node:worker_threads";\n' +
       "if (isMainThread) process.stderr.write(`probe ${JSON.stringify({ " +
       "tunables: process.env.GLIBC_TUNABLES ?? null, " +
-      "pool: process.env.UV_THREADPOOL_SIZE ?? null })}\\n`);\n",
+      "pool: process.env.UV_THREADPOOL_SIZE ?? null, " +
+      'young: process.execArgv.find((a) => a.startsWith("--max-semi-space-size")) ?? null ' +
+      "})}\\n`);\n",
   );
   const env = cliEnv(join(dir, "home"), extra);
   if (!("GLIBC_TUNABLES" in extra)) delete env.GLIBC_TUNABLES;
@@ -41,7 +44,14 @@ async function probe(t: TestContext, args: string[], extra: Record<string, strin
   const processes = r.stderr
     .split("\n")
     .filter((l) => l.startsWith("probe "))
-    .map((l) => JSON.parse(l.slice(6)) as { tunables: string | null; pool: string | null });
+    .map(
+      (l) =>
+        JSON.parse(l.slice(6)) as {
+          tunables: string | null;
+          pool: string | null;
+          young: string | null;
+        },
+    );
   // The rest of standard error, with this run's own folder named alike in every run.
   const rest = r.stderr
     .split("\n")
@@ -56,11 +66,11 @@ describe("process tuning", () => {
     if (!GLIBC) return t.skip("glibc only");
     const tuned = await probe(t, ["check"]);
     assert.deepEqual(tuned.processes, [
-      { tunables: null, pool: null },
-      { tunables: TUNABLES, pool: null },
+      { tunables: null, pool: null, young: null },
+      { tunables: TUNABLES, pool: null, young: YOUNG },
     ]);
     const plain = await probe(t, ["check"], { LOCKET_MALLOC_TUNING: "0" });
-    assert.deepEqual(plain.processes, [{ tunables: null, pool: null }]);
+    assert.deepEqual(plain.processes, [{ tunables: null, pool: null, young: null }]);
     // The restarted command is the same command: same exit status, same output.
     assert.notEqual(tuned.status, 0, tuned.rest);
     assert.equal(tuned.status, plain.status);
@@ -74,20 +84,22 @@ describe("process tuning", () => {
     const r = await probe(t, ["restore", "latest", "--target", "out"]);
     // The probe runs before the command sets the pool size in the first process.
     assert.deepEqual(r.processes, [
-      { tunables: null, pool: null },
-      { tunables: TUNABLES, pool: "8" },
+      { tunables: null, pool: null, young: null },
+      { tunables: TUNABLES, pool: "8", young: YOUNG },
     ]);
     const own = await probe(t, ["restore", "latest", "--target", "out"], {
       UV_THREADPOOL_SIZE: "3",
     });
-    assert.deepEqual(own.processes.at(-1), { tunables: TUNABLES, pool: "3" });
+    assert.deepEqual(own.processes.at(-1), { tunables: TUNABLES, pool: "3", young: YOUNG });
   });
 
   test("backup does not restart, nor does a command where GLIBC_TUNABLES is set", async (t) => {
     const backup = await probe(t, ["backup", "nothing"]);
-    assert.deepEqual(backup.processes, [{ tunables: null, pool: null }]);
+    assert.deepEqual(backup.processes, [{ tunables: null, pool: null, young: null }]);
     const own = await probe(t, ["check"], { GLIBC_TUNABLES: "glibc.malloc.arena_max=2" });
-    assert.deepEqual(own.processes, [{ tunables: "glibc.malloc.arena_max=2", pool: null }]);
+    assert.deepEqual(own.processes, [
+      { tunables: "glibc.malloc.arena_max=2", pool: null, young: null },
+    ]);
   });
 
   test("a restore fsyncs all of libuv's threadpool but two threads at once, at least one", () => {
