@@ -103,6 +103,13 @@ export class BlobIndex {
     return e === EMPTY ? undefined : (this.types[e - 1] as BlobType);
   }
 
+  /** `typeOf` for an ID as bytes (32 of them). */
+  typeOfId(id: Uint8Array): BlobType | undefined {
+    if (id.length !== ID_BYTES) return undefined;
+    const e = this.slots[this.find(id)];
+    return e === EMPTY ? undefined : (this.types[e - 1] as BlobType);
+  }
+
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
     if (!this.parse(id)) return undefined;

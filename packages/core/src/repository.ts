@@ -1,5 +1,5 @@
 import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
-import { fromHex, toHex } from "./bytes.ts";
+import { concat, fromHex, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { checkFreshness } from "./engine/freshness.ts";
@@ -29,6 +29,7 @@ import {
 import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
 import {
+  checkIdList,
   type DirNode,
   decodeTree,
   type FileNode,
@@ -229,6 +230,11 @@ export class Repository {
   /** `lookup(id)?.type`, without building a location (a restore asks once per page). */
   typeOf(id: string): BlobType | undefined {
     return this.index.typeOf(id) ?? this.condemnedIndex.typeOf(id);
+  }
+
+  /** `typeOf` for an ID as bytes (32 of them). */
+  typeOfId(id: Uint8Array): BlobType | undefined {
+    return this.index.typeOfId(id) ?? this.condemnedIndex.typeOfId(id);
   }
 
   /** Live packs that an index file in storage names. */
@@ -600,6 +606,34 @@ export class Repository {
     const out: string[] = [];
     for (const list of node.lists ?? []) out.push(...(await this.listIds(list)));
     return out;
+  }
+
+  /**
+   * `contentIds` as bytes: the IDs back to back, 32 bytes each, as list blobs hold them. A backup
+   * of a database reads its parent's 100 000 page IDs this way, without a string for each.
+   * @throws {IntegrityError} when a list blob is missing, damaged or malformed.
+   */
+  async contentIdBytes(node: FileNode): Promise<Uint8Array> {
+    if (node.content) {
+      const out = new Uint8Array(32 * node.content.length);
+      node.content.forEach((id, k) => {
+        out.set(fromHex(id), 32 * k);
+      });
+      return out;
+    }
+    const lists: Uint8Array[] = [];
+    for (const list of node.lists ?? []) {
+      const body = await this.loadBlob(list, BLOB_LIST);
+      try {
+        checkIdList(body);
+      } catch (err) {
+        if (err instanceof RangeError)
+          throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
+        throw err;
+      }
+      lists.push(body);
+    }
+    return concat(...lists);
   }
 
   /**

@@ -99,6 +99,33 @@ describe("page deltas", () => {
     assert.ok((await check(repo, { readData: true })).errors.length === 0);
   });
 
+  it("contentIdBytes lists a file's content IDs as bytes, from list blobs or inline", async () => {
+    // What a backup reads of its parent's database (PageDeltas.open), without hex strings.
+    const { storage, repo, bases } = await setup();
+    const db = fakeSqlite(PAGES, 7);
+    await run(repo, db, bases);
+    for (let page = 1; page < PAGES; page += 10) touch(db, page, 100 + page);
+    const second = await run(repo, db, bases);
+    const reader = await Repository.open(storage, p, KEY);
+    await reader.loadIndex();
+    const ref = await reader.findSnapshot(second.id);
+    const node = (await reader.loadTree(ref.snapshot.tree)).nodes[0] as FileNode;
+    assert.ok(node.lists?.length, "a database's content is in list blobs");
+    const hex = await reader.contentIds(node);
+    const bytes = await reader.contentIdBytes(node);
+    assert.equal(bytes.length, 32 * hex.length);
+    assert.deepEqual(
+      hex,
+      Array.from({ length: hex.length }, (_, k) =>
+        Buffer.from(bytes.subarray(32 * k, 32 * k + 32)).toString("hex"),
+      ),
+    );
+    const inline: FileNode = { ...node, lists: undefined, content: hex.slice(0, 3) };
+    assert.deepEqual(await reader.contentIdBytes(inline), bytes.subarray(0, 96));
+    // Deltas are in there, each followed by its base: the next backup finds them.
+    assert.ok((await entries(storage, second.id)).some((e) => e.base !== undefined));
+  });
+
   it("an unchanged page stored as a delta costs nothing the next time; a changed one keeps its base", async () => {
     const { storage, repo, bases } = await setup();
     const db = fakeSqlite(PAGES, 2);

@@ -185,13 +185,21 @@ export function splitIdLists(
 }
 
 /**
+ * Checks a list blob's plaintext: one or more 32-byte IDs, at most LIST_MAX_IDS.
+ * @throws {RangeError} otherwise.
+ */
+export function checkIdList(body: Uint8Array): void {
+  if (body.length === 0 || body.length % 32 !== 0 || body.length > LIST_MAX_IDS * 32) {
+    throw new RangeError(`list blob of ${body.length} bytes`);
+  }
+}
+
+/**
  * Parses a list blob body into IDs.
  * @throws {RangeError} when the length is not a positive multiple of 32.
  */
 export function parseIdList(body: Uint8Array): Uint8Array[] {
-  if (body.length === 0 || body.length % 32 !== 0 || body.length > LIST_MAX_IDS * 32) {
-    throw new RangeError(`list blob of ${body.length} bytes`);
-  }
+  checkIdList(body);
   const out: Uint8Array[] = [];
   for (let i = 0; i < body.length; i += 32) out.push(body.subarray(i, i + 32));
   return out;
