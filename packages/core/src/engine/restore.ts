@@ -153,6 +153,9 @@ class Slabs {
   }
 }
 
+/** IDs a BlobReads plans at a time (about 32 MiB of database pages). */
+const PLAN_PIECE_IDS = 8192;
+
 /** Read-ahead and request sizes within what the repository's segment cache can hold. */
 function readSizes(repo: Repository) {
   // Never read further ahead, or in larger pieces, than the segment cache can hold: evicting
@@ -192,52 +195,84 @@ function decodedBound(s: SegmentRead): number {
  */
 export class BlobReads {
   private readonly repo: Repository;
+  /** The IDs to read, in order; each is let go once planned. */
+  private readonly source: (string | undefined)[];
+  private readonly plan = new SegmentPlan();
   /** Runs of segments to fetch, in order; each is dropped once requested. */
-  private readonly runs: SegmentRead[][];
+  private readonly runs: SegmentRead[][] = [];
   /** For each run, the bytes of the segments planned before its first one. */
   private readonly runBefore: number[] = [];
   /** For each segment of the plan, the bytes of the segments before it. */
   private readonly before: number[] = [];
-  private readonly total: number;
+  /** Bytes of the segments planned so far. */
+  private total = 0;
+  /** Keys of the segments counted in `total`. */
+  private readonly counted = new Set<string>();
   private readonly readAheadBytes: number;
+  private readonly maxRequestBytes: number;
   private segment = -1;
-  /** For each planned ID, in order: the index of its segment in the plan (-1: not indexed). */
-  private readonly entryOf: Int32Array;
-  /**
-   * For each planned ID, in order, until `next` takes it: the ID and its location (looked up once,
-   * when planning), so `next` finds a blob whose segment has arrived without another lookup.
-   */
-  private readonly planned: (string | undefined)[];
-  private readonly locs: (BlobLocation | undefined)[];
   /** For each segment of the plan, its key in the repository's segment cache. */
-  private readonly keys: string[];
+  private readonly keys: string[] = [];
   private nextRun = 0;
   private call = 0;
 
   constructor(repo: Repository, ids: Iterable<string>) {
     this.repo = repo;
-    const plan = new SegmentPlan();
-    for (const id of ids) plan.add(repo, id);
-    this.entryOf = Int32Array.from(plan.entryOf);
-    this.planned = plan.ids;
-    this.locs = plan.locs;
-    this.keys = plan.segments.map((s) => segmentKey(s.loc));
+    this.source = [...ids];
     const { readAheadBytes, maxRequestBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
-    // A segment planned again (the reader comes back to it) is counted once: it is in the cache,
-    // and counting it again made the read-ahead and the runs' window shorter than they are.
-    let total = 0;
-    const seen = new Set<string>();
-    plan.segments.forEach((s, i) => {
-      this.before.push(total);
-      if (seen.has(this.keys[i])) return;
-      seen.add(this.keys[i]);
-      total += decodedBound(s);
-    });
-    this.total = total;
-    const runs = coalesce(plan.segments, this.before, maxRequestBytes, readAheadBytes / 2);
-    this.runs = runs.map((r) => r.segments);
-    for (const r of runs) this.runBefore.push(this.before[r.first]);
+    this.maxRequestBytes = maxRequestBytes;
+    this.planAhead();
+  }
+
+  /** IDs planned so far. */
+  private get plannedIds(): number {
+    return this.plan.entryOf.length;
+  }
+
+  /**
+   * Plans the reads in pieces of PLAN_PIECE_IDS, far enough ahead of the reader for the next call
+   * and for every run that starts within the read-ahead (and its window): planning a database's
+   * 126 k blobs at once held back its first read by a quarter of a second.
+   */
+  private planAhead(): void {
+    const at = this.before[Math.max(this.segment, 0)] ?? this.total;
+    const window = this.readAheadBytes / 2;
+    while (
+      this.plannedIds < this.source.length &&
+      (this.call >= this.plannedIds - PLAN_PIECE_IDS / 2 ||
+        this.total - at < this.readAheadBytes + window)
+    ) {
+      this.planPiece(window);
+    }
+  }
+
+  private planPiece(window: number): void {
+    const from = this.plannedIds;
+    const to = Math.min(this.source.length, from + PLAN_PIECE_IDS);
+    const first = this.plan.segments.length;
+    for (let k = from; k < to; k++) {
+      this.plan.add(this.repo, this.source[k]!);
+      this.source[k] = undefined;
+    }
+    const segments = this.plan.segments.slice(first) as SegmentRead[];
+    this.plan.segments.fill(undefined, first);
+    for (const s of segments) {
+      const key = segmentKey(s.loc);
+      this.keys.push(key);
+      this.before.push(this.total);
+      // A segment planned again (the reader comes back to it) is counted once: it is in the
+      // cache, and counting it again made the read-ahead and the runs' window shorter.
+      if (this.counted.has(key)) continue;
+      this.counted.add(key);
+      this.total += decodedBound(s);
+    }
+    // Runs do not reach across pieces: a piece holds far more than a window.
+    const runs = coalesce(segments, this.before.slice(first), this.maxRequestBytes, window);
+    for (const r of runs) {
+      this.runs.push(r.segments);
+      this.runBefore.push(this.before[first + r.first]);
+    }
   }
 
   /**
@@ -246,20 +281,23 @@ export class BlobReads {
    * @throws {IntegrityError} when it is missing or damaged.
    */
   next(id: string, type: BlobType): Uint8Array | Promise<Uint8Array> {
+    this.planAhead();
     // The segment the plan has for this call; one of an unplanned ID counts as the last one's.
     const call = this.call;
-    const planned = call < this.entryOf.length ? this.entryOf[this.call++] : -1;
+    const { entryOf, ids, locs } = this.plan;
+    const planned = call < entryOf.length ? entryOf[this.call++] : -1;
     if (planned >= 0) this.segment = planned;
     // Let go of what is taken: every garbage collection during the restore traces what is kept.
-    const loc = planned >= 0 && this.planned[call] === id ? this.locs[call] : undefined;
-    if (call < this.planned.length) {
-      this.planned[call] = undefined;
-      this.locs[call] = undefined;
+    const loc = planned >= 0 && ids[call] === id ? locs[call] : undefined;
+    if (call < ids.length) {
+      ids[call] = undefined;
+      locs[call] = undefined;
     }
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
       const run = this.runs[this.nextRun];
       this.runs[this.nextRun++] = [];
+      for (const s of run) this.plan.forget(segmentKey(s.loc));
       this.repo.prefetchRun(run);
     }
     const ready = loc
@@ -396,7 +434,8 @@ function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): Segment
  * thread). A database restored from several snapshots' pages meets the same segment many times.
  */
 class SegmentPlan {
-  readonly segments: { loc: BlobLocation; blobs: BlobRef[] }[] = [];
+  /** The entries, in order; BlobReads lets go of each once it has made runs of it. */
+  readonly segments: ({ loc: BlobLocation; blobs: BlobRef[] } | undefined)[] = [];
   /** For each ID added, the index in `segments` of the entry that holds it (-1: not indexed). */
   readonly entryOf: number[] = [];
   /** For each ID added: the ID, and its location (undefined: not indexed). */
@@ -436,6 +475,14 @@ class SegmentPlan {
       }
     }
     this.entryOf.push(entry);
+  }
+
+  /**
+   * Forgets the blobs wanted from segment `key`, once it has been requested: a later entry of it
+   * starts a list of its own (its blobs are then checked by the reader, not the opener).
+   */
+  forget(key: string): void {
+    this.bySegment.delete(key);
   }
 }
 
