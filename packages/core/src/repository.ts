@@ -622,17 +622,7 @@ export class Repository {
       return out;
     }
     const lists: Uint8Array[] = [];
-    for (const list of node.lists ?? []) {
-      const body = await this.loadBlob(list, BLOB_LIST);
-      try {
-        checkIdList(body);
-      } catch (err) {
-        if (err instanceof RangeError)
-          throw new IntegrityError(`list ${list} is malformed: ${err.message}`);
-        throw err;
-      }
-      lists.push(body);
-    }
+    for (const list of node.lists ?? []) lists.push(await this.listBody(list));
     return concat(...lists);
   }
 
@@ -665,13 +655,18 @@ export class Repository {
 
   /** The data blob IDs (hex) of list blob `id`. @throws {IntegrityError} when damaged. */
   async listIds(id: string): Promise<string[]> {
+    return parseIdList(await this.listBody(id)).map(toHex);
+  }
+
+  /** The plaintext of list blob `id`: 32-byte IDs back to back. @throws {IntegrityError} when damaged. */
+  private async listBody(id: string): Promise<Uint8Array> {
+    const body = await this.loadBlob(id, BLOB_LIST);
     try {
-      return parseIdList(await this.loadBlob(id, BLOB_LIST)).map(toHex);
+      checkIdList(body);
     } catch (err) {
-      if (err instanceof RangeError)
-        throw new IntegrityError(`list ${id} is malformed: ${err.message}`);
-      throw err;
+      throw new IntegrityError(`list ${id} is malformed: ${(err as Error).message}`);
     }
+    return body;
   }
 
   /**

@@ -49,12 +49,17 @@ async function mediaAndDatabase(database = true) {
   }
   const reader = await Repository.open(storage, p, KEY);
   await reader.loadIndex();
-  const snap = await reader.findSnapshot("latest");
+  return { storage, reader, files: await latestFiles(reader), packBytes, packs };
+}
+
+/** The files of `repo`'s latest snapshot, in the order a restore reads them. */
+async function latestFiles(repo: Repository): Promise<FileToRead[]> {
+  const snap = await repo.findSnapshot("latest");
   const files: FileToRead[] = [];
-  for await (const { path, node } of walk(reader, snap.snapshot.tree)) {
+  for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
     if (node.type === "file") files.push({ node, path: path.join("/") });
   }
-  return { storage, reader, files, packBytes, packs };
+  return files;
 }
 
 describe("restore reads", () => {
@@ -117,11 +122,7 @@ describe("restore reads", () => {
     });
     const reader = await Repository.open(storage, p, KEY);
     await reader.loadIndex();
-    const snap = await reader.findSnapshot("latest");
-    const files: FileToRead[] = [];
-    for await (const { path, node } of walk(reader, snap.snapshot.tree)) {
-      if (node.type === "file") files.push({ node, path: path.join("/") });
-    }
+    const files = await latestFiles(reader);
     const segments = new Set<string>();
     for (const id of await reader.contentIds(files[0].node)) {
       segments.add(segmentKey(reader.lookup(id)!));
@@ -163,11 +164,7 @@ describe("restore reads", () => {
     const reader = await Repository.open(storage, counting, KEY);
     await reader.loadIndex();
     reader.useSegmentOpener(localSegmentOpener(p, reader.keys));
-    const snap = await reader.findSnapshot("latest");
-    const files: FileToRead[] = [];
-    for await (const { path, node } of walk(reader, snap.snapshot.tree)) {
-      if (node.type === "file") files.push({ node, path: path.join("/") });
-    }
+    const files = await latestFiles(reader);
     hashedHere = 0;
     const restored: Uint8Array[] = [];
     for await (const ev of readFiles(reader, files)) if (!ev.done) restored.push(ev.chunk);
@@ -179,11 +176,7 @@ describe("restore reads", () => {
     const storage = new MemoryStorage();
     const repo = await Repository.init(storage, p, KEY);
     await backup(repo, sourceTree({ "chat.db": fakeSqlite(50, 4) }), { host: "h", paths: ["x"] });
-    const snap = await repo.findSnapshot("latest");
-    const files: FileToRead[] = [];
-    for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
-      if (node.type === "file") files.push({ node, path: path.join("/") });
-    }
+    const files = await latestFiles(repo);
     // A second device: nothing in its segment cache.
     const reader = await Repository.open(storage, p, KEY);
     await reader.loadIndex();

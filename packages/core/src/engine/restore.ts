@@ -199,7 +199,7 @@ export class BlobReads {
   private readonly source: (string | undefined)[];
   private readonly plan = new SegmentPlan();
   /** Runs of segments to fetch, in order; each is dropped once requested. */
-  private readonly runs: SegmentRead[][] = [];
+  private readonly runs: PlannedSegment[][] = [];
   /** For each run, the bytes of the segments planned before its first one. */
   private readonly runBefore: number[] = [];
   /** For each segment of the plan, the bytes of the segments before it. */
@@ -255,16 +255,15 @@ export class BlobReads {
       this.plan.add(this.repo, this.source[k]!);
       this.source[k] = undefined;
     }
-    const segments = this.plan.segments.slice(first) as SegmentRead[];
+    const segments = this.plan.segments.slice(first) as PlannedSegment[];
     this.plan.segments.fill(undefined, first);
     for (const s of segments) {
-      const key = segmentKey(s.loc);
-      this.keys.push(key);
+      this.keys.push(s.key);
       this.before.push(this.total);
       // A segment planned again (the reader comes back to it) is counted once: it is in the
       // cache, and counting it again made the read-ahead and the runs' window shorter.
-      if (this.counted.has(key)) continue;
-      this.counted.add(key);
+      if (this.counted.has(s.key)) continue;
+      this.counted.add(s.key);
       this.total += decodedBound(s);
     }
     // Runs do not reach across pieces: a piece holds far more than a window.
@@ -297,7 +296,7 @@ export class BlobReads {
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
       const run = this.runs[this.nextRun];
       this.runs[this.nextRun++] = [];
-      for (const s of run) this.plan.forget(segmentKey(s.loc));
+      for (const s of run) this.plan.forget(s.key);
       this.repo.prefetchRun(run);
     }
     const ready = loc
@@ -332,18 +331,18 @@ export async function* readFile(
  * segment again when the reader returns to it) is dropped when the earlier group has all of it.
  * Returns the runs in the order of their first segment, with its index.
  */
-function coalesce(
-  segments: readonly SegmentRead[],
+function coalesce<S extends SegmentRead>(
+  segments: readonly S[],
   before: readonly number[],
   maxRequestBytes: number,
   window: number,
-): { first: number; segments: SegmentRead[] }[] {
+): { first: number; segments: S[] }[] {
   interface Group {
     readonly first: number;
     readonly pack: string;
     readonly start: number;
     end: number;
-    readonly members: { segment: SegmentRead; index: number }[];
+    readonly members: { segment: S; index: number }[];
   }
   // Neighbours in the pack that are also consecutive in read order.
   const groups: Group[] = [];
@@ -365,7 +364,7 @@ function coalesce(
   });
   // Later groups that continue one of the same pack soon after it.
   const absorbed = new Uint8Array(groups.length);
-  const runs: { first: number; segments: SegmentRead[] }[] = [];
+  const runs: { first: number; segments: S[] }[] = [];
   for (let a = 0; a < groups.length; a++) {
     if (absorbed[a]) continue;
     const g = groups[a];
@@ -407,14 +406,14 @@ function covered(g: { members: readonly { segment: SegmentRead }[] }, s: Segment
  * one more segment, and reading it as 16 MiB and then a last small piece cost a request per
  * pack more than needed. Each segment goes to the piece its middle falls in.
  */
-function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): SegmentRead[][] {
+function splitNeighbours<S extends SegmentRead>(group: S[], maxRequestBytes: number): S[][] {
   const first = group[0].loc.segmentOffset;
   const last = group[group.length - 1].loc;
   const span = last.segmentOffset + last.segmentLength - first;
   const pieces = Math.ceil(span / (1.25 * maxRequestBytes));
   if (pieces <= 1) return [group];
   const size = span / pieces;
-  const runs: SegmentRead[][] = [];
+  const runs: S[][] = [];
   let piece = -1;
   for (const segment of group) {
     const middle = segment.loc.segmentOffset + segment.loc.segmentLength / 2 - first;
@@ -426,6 +425,11 @@ function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): Segment
   return runs;
 }
 
+/** An entry of a SegmentPlan, with its key in the repository's segment cache. */
+interface PlannedSegment extends SegmentRead {
+  readonly key: string;
+}
+
 /**
  * Segments in the order a reader will meet them. Consecutive blobs of one segment share an
  * entry; a segment met again later gets another entry (the cache usually still holds it). Every
@@ -435,7 +439,7 @@ function splitNeighbours(group: SegmentRead[], maxRequestBytes: number): Segment
  */
 class SegmentPlan {
   /** The entries, in order; BlobReads lets go of each once it has made runs of it. */
-  readonly segments: ({ loc: BlobLocation; blobs: BlobRef[] } | undefined)[] = [];
+  readonly segments: (PlannedSegment | undefined)[] = [];
   /** For each ID added, the index in `segments` of the entry that holds it (-1: not indexed). */
   readonly entryOf: number[] = [];
   /** For each ID added: the ID, and its location (undefined: not indexed). */
@@ -468,7 +472,7 @@ class SegmentPlan {
     let entry = this.recent.get(key);
     if (entry === undefined) {
       entry = this.segments.length;
-      this.segments.push({ loc, blobs: segment.blobs });
+      this.segments.push({ loc, blobs: segment.blobs, key });
       this.recent.set(key, entry);
       if (this.recent.size > RECENT_SEGMENTS) {
         this.recent.delete(this.recent.keys().next().value!);
