@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { describe, it } from "node:test";
+import { toHex } from "../src/bytes.ts";
 import { backup } from "../src/engine/backup.ts";
 import { check } from "../src/engine/check.ts";
 import { forget } from "../src/engine/forget.ts";
-import { MemoryPageBaseStore, type PageBaseStore } from "../src/engine/page-deltas.ts";
+import {
+  decodeDeltaMemo,
+  MemoryPageBaseStore,
+  type PageBaseStore,
+} from "../src/engine/page-deltas.ts";
 import { prune } from "../src/engine/prune.ts";
+import { BLOB_DATA, blobId } from "../src/format/blob.ts";
 import type { FileNode } from "../src/format/tree.ts";
 import { type ContentEntry, Repository } from "../src/repository.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -141,6 +148,77 @@ describe("page deltas", () => {
     const e = (await entries(storage, fourth.id))[12];
     assert.equal(e.base, base12, "the base stays the last whole page, never a delta");
     assert.deepEqual(await restored(storage, fourth.id), db);
+  });
+
+  it("a page unchanged since its parent's delta is listed again from the delta memo, without reading its base", async () => {
+    const { storage, repo, bases } = await setup();
+    let reads = 0;
+    const counted: PageBaseStore = {
+      open: async (path) => {
+        const image = await bases.open(path);
+        return {
+          ...image,
+          read: (offset, length) => {
+            reads++;
+            return image.read(offset, length);
+          },
+        };
+      },
+      readMemo: (path) => bases.readMemo(path),
+      writeMemo: (path, bytes) => bases.writeMemo(path, bytes),
+    };
+    const db = fakeSqlite(PAGES, 12);
+    await run(repo, db, counted);
+    assert.equal(decodeDeltaMemo(repo, bases.memos.get("chat.db")!)?.length, 0, "no deltas yet");
+    touch(db, 12, 1);
+    touch(db, 200, 2);
+    const second = await run(repo, db, counted);
+    const memo = decodeDeltaMemo(repo, bases.memos.get("chat.db")!)!;
+    assert.equal(memo.length, 2 * 100, "a record per delta");
+    // The layout of SPEC §15, checked byte by byte.
+    const file = bases.memos.get("chat.db")!;
+    assert.equal(Buffer.from(file.subarray(0, 8)).toString(), "LKTMEMO1");
+    const listed = await entries(storage, second.id);
+    [12, 200].forEach((page, i) => {
+      const r = file.subarray(8 + 100 * i, 8 + 100 * (i + 1));
+      assert.equal(new DataView(r.buffer, r.byteOffset).getUint32(0, true), page);
+      const bytes = db.subarray(page * SQLITE_PAGE, (page + 1) * SQLITE_PAGE);
+      assert.equal(toHex(r.subarray(4, 36)), toHex(blobId(p, repo.keys.id, BLOB_DATA, bytes)));
+      assert.equal(toHex(r.subarray(36, 68)), listed[page].id);
+      assert.equal(toHex(r.subarray(68, 100)), listed[page].base);
+    });
+    const mac = createHmac("sha256", repo.keys.id)
+      .update("locket delta memo 1")
+      .update(file.subarray(0, 208))
+      .digest();
+    assert.deepEqual(file.subarray(208), new Uint8Array(mac));
+    reads = 0;
+    const third = await run(repo, db, counted);
+    assert.equal(reads, 0, "no base was read: the memo knew both pages");
+    assert.equal(third.snapshot.summary.newBlobs, 0);
+    assert.deepEqual(await entries(storage, third.id), await entries(storage, second.id));
+    assert.deepEqual(await restored(storage, third.id), db);
+
+    // A memo that does not check out is ignored: the pages are worked out again, to the same end.
+    const tampered = bases.memos.get("chat.db")!;
+    tampered[20] ^= 1;
+    bases.memos.set("chat.db", tampered);
+    const fourth = await run(repo, db, counted);
+    assert.ok(reads > 0, "the bases were read again");
+    assert.deepEqual(await entries(storage, fourth.id), await entries(storage, second.id));
+    // Rewritten by that backup: the next one trusts it again.
+    reads = 0;
+    await run(repo, db, counted);
+    assert.equal(reads, 0);
+
+    // A page changed again is not the one the memo knew: a new delta against the same base.
+    touch(db, 12, 3);
+    const fifth = await run(repo, db, counted);
+    const [before, after] = [await entries(storage, second.id), await entries(storage, fifth.id)];
+    assert.notEqual(after[12].id, before[12].id);
+    assert.equal(after[12].base, before[12].base);
+    assert.equal(after[200].id, before[200].id);
+    assert.deepEqual(await restored(storage, fifth.id), db);
   });
 
   it("a stale or tampered base image costs whole pages, never a wrong byte", async () => {

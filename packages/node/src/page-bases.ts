@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import { constants, writeSync } from "node:fs";
-import { type FileHandle, mkdir, open } from "node:fs/promises";
+import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { PageBaseImage, PageBaseStore } from "@locket/core";
 
@@ -19,8 +19,34 @@ export class FsPageBaseStore implements PageBaseStore {
 
   /** The image file of the database at snapshot path `path` (the workers read it too). */
   imagePath(path: string): string {
-    const name = createHash("sha256").update(path).digest("hex").slice(0, 32);
-    return join(this.dir, `${name}.pages`);
+    return join(this.dir, `${fileName(path)}.pages`);
+  }
+
+  /** The delta memo beside the image (see DeltaMemo in @locket/core). */
+  async readMemo(path: string): Promise<Uint8Array | undefined> {
+    try {
+      return new Uint8Array(await readFile(this.memoPath(path)));
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Written to a temporary name and renamed over the old memo: never half a memo. */
+  async writeMemo(path: string, bytes: Uint8Array): Promise<void> {
+    const memo = this.memoPath(path);
+    const tmp = `${memo}.tmp`;
+    try {
+      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      await writeFile(tmp, bytes, { mode: 0o600 });
+      await rename(tmp, memo);
+    } catch {
+      // A memo that cannot be written costs the next backup some hashing, never data.
+      await rm(tmp, { force: true }).catch(() => {});
+    }
+  }
+
+  private memoPath(path: string): string {
+    return join(this.dir, `${fileName(path)}.memo`);
   }
 
   async open(path: string): Promise<PageBaseImage> {
@@ -68,6 +94,11 @@ export class FsPageBaseStore implements PageBaseStore {
       },
     };
   }
+}
+
+/** The name of a database's files in the store: a hash of its path in the snapshot. */
+function fileName(path: string): string {
+  return createHash("sha256").update(path).digest("hex").slice(0, 32);
 }
 
 /** An image that holds nothing and keeps nothing. */

@@ -51,6 +51,15 @@ for (const [name, make] of stores) {
       assert.deepEqual(await again.read(0, 3), Uint8Array.of(1, 9, 3));
       await again.close();
     });
+
+    test("a delta memo: none at first, then what was last written, per path", async (t) => {
+      const store = make(await scratch(t, "bases"));
+      assert.equal(await store.readMemo?.("one.db"), undefined);
+      await store.writeMemo?.("one.db", Uint8Array.of(1, 2, 3));
+      await store.writeMemo?.("one.db", Uint8Array.of(4, 5));
+      assert.deepEqual(await store.readMemo?.("one.db"), Uint8Array.of(4, 5));
+      assert.equal(await store.readMemo?.("two.db"), undefined);
+    });
   });
 }
 
@@ -61,6 +70,9 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   await image.write(0, Uint8Array.of(1, 2, 3));
   assert.equal((await image.read(0, 3)).length, 0);
   await image.close();
+  const store = new FsPageBaseStore(join(dir, "file", "pages"));
+  await store.writeMemo("chat.db", Uint8Array.of(1));
+  assert.equal(await store.readMemo("chat.db"), undefined);
 });
 
 interface BackupJson {
@@ -88,7 +100,7 @@ test("the CLI keeps page bases in the cache, and a day of chat costs a fraction 
     await ok(["backup", db], env);
     const pages = join(home, "cache", "pages", init.repositoryId);
     if (deltas === "1") {
-      const [image] = await readdir(pages);
+      const image = (await readdir(pages)).find((f) => f.endsWith(".pages"))!;
       const s = await stat(join(pages, image));
       assert.equal(s.size, (await stat(db)).size, "the image holds every page");
       assert.equal(s.mode & 0o777, 0o600);
@@ -97,6 +109,13 @@ test("the CLI keeps page bases in the cache, and a day of chat costs a fraction 
     }
     await copyFile(day1, db);
     added[deltas] = (await ok<BackupJson>(["backup", db], env)).summary.addedBytes;
+    if (deltas === "1") {
+      // Beside the image, the delta memo of the pages stored as deltas (100 bytes each).
+      const memo = (await readdir(pages)).find((f) => f.endsWith(".memo"))!;
+      const m = await stat(join(pages, memo));
+      assert.equal(m.mode & 0o777, 0o600);
+      assert.ok(m.size > 100 * 10, `${m.size} bytes`);
+    }
     const target = join(dir, `restored${deltas}`);
     await ok(["restore", "latest", "--target", target], env);
     assert.deepEqual(await diffTrees(chat, target), [], "restored byte for byte");

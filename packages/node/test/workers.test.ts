@@ -10,7 +10,9 @@ import { join } from "node:path";
 import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import {
+  BLOB_DATA,
   backup,
+  blobId,
   concat,
   type FileChunker,
   fromHex,
@@ -351,6 +353,64 @@ describe("WorkerChunker", () => {
           Object.values(files)[i].length,
         );
       });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("page deltas against a base image: none for the pages whose ID knownPages gives", async (t) => {
+    const dir = await scratch(t, "chunker-known");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 2 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    try {
+      // Three stripes' worth of pages; every 100th page differs from the image by a row.
+      const pages = 2600;
+      const image = fakeSqlite(pages, 11);
+      const db = Uint8Array.from(image);
+      const changed: number[] = [];
+      for (let page = 50; page < pages; page += 100) {
+        db.set(randomBytes(40, page), page * 4096 + 200);
+        changed.push(page);
+      }
+      await writeFile(join(dir, "image.pages"), image);
+      await writeFile(join(dir, "chat.db"), db);
+      // The parent knew every other changed page as it is now, and nothing else.
+      const known = new Uint8Array(32 * pages);
+      const skipped = changed.filter((_, i) => i % 2 === 0);
+      for (const page of skipped) {
+        known.set(
+          blobId(
+            nodePrimitives,
+            repo.keys.id,
+            BLOB_DATA,
+            db.subarray(page * 4096, (page + 1) * 4096),
+          ),
+          32 * page,
+        );
+      }
+      const hinted: number[] = [];
+      let page = 0;
+      let asked = 0;
+      const knownPages = async () => {
+        asked++;
+        return known;
+      };
+      const job = workers.start(at(join(dir, "chat.db")), {
+        baseImage: join(dir, "image.pages"),
+        knownPages,
+      });
+      for await (const b of job) {
+        assert.ok(b.deltas, "a batch of a database with an image carries hints");
+        for (let k = 0; k < b.lengths.length; k++, page++)
+          if (b.deltas.at[k] >= 0) hinted.push(page);
+      }
+      assert.equal(page, pages);
+      assert.deepEqual(
+        hinted,
+        changed.filter((p) => !skipped.includes(p)),
+      );
+      assert.ok(asked > 0, "asked for the known pages");
     } finally {
       await pool.close();
     }

@@ -16,7 +16,7 @@ import type { Repository, SnapshotRef } from "../repository.ts";
 import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
 import { nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
-import { type PageBaseStore, PageDeltas } from "./page-deltas.ts";
+import { type PageBaseStore, PageDeltas, type ParentPages } from "./page-deltas.ts";
 import {
   isLikelyCompressed,
   type SourceDir,
@@ -69,7 +69,11 @@ export interface BackupOptions {
 /** How a file is backed up: its parent snapshot's node reused (file cache), or read and chunked. */
 type FilePlan =
   | { readonly reuse: FileNode }
-  | { readonly job: ChunkJob; readonly parent: FileNode | undefined };
+  | {
+      readonly job: ChunkJob;
+      /** The parent's version, when the file turns out to be a database (loaded on first call). */
+      readonly parentPages?: () => Promise<ParentPages>;
+    };
 
 /**
  * Files whose chunking starts before the engine reaches them, so a FileChunker that works in
@@ -207,7 +211,8 @@ export async function backup(
           const declared = sqlitePageSize(batch.bytes.subarray(0, batch.lengths[0]));
           if (declared !== null && batch.lengths[0] === declared) {
             pageSize = declared;
-            pages = await PageDeltas.open(repo, opts.pageBases, path, plan.parent, pageSize);
+            const parent = await plan.parentPages?.();
+            pages = await PageDeltas.open(repo, opts.pageBases, path, parent, pageSize);
           }
         }
         if (pages) {
@@ -240,6 +245,7 @@ export async function backup(
           report();
         }
       }
+      await pages?.finish();
     } catch (err) {
       if (!(err instanceof VanishedError)) throw err;
       // Blobs already queued stay unreferenced in their packs until a prune; nothing points at them.
@@ -290,14 +296,24 @@ export async function backup(
           if (e.type !== "file") continue;
           const prev = previous?.get(e.name);
           const reuse = reusable(e, prev);
+          if (reuse) {
+            plans.set(next, { reuse });
+            continue;
+          }
           const parent = prev?.type === "file" ? prev : undefined;
+          const store = opts.pageBases;
+          let loaded: Promise<ParentPages> | undefined;
+          const parentPages =
+            parent && store
+              ? () => (loaded ??= PageDeltas.loadParent(repo, store, pathOf(e), parent))
+              : undefined;
           // A database with a parent may get page deltas: the chunker can work them out as it
-          // reads, when it reads the base image itself.
-          const baseImage = parent && !reuse ? opts.pageBases?.imagePath?.(pathOf(e)) : undefined;
-          plans.set(
-            next,
-            reuse ? { reuse } : { job: chunker.start(e, baseImage ? { baseImage } : {}), parent },
-          );
+          // reads, when it reads the base image itself, and skip the pages the parent's
+          // version already had.
+          const baseImage = parentPages && store?.imagePath?.(pathOf(e));
+          const knownPages = async () => (await parentPages!()).known;
+          const job = chunker.start(e, baseImage ? { baseImage, knownPages } : {});
+          plans.set(next, { job, parentPages });
         }
         const e = entries[i];
         const node =

@@ -43,6 +43,13 @@ export interface ChunkOptions {
    * IDs (ChunkBatch.deltas). Optional to honour.
    */
   readonly baseImage?: string;
+  /**
+   * With `baseImage`: 32 bytes per page of the database, the data-blob ID each page had in the
+   * parent snapshot where known, zeros elsewhere (ParentPages.known). A page that still has that
+   * ID needs no delta worked out: the engine lists the parent's entry for it again. Asked for
+   * only when the file is a database; optional to honour.
+   */
+  readonly knownPages?: () => Promise<Uint8Array>;
 }
 
 /** A file being chunked: its batches in order, and a way to stop early. */

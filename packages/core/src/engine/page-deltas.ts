@@ -25,6 +25,13 @@ export interface PageBaseStore {
    * that computes deltas as it reads (ChunkOptions.baseImage).
    */
   imagePath?(path: string): string;
+  /**
+   * Optional: the delta memo of the database at `path` (see DeltaMemo), as last written; undefined
+   * when there is none or it cannot be read.
+   */
+  readMemo?(path: string): Promise<Uint8Array | undefined>;
+  /** Optional: replaces that memo, all or nothing. A failure must not fail the backup. */
+  writeMemo?(path: string, bytes: Uint8Array): Promise<void>;
 }
 
 /** One database's base image (see PageBaseStore). */
@@ -61,6 +68,8 @@ const Plan = {
   Delta: 1,
   /** New, stored whole. */
   Whole: 2,
+  /** Unchanged since the parent listed it as a delta (DeltaMemo): that delta and base again. */
+  Again: 3,
 } as const;
 
 /** What a batch of pages became: the IDs to list, in order, and the bytes it queued. */
@@ -76,10 +85,15 @@ export interface PageBatchResult {
 }
 
 /** The parent's version of a database, page by page (see PageDeltas's fields). */
-interface ParentPages {
+export interface ParentPages {
   readonly ids: Uint8Array;
   readonly bases: Uint8Array;
   readonly hasBase: Uint8Array;
+  /**
+   * Per page, 32 bytes: the data-blob ID the page had in the parent, where known: a whole page's
+   * own ID, or for a delta the page ID its delta memo record gives; zeros where unknown.
+   */
+  readonly known: Uint8Array;
   readonly count: number;
 }
 
@@ -87,8 +101,68 @@ const NO_PAGES: ParentPages = {
   ids: new Uint8Array(0),
   bases: new Uint8Array(0),
   hasBase: new Uint8Array(0),
+  known: new Uint8Array(0),
   count: 0,
 };
+
+/**
+ * A device's **delta memo** of a database: for each page the last backup listed as a delta, the
+ * page's data-blob ID with the delta and base it was listed as. A page is a function of its
+ * delta and base, so a record stays true whichever snapshot it came from; the next backup knows
+ * from it that a page whose ID is unchanged is the parent's delta and base, and lists them again
+ * without reading the base from the image, hashing it, XORing and hashing the delta. Without the
+ * memo that work was done every day for every page changed since its base (the benchmark's
+ * second day: 20 k of its 31 k deltas, 40 k keyed hashes and 80 MB of XOR for pages unchanged
+ * since the day before).
+ *
+ * Layout: MEMO_MAGIC, then records of MEMO_RECORD_BYTES (page number u32 LE, page ID, delta ID,
+ * base ID), then HMAC-SHA256(ID key, MEMO_DOMAIN || all before it). A memo that does not check
+ * out is ignored, which costs only that work: like the image it is a cache, but unlike the image
+ * its records are used without rehashing, so it carries a MAC instead.
+ */
+const MEMO_MAGIC = new TextEncoder().encode("LKTMEMO1");
+const MEMO_DOMAIN = new TextEncoder().encode("locket delta memo 1");
+const MEMO_RECORD_BYTES = 4 + 3 * 32;
+
+/** The memo of `count` records in `records` (MEMO_RECORD_BYTES each), with its MAC. */
+export function encodeDeltaMemo(repo: Repository, records: Uint8Array, count: number): Uint8Array {
+  const body = new Uint8Array(MEMO_MAGIC.length + count * MEMO_RECORD_BYTES + 32);
+  body.set(MEMO_MAGIC);
+  body.set(records.subarray(0, count * MEMO_RECORD_BYTES), MEMO_MAGIC.length);
+  const end = body.length - 32;
+  body.set(repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, body.subarray(0, end)), end);
+  return body;
+}
+
+/** The records of a memo that checks out (MEMO_RECORD_BYTES each), else undefined. */
+export function decodeDeltaMemo(repo: Repository, memo: Uint8Array): Uint8Array | undefined {
+  const end = memo.length - 32;
+  if (end < MEMO_MAGIC.length || (end - MEMO_MAGIC.length) % MEMO_RECORD_BYTES !== 0) return;
+  if (!equalBytes(memo.subarray(0, MEMO_MAGIC.length), MEMO_MAGIC)) return;
+  const mac = repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, memo.subarray(0, end));
+  if (!repo.p.timingSafeEqual(mac, memo.subarray(end))) return;
+  return memo.subarray(MEMO_MAGIC.length, end);
+}
+
+/** Fills `pages.known`: whole pages' own IDs, and the memo's page IDs for its matching deltas. */
+function applyMemo(pages: ParentPages, records: Uint8Array | undefined): void {
+  const { ids, bases, hasBase, known, count } = pages;
+  for (let k = 0; k < count; k++) {
+    if (!hasBase[k]) known.set(ids.subarray(32 * k, 32 * k + 32), 32 * k);
+  }
+  if (!records) return;
+  const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+  for (let at = 0; at < records.length; at += MEMO_RECORD_BYTES) {
+    const k = view.getUint32(at, true);
+    if (k >= count || !hasBase[k]) continue;
+    const delta = records.subarray(at + 36, at + 68);
+    const base = records.subarray(at + 68, at + 100);
+    // Only for the very delta and base the parent lists for this page.
+    if (!equalBytes(ids.subarray(32 * k, 32 * k + 32), delta)) continue;
+    if (!equalBytes(bases.subarray(32 * k, 32 * k + 32), base)) continue;
+    known.set(records.subarray(at + 4, at + 36), 32 * k);
+  }
+}
 
 /**
  * The pages of a parent's content `ids` (32 bytes each, as `contentIdBytes` gives them), told
@@ -118,6 +192,7 @@ function parentPages(repo: Repository, ids: Uint8Array, path: string): ParentPag
     ids: out.subarray(0, 32 * count),
     bases: bases.subarray(0, 32 * count),
     hasBase: hasBase.subarray(0, count),
+    known: new Uint8Array(32 * count),
     count,
   };
 }
@@ -136,17 +211,28 @@ export class PageDeltas {
   /** Per page of the parent's version: its base when it was a delta, else zeros. */
   private readonly parentBases: Uint8Array;
   private readonly parentHasBase: Uint8Array;
+  /** Per page of the parent's version: its data-blob ID where known (ParentPages.known). */
+  private readonly parentKnown: Uint8Array;
   private readonly parentPages: number;
   /** A page's XOR with its base; the packer copies what it keeps. */
   private readonly scratch: Uint8Array;
+  private readonly store: PageBaseStore;
+  private readonly path: string;
+  /** This backup's delta memo records so far (see DeltaMemo). */
+  private memo = new Uint8Array(0);
+  private memoCount = 0;
 
   private constructor(
     repo: Repository,
+    store: PageBaseStore,
+    path: string,
     image: PageBaseImage,
     pageSize: number,
     parent: ParentPages,
   ) {
     this.repo = repo;
+    this.store = store;
+    this.path = path;
     this.image = image;
     this.pageSize = pageSize;
     this.scratch = new Uint8Array(pageSize);
@@ -154,29 +240,47 @@ export class PageDeltas {
     this.parentIds = parent.ids;
     this.parentBases = parent.bases;
     this.parentHasBase = parent.hasBase;
+    this.parentKnown = parent.known;
+  }
+
+  /**
+   * The parent snapshot's version `parent` (if any) of the database at snapshot path `path`,
+   * with what this device's delta memo knows of it. A parent whose content cannot be listed
+   * (pruned, damaged) only means no deltas for this backup; a memo that cannot be read or does
+   * not check out, only that pages are compared with the image again.
+   * @throws what storage throws while the parent's list blobs are read.
+   */
+  static async loadParent(
+    repo: Repository,
+    store: PageBaseStore,
+    path: string,
+    parent: FileNode | undefined,
+  ): Promise<ParentPages> {
+    if (!parent) return NO_PAGES;
+    let pages: ParentPages;
+    try {
+      pages = parentPages(repo, await repo.contentIdBytes(parent), path);
+    } catch (err) {
+      if (!(err instanceof IntegrityError)) throw err;
+      return NO_PAGES;
+    }
+    const memo = await store.readMemo?.(path).catch(() => undefined);
+    applyMemo(pages, memo && decodeDeltaMemo(repo, memo));
+    return pages;
   }
 
   /**
    * Starts the pages of the database at snapshot path `path`, whose parent snapshot's version
-   * is `parent` (if any). A parent whose content cannot be listed (pruned, damaged) only means
-   * no deltas for this backup.
+   * is `parent` (from `loadParent`; none for a first backup).
    */
   static async open(
     repo: Repository,
     store: PageBaseStore,
     path: string,
-    parent: FileNode | undefined,
+    parent: ParentPages | undefined,
     pageSize: number,
   ): Promise<PageDeltas> {
-    let pages = NO_PAGES;
-    if (parent) {
-      try {
-        pages = parentPages(repo, await repo.contentIdBytes(parent), path);
-      } catch (err) {
-        if (!(err instanceof IntegrityError)) throw err;
-      }
-    }
-    return new PageDeltas(repo, await store.open(path), pageSize, pages);
+    return new PageDeltas(repo, store, path, await store.open(path), pageSize, parent ?? NO_PAGES);
   }
 
   /**
@@ -202,6 +306,10 @@ export class PageDeltas {
       const id = batch.ids.subarray(32 * k, 32 * k + 32);
       if (packer.hasId(id)) {
         plans[k] = Plan.Known;
+        continue;
+      }
+      if (this.unchangedDelta(first + k, id)) {
+        plans[k] = Plan.Again;
         continue;
       }
       baseFor[k] = len === this.pageSize ? this.baseOf(first + k) : undefined;
@@ -240,6 +348,14 @@ export class PageDeltas {
         if (!this.parentListed(page, id)) toImage(k);
         continue;
       }
+      if (plans[k] === Plan.Again) {
+        const delta = this.parentIds.subarray(32 * page, 32 * page + 32);
+        const base = this.parentBases.subarray(32 * page, 32 * page + 32);
+        this.remember(page, id, delta, base);
+        deltaAt.push(ids.length);
+        ids.push(delta, base);
+        continue;
+      }
       if (plans[k] === Plan.Delta) {
         const base = baseFor[k]!;
         const found = hints
@@ -250,6 +366,7 @@ export class PageDeltas {
             await packer.add(BLOB_DELTA, found.id, found.xor, compress);
             newBytes += found.xor.length;
           }
+          this.remember(page, id, found.id, base);
           deltaAt.push(ids.length);
           ids.push(found.id, base);
           continue;
@@ -311,6 +428,45 @@ export class PageDeltas {
   }
 
   /**
+   * Writes this backup's delta memo, once every page went through `batch`. Best effort: the
+   * memo is a cache.
+   */
+  async finish(): Promise<void> {
+    if (!this.store.writeMemo) return;
+    const memo = encodeDeltaMemo(this.repo, this.memo, this.memoCount);
+    await this.store.writeMemo(this.path, memo).catch(() => {});
+  }
+
+  /** Adds a memo record: page `page`, whose ID is `id`, is listed as `delta` and `base`. */
+  private remember(page: number, id: Uint8Array, delta: Uint8Array, base: Uint8Array): void {
+    const at = this.memoCount * MEMO_RECORD_BYTES;
+    if (at + MEMO_RECORD_BYTES > this.memo.length) {
+      const grown = new Uint8Array(Math.max(1024 * MEMO_RECORD_BYTES, 2 * this.memo.length));
+      grown.set(this.memo);
+      this.memo = grown;
+    }
+    new DataView(this.memo.buffer).setUint32(at, page, true);
+    this.memo.set(id, at + 4);
+    this.memo.set(delta, at + 36);
+    this.memo.set(base, at + 68);
+    this.memoCount++;
+  }
+
+  /**
+   * Whether page `page`, whose ID is `id`, is the very page the parent listed as a delta: the
+   * delta memo gave its ID, and its delta and base are still live (the base a page-long data
+   * blob, as for any delta this backup stores).
+   */
+  private unchangedDelta(page: number, id: Uint8Array): boolean {
+    if (page >= this.parentPages || !this.parentHasBase[page]) return false;
+    if (!equalBytes(this.parentKnown.subarray(32 * page, 32 * page + 32), id)) return false;
+    return (
+      this.repo.hasId(this.parentIds.subarray(32 * page, 32 * page + 32)) &&
+      this.baseOf(page) !== undefined
+    );
+  }
+
+  /**
    * The base to try for page `page`: the parent's base for it when it was a delta, else the
    * parent's data blob for it, provided that blob is live, whole data and a page long.
    */
@@ -335,6 +491,16 @@ export class PageDeltas {
 export class MemoryPageBaseStore implements PageBaseStore {
   /** The images, by snapshot path. */
   readonly images = new Map<string, Uint8Array>();
+  /** The delta memos, by snapshot path. */
+  readonly memos = new Map<string, Uint8Array>();
+
+  async readMemo(path: string): Promise<Uint8Array | undefined> {
+    return this.memos.get(path)?.slice();
+  }
+
+  async writeMemo(path: string, bytes: Uint8Array): Promise<void> {
+    this.memos.set(path, bytes.slice());
+  }
 
   async open(path: string): Promise<PageBaseImage> {
     const images = this.images;

@@ -33,6 +33,8 @@ export type ChunkMessage =
       readonly pageSize?: number;
       /** A base image to compute page deltas against (ChunkOptions.baseImage). */
       readonly baseImage?: string;
+      /** For the part's pages, in order: the IDs that need no delta (ChunkOptions.knownPages). */
+      readonly known?: Uint8Array;
     }
   | {
       readonly kind: "ack";
@@ -101,10 +103,18 @@ export class WorkerChunker implements FileChunker {
     // Only a file listed large enough may be striped: the others are not even opened here.
     const threads =
       (file.size ?? Number.POSITIVE_INFINITY) < 2 * STRIPE_BYTES ? 1 : this.pool.threads;
-    const { baseImage } = opts;
-    return new FileJob(file.localFile(), threads, (part) =>
-      this.session(baseImage ? part.then((p) => ({ ...p, baseImage })) : part),
-    );
+    const { baseImage, knownPages } = opts;
+    const withImage = async (p: Part): Promise<Part> => {
+      if (!baseImage) return p;
+      // A stripe's own pages only, copied: a view would send the whole file's array along.
+      const { start, end, pageSize } = p;
+      const known =
+        knownPages && pageSize && start !== undefined && end !== undefined
+          ? (await knownPages()).slice(32 * (start / pageSize), 32 * Math.ceil(end / pageSize))
+          : undefined;
+      return { ...p, baseImage, ...(known?.length ? { known } : {}) };
+    };
+    return new FileJob(file.localFile(), threads, (part) => this.session(part.then(withImage)));
   }
 
   /** A worker session for (a stripe of) a file. */
@@ -123,6 +133,7 @@ export interface Part {
   readonly end?: number;
   readonly pageSize?: number;
   readonly baseImage?: string;
+  readonly known?: Uint8Array;
 }
 
 /**

@@ -14,6 +14,7 @@ import {
   concat,
   deltaPays,
   deriveKeys,
+  equalBytes,
   LocketError,
   openAndCheck,
   type PageDeltaHints,
@@ -164,11 +165,11 @@ class FileSession {
 
   private async run(): Promise<void> {
     try {
-      const { pageSize, baseImage, start } = this.stripe;
+      const { pageSize, baseImage, start, known } = this.stripe;
       const fixed = pageSize ? ({ kind: "pages", pageSize } as const) : undefined;
       const onMode = (mode: ChunkingMode) => {
         if (baseImage && mode.kind === "pages") {
-          this.deltas = DeltaHints.open(baseImage, mode.pageSize, start ?? 0);
+          this.deltas = DeltaHints.open(baseImage, mode.pageSize, start ?? 0, known);
         }
       };
       if (fixed) onMode(fixed);
@@ -181,10 +182,11 @@ class FileSession {
         }
         this.out.set(chunk, this.used);
         this.used += chunk.length;
+        const id = blobId(p, keys.id, BLOB_DATA, chunk);
         // After any send above: a batch's hints are those of its own chunks.
-        this.deltas?.add(chunk);
+        this.deltas?.add(chunk, id);
         this.lengths.push(chunk.length);
-        this.ids.push(blobId(p, keys.id, BLOB_DATA, chunk));
+        this.ids.push(id);
       }
       if (!this.aborted) this.send(true);
     } catch (err) {
@@ -235,15 +237,21 @@ class FileSession {
 /**
  * Page deltas of a database's pages against its base image, worked out as the pages are cut
  * (see PageDeltaHints): the XOR with the image's bytes at the page's offset, and when it pays,
- * the keyed IDs of the image's page and of the delta. The image is read here in windows, with
- * synchronous reads (this thread has nothing else to do meanwhile). An image that cannot be
- * read gives no deltas, never an error: the engine then stores whole pages.
+ * the keyed IDs of the image's page and of the delta. Pages whose ID is the one `known` gives
+ * (ChunkOptions.knownPages) get none: the engine lists the parent's entry for them. The image is
+ * read here in windows, with synchronous reads (this thread has nothing else to do meanwhile).
+ * An image that cannot be read gives no deltas, never an error: the engine then stores whole
+ * pages.
  */
 class DeltaHints {
   private readonly fd: number;
   private readonly pageSize: number;
   /** File offset of the next page. */
   private pos: number;
+  /** The known IDs of this part's pages, 32 bytes each (may be shorter than the part). */
+  private readonly known: Uint8Array;
+  /** Pages added so far. */
+  private pages = 0;
   private window = new Uint8Array(IMAGE_WINDOW_BYTES);
   private windowStart = 0;
   private windowEnd = 0;
@@ -253,24 +261,38 @@ class DeltaHints {
   private xors = new Uint8Array(0);
   private count = 0;
 
-  private constructor(fd: number, pageSize: number, start: number) {
+  private constructor(fd: number, pageSize: number, start: number, known: Uint8Array) {
     this.fd = fd;
     this.pageSize = pageSize;
     this.pos = start;
+    this.known = known;
   }
 
-  static open(path: string, pageSize: number, start: number): DeltaHints | null {
+  static open(
+    path: string,
+    pageSize: number,
+    start: number,
+    known: Uint8Array = new Uint8Array(0),
+  ): DeltaHints | null {
     try {
-      return new DeltaHints(openSync(path, "r"), pageSize, start);
+      return new DeltaHints(openSync(path, "r"), pageSize, start, known);
     } catch {
       return null;
     }
   }
 
-  /** The next chunk of the file, a page (or the last, shorter piece). */
-  add(page: Uint8Array): void {
+  /** The next chunk of the file, a page (or the last, shorter piece), whose ID is `id`. */
+  add(page: Uint8Array, id: Uint8Array): void {
     const at = this.pos;
     this.pos += page.length;
+    const k = this.pages++;
+    if (
+      32 * k + 32 <= this.known.length &&
+      equalBytes(this.known.subarray(32 * k, 32 * k + 32), id)
+    ) {
+      this.at.push(-1);
+      return;
+    }
     const old = page.length === this.pageSize ? this.imageAt(at) : undefined;
     const n = this.pageSize;
     if (old) {
