@@ -1,4 +1,4 @@
-import { equalBytes, toHex, xorInto } from "../bytes.ts";
+import { ByteWriter, equalBytes, toHex, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, blobId } from "../format/blob.ts";
 import type { FileNode } from "../format/tree.ts";
@@ -124,14 +124,31 @@ const MEMO_MAGIC = new TextEncoder().encode("LKTMEMO1");
 const MEMO_DOMAIN = new TextEncoder().encode("locket delta memo 1");
 const MEMO_RECORD_BYTES = 4 + 3 * 32;
 
-/** The memo of `count` records in `records` (MEMO_RECORD_BYTES each), with its MAC. */
-export function encodeDeltaMemo(repo: Repository, records: Uint8Array, count: number): Uint8Array {
-  const body = new Uint8Array(MEMO_MAGIC.length + count * MEMO_RECORD_BYTES + 32);
-  body.set(MEMO_MAGIC);
-  body.set(records.subarray(0, count * MEMO_RECORD_BYTES), MEMO_MAGIC.length);
-  const end = body.length - 32;
-  body.set(repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, body.subarray(0, end)), end);
-  return body;
+/** A memo being written: its magic, then records added with `addMemoRecord`. */
+function newDeltaMemo(): ByteWriter {
+  const memo = new ByteWriter(MEMO_MAGIC.length + 1024 * MEMO_RECORD_BYTES);
+  memo.bytes(MEMO_MAGIC);
+  return memo;
+}
+
+/** Appends a record: page `page`, whose ID is `id`, is listed as `delta` and `base`. */
+function addMemoRecord(
+  memo: ByteWriter,
+  page: number,
+  id: Uint8Array,
+  delta: Uint8Array,
+  base: Uint8Array,
+): void {
+  memo.u32(page);
+  memo.bytes(id);
+  memo.bytes(delta);
+  memo.bytes(base);
+}
+
+/** The memo `memo` holds, with its MAC appended. */
+function sealDeltaMemo(repo: Repository, memo: ByteWriter): Uint8Array {
+  memo.bytes(repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, memo.finish()));
+  return memo.finish();
 }
 
 /** The records of a memo that checks out (MEMO_RECORD_BYTES each), else undefined. */
@@ -218,9 +235,8 @@ export class PageDeltas {
   private readonly scratch: Uint8Array;
   private readonly store: PageBaseStore;
   private readonly path: string;
-  /** This backup's delta memo records so far (see DeltaMemo). */
-  private memo = new Uint8Array(0);
-  private memoCount = 0;
+  /** This backup's delta memo so far (see DeltaMemo). */
+  private readonly memo = newDeltaMemo();
 
   private constructor(
     repo: Repository,
@@ -351,7 +367,7 @@ export class PageDeltas {
       if (plans[k] === Plan.Again) {
         const delta = this.parentIds.subarray(32 * page, 32 * page + 32);
         const base = this.parentBases.subarray(32 * page, 32 * page + 32);
-        this.remember(page, id, delta, base);
+        addMemoRecord(this.memo, page, id, delta, base);
         deltaAt.push(ids.length);
         ids.push(delta, base);
         continue;
@@ -366,7 +382,7 @@ export class PageDeltas {
             await packer.add(BLOB_DELTA, found.id, found.xor, compress);
             newBytes += found.xor.length;
           }
-          this.remember(page, id, found.id, base);
+          addMemoRecord(this.memo, page, id, found.id, base);
           deltaAt.push(ids.length);
           ids.push(found.id, base);
           continue;
@@ -433,23 +449,8 @@ export class PageDeltas {
    */
   async finish(): Promise<void> {
     if (!this.store.writeMemo) return;
-    const memo = encodeDeltaMemo(this.repo, this.memo, this.memoCount);
+    const memo = sealDeltaMemo(this.repo, this.memo);
     await this.store.writeMemo(this.path, memo).catch(() => {});
-  }
-
-  /** Adds a memo record: page `page`, whose ID is `id`, is listed as `delta` and `base`. */
-  private remember(page: number, id: Uint8Array, delta: Uint8Array, base: Uint8Array): void {
-    const at = this.memoCount * MEMO_RECORD_BYTES;
-    if (at + MEMO_RECORD_BYTES > this.memo.length) {
-      const grown = new Uint8Array(Math.max(1024 * MEMO_RECORD_BYTES, 2 * this.memo.length));
-      grown.set(this.memo);
-      this.memo = grown;
-    }
-    new DataView(this.memo.buffer).setUint32(at, page, true);
-    this.memo.set(id, at + 4);
-    this.memo.set(delta, at + 36);
-    this.memo.set(base, at + 68);
-    this.memoCount++;
   }
 
   /**
