@@ -35,4 +35,5 @@ export * from "./format/tree.ts";
 export * from "./repository.ts";
 export * from "./segment-opener.ts";
 export * from "./storage/memory.ts";
+export * from "./storage/object-writer.ts";
 export * from "./storage/storage.ts";

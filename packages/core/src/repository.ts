@@ -24,6 +24,7 @@ import {
   type IndexedPack,
   type IndexFile,
   openIndex,
+  type PackListing,
   sealIndex,
 } from "./format/index-file.ts";
 import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
@@ -43,6 +44,7 @@ import {
   type SegmentOpener,
   type SegmentToOpen,
 } from "./segment-opener.ts";
+import { AddressedWriter, BufferedObjectWriter } from "./storage/object-writer.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
 
 /** A blob a reader will take, by ID (hex), with its location. */
@@ -690,9 +692,21 @@ export class Repository {
     return { name, size: bytes.length };
   }
 
+  /**
+   * Starts a content-addressed object that is written in parts and named by its hash at the end
+   * (a pack): streamed to storage where the backend can (`Storage.createWriter`), else buffered in
+   * memory, `sizeHint` bytes to start with, and saved whole.
+   */
+  async createAddressed(kind: ObjectKind, sizeHint?: number): Promise<AddressedWriter> {
+    const target = this.storage.createWriter
+      ? await this.storage.createWriter(kind)
+      : new BufferedObjectWriter(this.storage, kind, sizeHint);
+    return new AddressedWriter(this.p, target);
+  }
+
   /** Writes an index file for `packs` (and, from forget and prune, what they record). */
   async saveIndex(
-    packs: readonly IndexedPack[],
+    packs: readonly PackListing[],
     maintenance?: Omit<IndexFile, "packs">,
   ): Promise<{ name: string; size: number }> {
     const sealed = await sealIndex(this.p, this.keys, packs, maintenance);

@@ -20,6 +20,17 @@ export interface StorageFixture {
   readonly cleanup: () => Promise<void>;
 }
 
+/** The parts one after the other, in a new array. */
+function concatAll(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
 /** A random valid object name (64 lowercase hex digits). */
 export function randomName(): string {
   return randomBytes(32).toString("hex");
@@ -88,11 +99,21 @@ function invalidNames(kind: ObjectKind): [string, string][] {
     : [...common, ["config", "config name for another kind"]];
 }
 
+/** What a backend declares it offers beyond the required methods. */
+export interface StorageFeatures {
+  /** It implements `createWriter` (objects written in parts); checked both ways. */
+  readonly writesInParts?: boolean;
+}
+
 /**
  * Registers node:test cases that check `make()`'s backend against the Storage contract. Each
  * case gets its own fresh backend and cleans it up afterwards.
  */
-export function storageConformance(name: string, make: () => Promise<StorageFixture>): void {
+export function storageConformance(
+  name: string,
+  make: () => Promise<StorageFixture>,
+  features: StorageFeatures = {},
+): void {
   describe(`Storage conformance: ${name}`, () => {
     let fixture: StorageFixture | undefined;
     let s: Storage;
@@ -111,6 +132,91 @@ export function storageConformance(name: string, make: () => Promise<StorageFixt
       assert.equal(typeof s.location, "string");
       assert.ok(s.location.length > 0);
     });
+
+    it(`${features.writesInParts ? "offers" : "does not offer"} createWriter, as declared`, () => {
+      assert.equal(typeof s.createWriter === "function", features.writesInParts === true);
+    });
+
+    if (features.writesInParts) {
+      describe("objects written in parts (createWriter)", () => {
+        it("stores the parts in call order, with writes in flight together", async () => {
+          const parts = [
+            randomData(300_000),
+            new Uint8Array(0),
+            randomData(7),
+            randomData(1 << 20),
+          ];
+          const backing = randomData(2000);
+          const w = await s.createWriter!("data");
+          // Not awaited one by one: the order of the calls is the order of the bytes.
+          const writes = [
+            w.write(parts[0], parts[1]),
+            w.write(parts[2]),
+            w.write(backing.subarray(500, 1500)),
+            w.write(parts[3]),
+          ];
+          await Promise.all(writes);
+          const whole = concatAll([...parts.slice(0, 3), backing.subarray(500, 1500), parts[3]]);
+          const n = randomName();
+          await w.commit(n);
+          assertBytes(await s.load("data", n), whole);
+          assert.deepEqual(await s.stat("data", n), { name: n, size: whole.length });
+          assert.deepEqual(await listAll(s, "data"), [{ name: n, size: whole.length }]);
+        });
+
+        it("shows nothing before commit, and nothing after abort", async () => {
+          const w = await s.createWriter!("index");
+          await w.write(randomData(1000));
+          assert.deepEqual(await listAll(s, "index"), []);
+          await w.abort();
+          await w.abort(); // idempotent
+          assert.deepEqual(await listAll(s, "index"), []);
+          await assert.rejects(w.write(randomData(1)), StorageError);
+          await assert.rejects(w.commit(randomName()), StorageError);
+          assert.deepEqual(await listAll(s, "index"), []);
+        });
+
+        it("stores an empty object", async () => {
+          const w = await s.createWriter!("snapshots");
+          const n = randomName();
+          await w.commit(n);
+          assert.deepEqual(await s.stat("snapshots", n), { name: n, size: 0 });
+        });
+
+        it("refuses writes and a second commit once committed", async () => {
+          const w = await s.createWriter!("data");
+          await w.write(randomData(10));
+          const n = randomName();
+          await w.commit(n);
+          await assert.rejects(w.write(randomData(1)), StorageError);
+          await assert.rejects(w.commit(randomName()), StorageError);
+          await w.abort(); // a no-op now: the object stays
+          assert.equal((await s.stat("data", n)).size, 10);
+        });
+
+        it("replaces an existing object of the same name, as save does", async () => {
+          const n = randomName();
+          await s.save("data", n, randomData(100));
+          const second = randomData(40);
+          const w = await s.createWriter!("data");
+          await w.write(second);
+          await w.commit(n);
+          assertBytes(await s.load("data", n), second);
+          assert.deepEqual(await listAll(s, "data"), [{ name: n, size: 40 }]);
+        });
+
+        it("rejects an invalid name at commit and leaves nothing", async () => {
+          const w = await s.createWriter!("data");
+          await w.write(randomData(10));
+          await assert.rejects(w.commit("../x"), StorageError);
+          assert.deepEqual(await listAll(s, "data"), []);
+        });
+
+        it("refuses kind config, which has a fixed name", async () => {
+          await assert.rejects(s.createWriter!("config"), StorageError);
+        });
+      });
+    }
 
     describe("save and load", () => {
       for (const kind of OBJECT_KINDS) {

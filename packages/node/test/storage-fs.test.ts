@@ -19,13 +19,17 @@ async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), "locket-fs-"));
 }
 
-storageConformance("FsStorage", async () => {
-  const dir = await tempDir();
-  return {
-    storage: await FsStorage.create(join(dir, "repo")),
-    cleanup: () => rm(dir, { recursive: true, force: true }),
-  };
-});
+storageConformance(
+  "FsStorage",
+  async () => {
+    const dir = await tempDir();
+    return {
+      storage: await FsStorage.create(join(dir, "repo")),
+      cleanup: () => rm(dir, { recursive: true, force: true }),
+    };
+  },
+  { writesInParts: true },
+);
 
 describe("FsStorage", () => {
   let base: string;
@@ -140,6 +144,30 @@ describe("FsStorage", () => {
     const blocked = randomName();
     await mkdir(join(root, "data", blocked.slice(0, 2), blocked), { recursive: true });
     await assert.rejects(s.save("data", blocked, randomData(10)), StorageError);
+    assert.deepEqual(await readdir(join(root, "tmp")), []);
+  });
+
+  it("writes an object in parts to tmp and leaves nothing there once committed, refused or aborted", async () => {
+    const root = repoPath();
+    const s = await FsStorage.create(root);
+    const w = await s.createWriter("data");
+    await w.write(randomData(1000));
+    assert.equal((await readdir(join(root, "tmp"))).length, 1, "the part-written object");
+    const n = randomName();
+    await w.commit(n);
+    assert.equal((await stat(join(root, "data", n.slice(0, 2), n))).mode & 0o777, 0o444);
+    const refused = await s.createWriter("data");
+    await refused.write(randomData(10));
+    await assert.rejects(refused.commit("not-a-name"), StorageError);
+    const aborted = await s.createWriter("index");
+    await aborted.write(randomData(10));
+    await aborted.abort();
+    // A failing rename (the destination is a folder) cleans up as well.
+    const blocked = randomName();
+    await mkdir(join(root, "data", blocked.slice(0, 2), blocked), { recursive: true });
+    const failing = await s.createWriter("data");
+    await failing.write(randomData(10));
+    await assert.rejects(failing.commit(blocked), StorageError);
     assert.deepEqual(await readdir(join(root, "tmp")), []);
   });
 

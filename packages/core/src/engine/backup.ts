@@ -349,23 +349,29 @@ export async function backup(
     return { ...base, subtrees };
   };
 
-  const parentRoots = cacheParent
-    ? await childrenOf({
-        type: "dir",
-        name: "",
-        mode: 0,
-        mtimeMs: 0,
-        subtree: cacheParent.snapshot.tree,
-      })
-    : undefined;
-  const rootNodes = await nodesOf(roots, (r) => r.name, parentRoots);
-  const tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
-  await packer.flush();
+  let tree: string;
+  try {
+    const parentRoots = cacheParent
+      ? await childrenOf({
+          type: "dir",
+          name: "",
+          mode: 0,
+          mtimeMs: 0,
+          subtree: cacheParent.snapshot.tree,
+        })
+      : undefined;
+    const rootNodes = await nodesOf(roots, (r) => r.name, parentRoots);
+    tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
+    await packer.flush();
+  } catch (err) {
+    await packer.abort(); // the pack being written goes; stored ones are adopted next time
+    throw err;
+  }
   report();
 
   // Ordering: the index file must name every pack before a snapshot may refer to its blobs.
   let addedBytes = packer.storedBytes;
-  const toIndex = [...adopted, ...packer.stored];
+  const toIndex = [...adopted, ...packer.storedEncoded];
   if (toIndex.length > 0) addedBytes += (await repo.saveIndex(toIndex)).size;
 
   const parent = history.length ? history[history.length - 1].id : null;

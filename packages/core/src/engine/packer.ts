@@ -2,7 +2,7 @@ import { ByteReader, ByteWriter, fromHex, releaseBuffer, toHex } from "../bytes.
 import { AAD, NONCE_BYTES } from "../crypto/seal.ts";
 import { LocketError } from "../errors.ts";
 import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
-import type { IndexedPack } from "../format/index-file.ts";
+import type { EncodedPack, IndexedPack } from "../format/index-file.ts";
 import {
   PACK_ENTRY_BYTES,
   type PackEntry,
@@ -12,6 +12,7 @@ import {
 } from "../format/pack.ts";
 import { encodePayloadInPlaceAsync, PAYLOAD_HEADER_BYTES } from "../format/payload.ts";
 import type { Repository } from "../repository.ts";
+import type { AddressedWriter } from "../storage/object-writer.ts";
 
 /** A pack is stored once it holds this many bytes (SPEC.md "Packs"). */
 export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
@@ -29,18 +30,23 @@ interface PendingEntry {
 /** Segments compressed and sealed concurrently (each up to about SEGMENT_TARGET_BYTES). */
 const MAX_INFLIGHT_SEGMENTS = 4;
 
-// A pack is stored once it reaches PACK_TARGET_BYTES, so it holds that plus one sealed segment
-// and its header: sized for the usual segment (a media chunk of several MiB makes it regrow once,
-// which is rarer and cheaper than holding 8 MiB of slack in every pooled pack buffer).
-const PACK_CAPACITY = PACK_TARGET_BYTES + 2 * SEGMENT_TARGET_BYTES;
+// A pack is stored once it reaches PACK_TARGET_BYTES, so it holds at most that plus one segment
+// (at most a largest blob beyond SEGMENT_TARGET_BYTES) and its trailer: the buffer a storage that
+// cannot write a pack in parts gets. Pages never written are never touched, so the slack is free.
+const PACK_CAPACITY = PACK_TARGET_BYTES + SEGMENT_TARGET_BYTES + MAX_BLOB_BYTES + 1024 * 1024;
 
-/** Packs written to storage concurrently while the next one fills. */
+/** Packs being committed (fsync, rename; or a whole upload) while the next one is written. */
 const MAX_INFLIGHT_PACKS = 2;
 
 /**
- * A byte buffer that grows and is reused between packs. It grows by a quarter, or to what is
- * needed, not by doubling: a pack buffer doubled to 34 MiB the first time a large media chunk
- * came near the end of a pack, and the pool kept two of them.
+ * Bytes of sealed segments handed to storage and not yet written: the packer waits for the
+ * oldest writes beyond this, so a slow disk holds back the backup instead of filling memory.
+ */
+const MAX_WRITE_AHEAD = 4 * 1024 * 1024;
+
+/**
+ * A segment's byte buffer, which grows and is reused. It grows by a quarter, or to what is
+ * needed, not by doubling (a media chunk of several MiB makes a segment of its own).
  */
 class Growable {
   buf: Uint8Array;
@@ -71,16 +77,18 @@ class Growable {
  * what makes an interrupted backup harmless.
  *
  * Bytes are copied once, into a reused segment buffer, when a blob is added: callers may reuse
- * their buffers afterwards.
+ * their buffers afterwards. Sealed segments go to storage as they come (`createAddressed`):
+ * a pack is never whole in memory where the storage can write it in parts (local folders), and
+ * the pack is named by a hash taken as it is written. Where an operation fails, `abort` removes
+ * the pack being written.
  */
 export class Packer {
   private readonly repo: Repository;
   /** Blobs queued and not yet in the repository's index (hex IDs). */
   private readonly pending = new Set<string>();
-  // Reused buffers: allocating a fresh half-megabyte buffer per segment and 16 MiB per pack made
-  // V8 run a full collection every few megabytes (external memory pressure).
+  // Reused buffers: allocating a fresh half-megabyte buffer per segment made V8 run a full
+  // collection every few megabytes (external memory pressure).
   private readonly segmentPool: Growable[] = [];
-  private readonly packPool: Growable[] = [];
   // The segment's raw bytes, after PAYLOAD_HEADER_BYTES of room for the payload header.
   private segment: Growable;
   private segmentEntries: PendingEntry[] = [];
@@ -91,16 +99,20 @@ export class Packer {
     buffer: Growable;
     entries: PendingEntry[];
   }[] = [];
-  private pack: Growable;
+  /** The pack being written, from its first segment on. */
+  private pack: AddressedWriter | undefined;
   private entries: PackEntry[] = [];
-  // Packs being written to storage; at most MAX_INFLIGHT_PACKS.
+  /** Segment writes not yet known to be done, oldest first, and their bytes in all. */
+  private readonly writes: { done: Promise<void>; bytes: number }[] = [];
+  private writesAhead = 0;
+  // Packs being committed; at most MAX_INFLIGHT_PACKS.
   private readonly storing: Promise<void>[] = [];
   /**
    * Packs stored by this packer, their entries encoded as an index file holds them: a backup of
    * 100 000 database pages kept as many entry objects, each with an ID view, until its index
    * file was written, and every garbage collection traced them.
    */
-  private readonly storedPacks: { packId: Uint8Array; entries: Uint8Array }[] = [];
+  private readonly storedPacks: EncodedPack[] = [];
   /** Bytes of packs stored so far. */
   storedBytes = 0;
   /** Blobs in the packs stored so far. */
@@ -109,7 +121,6 @@ export class Packer {
   constructor(repo: Repository) {
     this.repo = repo;
     this.segment = this.takeSegmentBuffer();
-    this.pack = this.takePackBuffer();
   }
 
   private takeSegmentBuffer(): Growable {
@@ -120,18 +131,17 @@ export class Packer {
     return g;
   }
 
-  private takePackBuffer(): Growable {
-    const g = this.packPool.pop() ?? new Growable(PACK_CAPACITY);
-    g.length = 0;
-    return g;
-  }
-
   /** Packs stored by this packer, for the index file the caller writes. */
   get stored(): IndexedPack[] {
-    return this.storedPacks.map(({ packId, entries }) => ({
+    return this.storedPacks.map(({ packId, encodedEntries: e }) => ({
       packId,
-      entries: readEntries(new ByteReader(entries), entries.length / PACK_ENTRY_BYTES),
+      entries: readEntries(new ByteReader(e), e.length / PACK_ENTRY_BYTES),
     }));
+  }
+
+  /** `stored` as encoded entries, for an index file (nothing decoded). */
+  get storedEncoded(): readonly EncodedPack[] {
+    return this.storedPacks;
   }
 
   /** Whether blob `id` (hex) is stored or queued already. */
@@ -184,41 +194,50 @@ export class Packer {
     while (this.inflight.length > MAX_INFLIGHT_SEGMENTS) await this.appendOldest();
   }
 
-  /** Appends the oldest sealed segment to the pack (in order), storing the pack when full. */
+  /** Writes the oldest sealed segment to the pack (in order), storing the pack when full. */
   private async appendOldest(): Promise<void> {
     const { job, buffer, entries } = this.inflight.shift()!;
     const { nonce, body } = await job;
     this.segmentPool.push(buffer);
-    const segmentOffset = this.pack.length;
+    this.pack ??= await this.repo.createAddressed("data", PACK_CAPACITY);
+    const segmentOffset = this.pack.size;
     const segmentLength = nonce.length + body.length;
-    this.pack.append(nonce);
-    this.pack.append(body);
-    releaseBuffer(body);
+    // The sealed body is this packer's alone: freed as soon as it is written.
+    const done = this.pack.write(nonce, body).finally(() => releaseBuffer(body));
+    done.catch(() => {}); // Rethrown when awaited in order (and by the pack's commit).
+    this.writes.push({ done, bytes: segmentLength });
+    this.writesAhead += segmentLength;
+    while (this.writesAhead > MAX_WRITE_AHEAD) await this.settleOldestWrite();
     for (const e of entries) this.entries.push({ ...e, segmentOffset, segmentLength });
-    if (this.pack.length >= PACK_TARGET_BYTES) await this.storePack();
+    if (this.pack.size >= PACK_TARGET_BYTES) await this.storePack();
   }
 
-  /** Seals the current pack and starts storing it, waiting while too many are in flight. */
+  private async settleOldestWrite(): Promise<void> {
+    const { done, bytes } = this.writes.shift()!;
+    this.writesAhead -= bytes;
+    await done;
+  }
+
+  /** Seals the current pack and starts committing it, waiting while too many are in flight. */
   private async storePack(): Promise<void> {
-    if (this.entries.length === 0) return;
-    const { p, keys } = this.repo;
     const pack = this.pack;
+    if (!pack || this.entries.length === 0) return;
+    const { p, keys } = this.repo;
     const entries = this.entries;
-    pack.append(await sealPackTrailer(p, keys, entries));
-    this.pack = this.takePackBuffer();
+    const trailer = await sealPackTrailer(p, keys, entries);
+    this.pack = undefined;
     this.entries = [];
     const write = (async () => {
-      const size = pack.length;
-      const { name } = await this.repo.saveAddressed("data", pack.buf.subarray(0, size));
+      await pack.write(trailer);
+      const { name, size } = await pack.finish();
       // Only a pack that is durable enters the index (and so the dedup set of later backups).
       this.repo.addPack(name, entries);
       for (const e of entries) this.pending.delete(toHex(e.id));
       const encoded = new ByteWriter(entries.length * PACK_ENTRY_BYTES);
       writeEntries(encoded, entries);
-      this.storedPacks.push({ packId: fromHex(name), entries: encoded.finish() });
+      this.storedPacks.push({ packId: fromHex(name), encodedEntries: encoded.finish() });
       this.storedBytes += size;
       this.storedBlobs += entries.length;
-      this.packPool.push(pack);
     })();
     write.catch(() => {});
     this.storing.push(write);
@@ -231,5 +250,21 @@ export class Packer {
     while (this.inflight.length) await this.appendOldest();
     await this.storePack();
     while (this.storing.length) await this.storing.shift();
+    while (this.writes.length) await this.settleOldestWrite();
+  }
+
+  /**
+   * After a failure: waits for the work in flight to settle and removes the pack being written
+   * (packs already committed stay: unindexed, a later backup adopts them). Never throws.
+   */
+  async abort(): Promise<void> {
+    const pack = this.pack;
+    this.pack = undefined;
+    this.entries = [];
+    await Promise.allSettled(this.inflight.splice(0).map((s) => s.job));
+    await Promise.allSettled(this.writes.splice(0).map((w) => w.done));
+    this.writesAhead = 0;
+    await pack?.abort();
+    await Promise.allSettled(this.storing.splice(0));
   }
 }

@@ -244,16 +244,21 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const order = repack.flatMap((r) => r.entries.map((e) => toHex(e.id)));
   const reads = new BlobReads(repo, order);
   let at = 0;
-  for (const r of repack) {
-    for (const e of r.entries) {
-      const next = reads.next(order[at++], e.type);
-      const plain = next instanceof Uint8Array ? next : await next;
-      await packer.add(e.type, e.id, plain, true);
-      repackedBytes += e.length;
-      opts.onProgress?.({ phase: "repack", done: repackedBytes, total: repackTotal });
+  try {
+    for (const r of repack) {
+      for (const e of r.entries) {
+        const next = reads.next(order[at++], e.type);
+        const plain = next instanceof Uint8Array ? next : await next;
+        await packer.add(e.type, e.id, plain, true);
+        repackedBytes += e.length;
+        opts.onProgress?.({ phase: "repack", done: repackedBytes, total: repackTotal });
+      }
     }
+    await packer.flush();
+  } catch (err) {
+    await packer.abort();
+    throw err;
   }
-  await packer.flush();
   keep.push(...packer.stored);
 
   let deleted = 0;

@@ -4,7 +4,7 @@ import type { Primitives } from "../crypto/primitives.ts";
 import { AAD, open, seal } from "../crypto/seal.ts";
 import { IntegrityError, UnsupportedVersionError } from "../errors.ts";
 import { ID_BYTES } from "./blob.ts";
-import { type PackEntry, readEntries, writeEntries } from "./pack.ts";
+import { PACK_ENTRY_BYTES, type PackEntry, readEntries, writeEntries } from "./pack.ts";
 import { decodePayload, encodePayload } from "./payload.ts";
 
 /**
@@ -26,6 +26,19 @@ export interface IndexedPack {
   readonly entries: readonly PackEntry[];
 }
 
+/**
+ * One pack's entries already encoded as an index file lists them (PACK_ENTRY_BYTES each): what
+ * a backup's packer keeps, so that writing its index file decodes and re-encodes nothing (for a
+ * first backup of 100 000 pages that took a third of a second and 80 MB of heap).
+ */
+export interface EncodedPack {
+  readonly packId: Uint8Array;
+  readonly encodedEntries: Uint8Array;
+}
+
+/** A pack as an index file is written from: its entries, or their encoding. */
+export type PackListing = IndexedPack | EncodedPack;
+
 /** A pack that `prune` decided nothing needs, and when; a later prune deletes it. */
 export interface CondemnedPack extends IndexedPack {
   /** Milliseconds since the Unix epoch. */
@@ -45,13 +58,31 @@ export interface IndexFile {
   readonly forgotten: readonly ForgottenSnapshot[];
 }
 
-function writePacks(w: ByteWriter, packs: readonly IndexedPack[]): void {
+function writePacks(w: ByteWriter, packs: readonly PackListing[]): void {
   w.u32(packs.length);
   for (const pack of packs) {
     w.bytes(pack.packId);
-    w.u32(pack.entries.length);
-    writeEntries(w, pack.entries);
+    if ("encodedEntries" in pack) {
+      w.u32(pack.encodedEntries.length / PACK_ENTRY_BYTES);
+      w.bytes(pack.encodedEntries);
+    } else {
+      w.u32(pack.entries.length);
+      writeEntries(w, pack.entries);
+    }
   }
+}
+
+/** Bytes `writePacks` writes for `packs`. */
+function packsBytes(packs: readonly PackListing[]): number {
+  let n = 4;
+  for (const pack of packs) {
+    const entries =
+      "encodedEntries" in pack
+        ? pack.encodedEntries.length
+        : pack.entries.length * PACK_ENTRY_BYTES;
+    n += ID_BYTES + 4 + entries;
+  }
+  return n;
 }
 
 /**
@@ -61,10 +92,10 @@ function writePacks(w: ByteWriter, packs: readonly IndexedPack[]): void {
 export async function sealIndex(
   p: Primitives,
   keys: RepoKeys,
-  packs: readonly IndexedPack[],
+  packs: readonly PackListing[],
   maintenance: Omit<IndexFile, "packs"> = { condemned: [], forgotten: [] },
 ): Promise<Uint8Array> {
-  const w = new ByteWriter(1024);
+  const w = new ByteWriter(1 + packsBytes(packs) + 1024);
   const { condemned, forgotten } = maintenance;
   const v2 = condemned.length > 0 || forgotten.length > 0;
   w.u8(v2 ? INDEX_VERSION_MAINTENANCE : INDEX_VERSION);

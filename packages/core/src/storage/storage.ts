@@ -44,6 +44,16 @@ export interface Storage {
   save(kind: ObjectKind, name: string, data: Uint8Array, options?: SaveOptions): Promise<void>;
 
   /**
+   * Optional: starts writing an object of `kind` whose name is known only once all of it is
+   * written (a pack, named by its hash), so that a writer need not hold it whole in memory. The
+   * object is invisible (never listed, never loadable) until `commit`. Backends that cannot write
+   * an object before naming it leave this out (S3 has no rename); callers then buffer the object
+   * and `save` it (`Repository.createAddressed` does).
+   * @throws {StorageError} on an invalid kind ("config" has a fixed name) or an I/O failure.
+   */
+  createWriter?(kind: ObjectKind): Promise<ObjectWriter>;
+
+  /**
    * Reads `kind/name`: the whole object, or `length` bytes from `offset` (without `length`: from
    * `offset` to the end; `length` 0 gives an empty array). Idempotent. A range that reaches past
    * the end is an error, never a short read.
@@ -72,6 +82,28 @@ export interface Storage {
    * @throws {StorageError} on I/O failure.
    */
   remove(kind: ObjectKind, name: string): Promise<void>;
+}
+
+/** An object being written by `Storage.createWriter`. */
+export interface ObjectWriter {
+  /**
+   * Appends `parts`, in order, after everything written before. Several writes may be in flight
+   * at once: the object's bytes are those of the calls in call order. The caller must not change
+   * the parts' bytes until the returned promise settles.
+   * @throws {StorageError} on an I/O failure (the object can then only be aborted), or after
+   *   `commit` or `abort`.
+   */
+  write(...parts: Uint8Array[]): Promise<void>;
+  /**
+   * Waits for every write, then stores the object as `kind/name` as `save` would (atomic and
+   * durable when it resolves; an existing object of that name is replaced). The writer is then
+   * done.
+   * @throws {StorageError} on an invalid name, a failed write or any I/O failure; nothing is
+   *   left visible under `name` and the partial object is removed.
+   */
+  commit(name: string): Promise<void>;
+  /** Discards what was written; the writer is then done. Idempotent, and never throws. */
+  abort(): Promise<void>;
 }
 
 /**

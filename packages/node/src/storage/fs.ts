@@ -31,6 +31,7 @@ import {
   OBJECT_KINDS,
   type ObjectInfo,
   type ObjectKind,
+  type ObjectWriter,
   resolveRange,
   type SaveOptions,
   type Storage,
@@ -115,7 +116,35 @@ export class FsStorage implements Storage {
     options: SaveOptions = {},
   ): Promise<void> {
     const path = this.#path(kind, name);
-    const tmp = await this.#writeTemp(data);
+    await this.#place(await this.#writeTemp(data), kind, name, path, options);
+  }
+
+  /**
+   * Starts an object that is written in parts to a temp file in ROOT/tmp; `commit` fsyncs it
+   * and renames it into place as `save` does. See `Storage.createWriter`.
+   * @throws {StorageError} for kind "config" or when the temp file cannot be created.
+   */
+  async createWriter(kind: ObjectKind): Promise<ObjectWriter> {
+    if (kind === "config" || !OBJECT_KINDS.includes(kind)) {
+      throw new StorageError(`cannot create an object of kind ${describeValue(kind)} in parts`);
+    }
+    const { tmp, handle } = await this.#openTemp();
+    return new FsObjectWriter(tmp, handle, async (name) => {
+      await this.#place(tmp, kind, name, this.#path(kind, name), {});
+    });
+  }
+
+  /**
+   * Moves the finished temp file `tmp` into place as `kind/name` (renamed, or linked when
+   * `exclusive`), fsyncs the folder, and removes `tmp` whatever happens.
+   */
+  async #place(
+    tmp: string,
+    kind: ObjectKind,
+    name: string,
+    path: string,
+    options: SaveOptions,
+  ): Promise<void> {
     let tmpLeft = true;
     try {
       const dir = dirname(path);
@@ -272,6 +301,20 @@ export class FsStorage implements Storage {
 
   /** Writes `data` to a new fsynced, read-only file in ROOT/tmp and returns its path. */
   async #writeTemp(data: Uint8Array): Promise<string> {
+    const { tmp, handle } = await this.#openTemp();
+    try {
+      await handle.writeFile(data);
+    } catch (err) {
+      await handle.close().catch(() => {});
+      await unlink(tmp).catch(() => {});
+      throw storageError("write", tmp, err);
+    }
+    await syncAndClose(tmp, handle);
+    return tmp;
+  }
+
+  /** Creates a new, empty temp file in ROOT/tmp, open for writing. */
+  async #openTemp(): Promise<{ tmp: string; handle: FileHandle }> {
     const tmpDir = join(this.#root, "tmp");
     const tmp = join(tmpDir, randomBytes(16).toString("hex"));
     // Created read-only: the open descriptor can still write, later opens cannot.
@@ -281,30 +324,7 @@ export class FsStorage implements Storage {
       "create",
       tmp,
     );
-    try {
-      try {
-        await handle.writeFile(data);
-      } catch (err) {
-        throw storageError("write", tmp, err);
-      }
-      try {
-        await handle.sync();
-      } catch (err) {
-        throw storageError("fsync", tmp, err);
-      }
-    } catch (err) {
-      await handle.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
-      throw err;
-    }
-    try {
-      // close can report deferred write errors (NFS), so it is not fire-and-forget.
-      await handle.close();
-    } catch (err) {
-      await unlink(tmp).catch(() => {});
-      throw storageError("close", tmp, err);
-    }
-    return tmp;
+    return { tmp, handle };
   }
 
   /**
@@ -422,6 +442,111 @@ async function mkdirOrFail(dir: string, options: { recursive: true }): Promise<s
 }
 
 /** Fsyncs the parent of every folder from `created` down to `leaf` (all newly created). */
+/**
+ * fsyncs and closes a written temp file; on failure removes it and throws StorageError. close
+ * can report deferred write errors (NFS), so it is awaited too.
+ */
+async function syncAndClose(tmp: string, handle: FileHandle): Promise<void> {
+  try {
+    await handle.sync();
+  } catch (err) {
+    await handle.close().catch(() => {});
+    await unlink(tmp).catch(() => {});
+    throw storageError("fsync", tmp, err);
+  }
+  try {
+    await handle.close();
+  } catch (err) {
+    await unlink(tmp).catch(() => {});
+    throw storageError("close", tmp, err);
+  }
+}
+
+/**
+ * An object written in parts to a temp file (FsStorage.createWriter). Each write goes to its own
+ * offset, so writes in flight together land in call order; the first failure is kept, and
+ * `commit` reports it after removing the file.
+ */
+class FsObjectWriter implements ObjectWriter {
+  readonly #tmp: string;
+  readonly #handle: FileHandle;
+  readonly #place: (name: string) => Promise<void>;
+  /** Bytes asked for so far: the offset of the next write. */
+  #size = 0;
+  readonly #inflight = new Set<Promise<void>>();
+  #failure: unknown;
+  #done = false;
+
+  constructor(tmp: string, handle: FileHandle, place: (name: string) => Promise<void>) {
+    this.#tmp = tmp;
+    this.#handle = handle;
+    this.#place = place;
+  }
+
+  write(...parts: Uint8Array[]): Promise<void> {
+    if (this.#done) {
+      return Promise.reject(new StorageError(`write to ${this.#tmp} after commit or abort`));
+    }
+    const at = this.#size;
+    for (const part of parts) this.#size += part.length;
+    const write = writeAllAt(this.#handle, parts, at).catch((err) => {
+      const error = storageError("write", this.#tmp, err);
+      this.#failure ??= error;
+      throw error;
+    });
+    const tracked = write.then(
+      () => {},
+      () => {},
+    );
+    this.#inflight.add(tracked);
+    tracked.then(() => this.#inflight.delete(tracked));
+    return write;
+  }
+
+  async commit(name: string): Promise<void> {
+    if (this.#done) throw new StorageError(`commit of ${this.#tmp} after commit or abort`);
+    this.#done = true;
+    await Promise.all(this.#inflight);
+    if (this.#failure) {
+      await this.#handle.close().catch(() => {});
+      await unlink(this.#tmp).catch(() => {});
+      throw this.#failure;
+    }
+    await syncAndClose(this.#tmp, this.#handle);
+    try {
+      await this.#place(name);
+    } catch (err) {
+      await unlink(this.#tmp).catch(() => {}); // gone already unless the name was refused
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    if (this.#done) return;
+    this.#done = true;
+    await Promise.all(this.#inflight);
+    await this.#handle.close().catch(() => {});
+    await unlink(this.#tmp).catch(() => {});
+  }
+}
+
+/** Writes all of `parts` at file offset `at`, however many calls that takes. */
+async function writeAllAt(handle: FileHandle, parts: Uint8Array[], at: number): Promise<void> {
+  let pending = parts.filter((part) => part.length > 0);
+  let position = at;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending, position);
+    if (bytesWritten === 0) throw new Error("the disk accepted no bytes (a zero-length write)");
+    position += bytesWritten;
+    // A short write: go on from the first byte not written.
+    while (pending.length > 0 && bytesWritten >= pending[0].length) {
+      bytesWritten -= pending[0].length;
+      pending = pending.slice(1);
+    }
+    if (bytesWritten > 0) pending = [pending[0].subarray(bytesWritten), ...pending.slice(1)];
+  }
+}
+
 async function fsyncCreated(leaf: string, created: string): Promise<void> {
   for (let dir = leaf; ; dir = dirname(dir)) {
     await fsyncDir(dirname(dir));
