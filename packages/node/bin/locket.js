@@ -27,31 +27,40 @@ if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "8";
 // command starts itself again with them (~50 ms). Not where GLIBC_TUNABLES is set already (the
 // user's choice), on other C libraries, or with LOCKET_MALLOC_TUNING=0.
 // The restart also caps V8's young generation at 2 MiB semi-spaces (a flag read at start-up
-// only): the decoded segments these commands churn through made V8 grow it to 64 MB on the main
-// thread. Peak memory of the benchmark's 2 GB restore 442-464 -> 361-397 MiB and of its
-// `check --read-data` 371-427 -> 292-309 MiB, time within noise (4 runs each). A
-// --max-semi-space-size given to node still wins: it comes later on the command line.
+// only; v8.setFlagsFromString later changes nothing): the decoded segments these commands churn
+// through made V8 grow it to 64 MB on the main thread. Peak memory of the benchmark's 2 GB
+// restore 442-464 -> 361-397 MiB and of its `check --read-data` 371-427 -> 292-309 MiB, time
+// within noise (4 runs each). A backup grew it to 85-92 MB with 7-25 MB in use: capped, its
+// first backup of that set peaks at 344-372 instead of 386-402 MiB and a day at 323-335 instead
+// of 376-390 MiB, time within noise (3 alternating runs each). A backup keeps malloc's defaults:
+// the tuning above added 35 MiB to its peak for no clear gain in time. A --max-semi-space-size
+// given to node still wins: it comes later on the command line.
 const MALLOC_TUNING = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
 const YOUNG_GENERATION = "--max-semi-space-size=2";
 const READS_PACKS = new Set(["restore", "check", "prune", "drill"]);
-if (
+const tuneMalloc =
   READS_PACKS.has(process.argv[2]) &&
   process.env.GLIBC_TUNABLES === undefined &&
   process.env.LOCKET_MALLOC_TUNING !== "0" &&
-  typeof process.execve === "function" &&
-  process.report?.getReport().header.glibcVersionRuntime
-) {
+  Boolean(process.report?.getReport().header.glibcVersionRuntime);
+const capYoung =
+  (READS_PACKS.has(process.argv[2]) || process.argv[2] === "backup") &&
+  process.env.LOCKET_RESTARTED !== "1";
+delete process.env.LOCKET_RESTARTED; // nothing this process starts should inherit it
+if (capYoung && typeof process.execve === "function") {
   try {
     process.execve(
       process.execPath,
       [process.execPath, YOUNG_GENERATION, ...process.execArgv, ...process.argv.slice(1)],
       {
         ...process.env,
-        GLIBC_TUNABLES: MALLOC_TUNING,
+        // Set, so the command cannot start itself again (an execve failing is caught below).
+        LOCKET_RESTARTED: "1",
+        ...(tuneMalloc ? { GLIBC_TUNABLES: MALLOC_TUNING } : {}),
       },
     );
   } catch {
-    // Not started again: the command runs here, with malloc's defaults.
+    // Not started again: the command runs here, with V8's and malloc's defaults.
   }
 }
 // V8's code cache for Locket's modules (compiled from TypeScript at every start otherwise):

@@ -1,7 +1,7 @@
 /**
- * How the `locket` command tunes its process for the commands that read packs: a restart with
- * glibc malloc tunables and a small V8 young generation, an 8-thread libuv pool for `restore`, and the fsyncs a restore runs at
- * once. A probe loaded with `--import` prints each process's settings, so the test sees both the
+ * How the `locket` command tunes its process: for the commands that read packs a restart with
+ * glibc malloc tunables and a small V8 young generation, for `backup` with the young generation
+ * only; an 8-thread libuv pool for `restore`, and the fsyncs a restore runs at once. A probe loaded with `--import` prints each process's settings, so the test sees both the
  * first process and the one it restarts as.
  */
 import assert from "node:assert/strict";
@@ -69,8 +69,12 @@ describe("process tuning", () => {
       { tunables: null, pool: null, young: null },
       { tunables: TUNABLES, pool: null, young: YOUNG },
     ]);
+    // Without the malloc tuning it still restarts, for the young generation only.
     const plain = await probe(t, ["check"], { LOCKET_MALLOC_TUNING: "0" });
-    assert.deepEqual(plain.processes, [{ tunables: null, pool: null, young: null }]);
+    assert.deepEqual(plain.processes, [
+      { tunables: null, pool: null, young: null },
+      { tunables: null, pool: null, young: YOUNG },
+    ]);
     // The restarted command is the same command: same exit status, same output.
     assert.notEqual(tuned.status, 0, tuned.rest);
     assert.equal(tuned.status, plain.status);
@@ -93,13 +97,19 @@ describe("process tuning", () => {
     assert.deepEqual(own.processes.at(-1), { tunables: TUNABLES, pool: "3", young: YOUNG });
   });
 
-  test("backup does not restart, nor does a command where GLIBC_TUNABLES is set", async (t) => {
+  test("backup restarts for the young generation only; GLIBC_TUNABLES set is the user's", async (t) => {
     const backup = await probe(t, ["backup", "nothing"]);
-    assert.deepEqual(backup.processes, [{ tunables: null, pool: null, young: null }]);
+    assert.deepEqual(backup.processes, [
+      { tunables: null, pool: null, young: null },
+      { tunables: null, pool: null, young: YOUNG },
+    ]);
     const own = await probe(t, ["check"], { GLIBC_TUNABLES: "glibc.malloc.arena_max=2" });
     assert.deepEqual(own.processes, [
       { tunables: "glibc.malloc.arena_max=2", pool: null, young: null },
+      { tunables: "glibc.malloc.arena_max=2", pool: null, young: YOUNG },
     ]);
+    const other = await probe(t, ["snapshots"]);
+    assert.deepEqual(other.processes, [{ tunables: null, pool: null, young: null }]);
   });
 
   test("a restore fsyncs all of libuv's threadpool but two threads at once, at least one", () => {
