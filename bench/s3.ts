@@ -52,8 +52,28 @@ const { values } = parseArgs({
     data: { type: "string" },
     json: { type: "string" },
     keep: { type: "boolean", default: false },
+    help: { type: "boolean", short: "h", default: false },
   },
 });
+if (values.help) {
+  process.stdout.write(`Usage: node bench/s3.ts [options]
+
+Backs up and restores one generated chat data set with Locket's S3 backend and restic's, both
+against a local Ceph RADOS Gateway (scripts/ceph-s3.sh; installed with apt-get when missing and
+torn down on exit) through a proxy that counts requests and bytes. Prints a Markdown table of
+medians with the ratio Locket/restic; docs/benchmarks-s3.md holds the latest.
+
+Options:
+      --messages N     messages in the generated database (default 200000)
+      --media-mb N     megabytes of generated media (default 300)
+      --runs N         runs of every phase per tool (default 1)
+      --data DIR       generate the data set in DIR (default: a temporary folder)
+      --json FILE      write every sample as JSON to FILE
+      --keep           keep the temporary folder
+  -h, --help           this help
+`);
+  process.exit(0);
+}
 const runs = Number(values.runs);
 
 function log(line: string): void {
