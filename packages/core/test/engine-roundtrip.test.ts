@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { toHex, utf8 } from "../src/bytes.ts";
+import { concat, toHex, utf8 } from "../src/bytes.ts";
 import { chunkStream } from "../src/chunker/chunk-stream.ts";
 import { CDC_MAX, CDC_MIN } from "../src/chunker/fastcdc.ts";
 import { deriveKeys } from "../src/crypto/keys.ts";
@@ -471,6 +471,21 @@ describe("webPrimitives and nodePrimitives agree", () => {
     for (const d of inputs) assert.deepEqual(web.sha256(d), p.sha256(d));
   });
 
+  it("sha256 of parts is sha256 of the whole", () => {
+    const whole = randomBytes(300_000, 9);
+    for (const prims of [web, p]) {
+      for (const cuts of [[], [0], [1, 64, 65, 299_999], [100_000, 200_000]]) {
+        const h = prims.sha256Stream();
+        let at = 0;
+        for (const cut of [...cuts, whole.length]) {
+          h.update(whole.subarray(at, cut));
+          at = cut;
+        }
+        assert.deepEqual(h.digest(), p.sha256(whole));
+      }
+    }
+  });
+
   it("hmac-sha256", () => {
     assert.equal(
       toHex(web.hmacSha256(utf8("Jefe"), utf8("what do ya want for nothing?"))),
@@ -524,6 +539,17 @@ describe("webPrimitives and nodePrimitives agree", () => {
     }
     assert.equal(await nk.open(nonce, new Uint8Array(5), aad), null);
     assert.equal(await wk.open(nonce, new Uint8Array(5), aad), null);
+  });
+
+  it("aes-256-gcm: sealParts joined are seal's bytes", async () => {
+    const nk = await p.aesGcmKey(randomBytes(32, 6));
+    assert.ok(nk.sealParts, "node's key offers sealParts");
+    const nonce = Uint8Array.from({ length: 12 }, (_, i) => 3 * i);
+    for (const plain of inputs) {
+      const parts = await nk.sealParts(nonce, plain, utf8("aad"));
+      assert.equal(parts.at(-1)?.length, 16, "the tag comes last");
+      assert.deepEqual(concat(...parts), await nk.seal(nonce, plain, utf8("aad")));
+    }
   });
 
   it("a repository written with one restores with the other", async () => {

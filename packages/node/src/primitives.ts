@@ -54,6 +54,14 @@ async function aesGcmKey(raw: Uint8Array): Promise<AeadKey> {
       c.setAAD(aad);
       return u8(Buffer.concat([c.update(plaintext), c.final(), c.getAuthTag()]));
     },
+    async sealParts(nonce, plaintext, aad) {
+      const c = createCipheriv("aes-256-gcm", key, nonce);
+      c.setAAD(aad);
+      // GCM's final() returns no bytes: the ciphertext is update's.
+      const body = c.update(plaintext);
+      c.final();
+      return [u8(body), u8(c.getAuthTag())];
+    },
     async open(nonce, sealed, aad) {
       if (sealed.length < 16) return null;
       const d = createDecipheriv("aes-256-gcm", key, nonce);

@@ -12,6 +12,12 @@ export interface AeadKey {
    * releases it once copied). `nonce` is 12 bytes.
    */
   seal(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array>;
+  /**
+   * Optional: `seal`'s bytes as pieces that are not joined (ciphertext, then tag), each a fresh
+   * array the caller owns, for a caller that writes them out as they are: joining them copied
+   * every byte a backup stores once more (0.6 s of a 2 GB first backup's main thread).
+   */
+  sealParts?(nonce: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Promise<Uint8Array[]>;
   /** Decrypts and authenticates; returns null when authentication fails (never throws for that). */
   open(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array | null>;
 }

@@ -95,7 +95,7 @@ export class Packer {
   private segmentCompress = true;
   // Segments being compressed and sealed off the main thread, oldest first.
   private readonly inflight: {
-    job: Promise<{ nonce: Uint8Array; body: Uint8Array }>;
+    job: Promise<{ nonce: Uint8Array; body: Uint8Array[] }>;
     buffer: Growable;
     entries: PendingEntry[];
   }[] = [];
@@ -187,7 +187,10 @@ export class Packer {
     const job = (async () => {
       const payload = await encodePayloadInPlaceAsync(p, buffer.buf, rawLength, compress);
       const nonce = p.randomBytes(NONCE_BYTES);
-      return { nonce, body: await keys.data.seal(nonce, payload, AAD.segment) };
+      const body = keys.data.sealParts
+        ? await keys.data.sealParts(nonce, payload, AAD.segment)
+        : [await keys.data.seal(nonce, payload, AAD.segment)];
+      return { nonce, body };
     })();
     job.catch(() => {}); // Rethrown when the job is awaited in order; never unhandled.
     this.inflight.push({ job, buffer, entries });
@@ -201,9 +204,9 @@ export class Packer {
     this.segmentPool.push(buffer);
     this.pack ??= await this.repo.createAddressed("data", PACK_CAPACITY);
     const segmentOffset = this.pack.size;
-    const segmentLength = nonce.length + body.length;
+    const segmentLength = body.reduce((n, part) => n + part.length, nonce.length);
     // The sealed body is this packer's alone: freed as soon as it is written.
-    const done = this.pack.write(nonce, body).finally(() => releaseBuffer(body));
+    const done = this.pack.write(nonce, ...body).finally(() => body.forEach(releaseBuffer));
     done.catch(() => {}); // Rethrown when awaited in order (and by the pack's commit).
     this.writes.push({ done, bytes: segmentLength });
     this.writesAhead += segmentLength;
