@@ -16,6 +16,8 @@ export function segmentKey(loc: BlobLocation): string {
 }
 
 const ID_BYTES = 32;
+/** An entry as index files encode it (SPEC §9): type, ID, four little-endian u32 fields. */
+const ENTRY_BYTES = 1 + ID_BYTES + 16;
 const EMPTY = 0;
 
 function hexValue(c: number): number {
@@ -142,6 +144,30 @@ export class BlobIndex {
     for (const e of entries) this.addIn(number, e.id, e);
   }
 
+  /**
+   * Adds the blobs of pack `pack` from their encoding in an index file (PACK_ENTRY_BYTES each:
+   * type, ID, segment offset and length, offset and length, little-endian), as `addPack` does,
+   * without decoding them into objects. The caller has checked them (readEncodedEntries).
+   */
+  addEncodedPack(pack: string, encoded: Uint8Array): void {
+    const number = this.packNumber(pack);
+    const count = encoded.length / ENTRY_BYTES;
+    this.reserve(this.count + count);
+    const v = new DataView(encoded.buffer, encoded.byteOffset, encoded.byteLength);
+    for (let at = 0; at < encoded.length; at += ENTRY_BYTES) {
+      const f = at + 1 + ID_BYTES;
+      this.addRaw(
+        number,
+        encoded.subarray(at + 1, f),
+        encoded[at] as BlobType,
+        v.getUint32(f, true),
+        v.getUint32(f + 4, true),
+        v.getUint32(f + 8, true),
+        v.getUint32(f + 12, true),
+      );
+    }
+  }
+
   /** Makes room for `total` blobs at once, rather than growing step by step. */
   reserve(total: number): void {
     let slots = this.slots.length;
@@ -161,6 +187,18 @@ export class BlobIndex {
   }
 
   private addIn(pack: number, id: Uint8Array, loc: Omit<BlobLocation, "pack">): void {
+    this.addRaw(pack, id, loc.type, loc.segmentOffset, loc.segmentLength, loc.offset, loc.length);
+  }
+
+  private addRaw(
+    pack: number,
+    id: Uint8Array,
+    type: BlobType,
+    segmentOffset: number,
+    segmentLength: number,
+    offset: number,
+    length: number,
+  ): void {
     if (id.length !== ID_BYTES)
       throw new RangeError(`blob id: expected ${ID_BYTES} bytes, got ${id.length}`);
     if ((this.count + 1) * 2 > this.slots.length) this.grow();
@@ -170,12 +208,12 @@ export class BlobIndex {
     if (n >= this.packOf.length) this.growEntries();
     this.ids.set(id, n * ID_BYTES);
     this.packOf[n] = pack;
-    this.types[n] = loc.type;
+    this.types[n] = type;
     const f = n * 4;
-    this.fields[f] = loc.segmentOffset;
-    this.fields[f + 1] = loc.segmentLength;
-    this.fields[f + 2] = loc.offset;
-    this.fields[f + 3] = loc.length;
+    this.fields[f] = segmentOffset;
+    this.fields[f + 1] = segmentLength;
+    this.fields[f + 2] = offset;
+    this.fields[f + 3] = length;
     this.slots[s] = n + 1;
   }
 

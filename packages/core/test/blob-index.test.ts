@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { BlobIndex, type BlobLocation } from "../src/blob-index.ts";
-import { toHex } from "../src/bytes.ts";
+import { ByteWriter, toHex } from "../src/bytes.ts";
+import { PACK_ENTRY_BYTES, writeEntries } from "../src/format/pack.ts";
 
 function loc(i: number): BlobLocation {
   return {
@@ -58,6 +59,23 @@ describe("BlobIndex", () => {
       for (const e of entries) assert.deepEqual(bulk.get(toHex(e.id)), one.get(toHex(e.id)));
     }
     assert.equal(bulk.get(toHex(packs[7][3].id))?.pack, "p2");
+  });
+
+  it("adds packs from their index-file encoding as addPack does from objects", () => {
+    const objects = new BlobIndex(4);
+    const encoded = new BlobIndex(4);
+    for (let k = 0; k < 5; k++) {
+      const entries = Array.from({ length: 900 }, (_, i) => {
+        const { pack: _pack, ...rest } = loc(k * 900 + i + 1);
+        return { id: new Uint8Array(randomBytes(32)), ...rest, segmentOffset: 2 ** 32 - 1 - i };
+      });
+      const w = new ByteWriter(entries.length * PACK_ENTRY_BYTES);
+      writeEntries(w, entries);
+      objects.addPack(`p${k}`, entries);
+      encoded.addEncodedPack(`p${k}`, w.finish());
+      for (const e of entries) assert.deepEqual(encoded.get(toHex(e.id)), objects.get(toHex(e.id)));
+    }
+    assert.equal(encoded.size, 5 * 900);
   });
 
   it("keeps the first location of a duplicate ID", () => {

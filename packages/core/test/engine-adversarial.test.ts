@@ -791,6 +791,10 @@ describe("hostile sizes (no giant allocation)", () => {
       await sealIndex(p, repo.keys, [
         { packId, entries: [{ ...entry, segmentLength: 100, length: 2 ** 32 - 1 }] },
       ]),
+      // loadIndex keeps entries encoded (openIndexEncoded): it must check the type byte too.
+      await sealIndex(p, repo.keys, [
+        { packId, entries: [{ ...entry, segmentLength: 100, type: 9 as BlobType }] },
+      ]),
     ];
     for (const count of [0xffffffff, 0x10000000]) {
       const w = new ByteWriter(64);
