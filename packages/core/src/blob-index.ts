@@ -1,3 +1,4 @@
+import { parseHexId } from "./bytes.ts";
 import type { BlobType } from "./format/blob.ts";
 
 /** Where a blob lives: its pack and its place in that pack. */
@@ -19,12 +20,6 @@ const ID_BYTES = 32;
 /** An entry as index files encode it (SPEC §9): type, ID, four little-endian u32 fields. */
 const ENTRY_BYTES = 1 + ID_BYTES + 16;
 const EMPTY = 0;
-
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
 
 /**
  * The in-memory map from blob ID to location, in typed arrays: about 60 bytes per blob, where a
@@ -58,14 +53,7 @@ export class BlobIndex {
 
   /** Parses a hex ID into the scratch buffer; false when it is not 64 lowercase hex digits. */
   private parse(hex: string): boolean {
-    if (hex.length !== ID_BYTES * 2) return false;
-    for (let i = 0; i < ID_BYTES; i++) {
-      const hi = hexValue(hex.charCodeAt(2 * i));
-      const lo = hexValue(hex.charCodeAt(2 * i + 1));
-      if (hi < 0 || lo < 0) return false;
-      this.scratch[i] = (hi << 4) | lo;
-    }
-    return true;
+    return parseHexId(hex, this.scratch);
   }
 
   /** Slot of `id` (in the scratch buffer or given), or of the empty slot where it would go. */

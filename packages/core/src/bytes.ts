@@ -43,6 +43,28 @@ function hexDigit(c: number): number {
 }
 
 /**
+ * Parses `hex`, a blob ID as 64 lowercase hex digits, into `out` (32 bytes) without allocating;
+ * false, with `out` partly written, for anything else (uppercase included: IDs are lowercase).
+ */
+export function parseHexId(hex: string, out: Uint8Array): boolean {
+  if (hex.length !== 64) return false;
+  for (let i = 0; i < 32; i++) {
+    const hi = lowerHexDigit(hex.charCodeAt(2 * i));
+    const lo = lowerHexDigit(hex.charCodeAt(2 * i + 1));
+    if (hi < 0 || lo < 0) return false;
+    out[i] = (hi << 4) | lo;
+  }
+  return true;
+}
+
+/** Value of a lowercase hex digit's character code, or -1. */
+function lowerHexDigit(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
+}
+
+/**
  * Parses lowercase or uppercase hex.
  * @throws {TypeError} when `hex` has an odd length or a non-hex character.
  */

@@ -679,6 +679,14 @@ export class Repository {
     return parseIdList(await this.listBody(id)).map(toHex);
   }
 
+  /**
+   * `listIds` as bytes: the list blob's checked plaintext, 32-byte IDs back to back.
+   * @throws {IntegrityError} when the list is missing, damaged or malformed.
+   */
+  listIdBytes(id: string): Promise<Uint8Array> {
+    return this.listBody(id);
+  }
+
   /** The plaintext of list blob `id`: 32-byte IDs back to back. @throws {IntegrityError} when damaged. */
   private async listBody(id: string): Promise<Uint8Array> {
     const body = await this.loadBlob(id, BLOB_LIST);

@@ -618,6 +618,28 @@ describe("prune", () => {
     assert.deepEqual(await names(storage, "index"), before);
   });
 
+  it("refuses, naming the blob, when a pack holding a blob a snapshot needs is gone", async () => {
+    const { storage, ids } = await forgottenRepo();
+    const repo = await open(storage);
+    const latest = await repo.findSnapshot(ids[2]);
+    // IMG-0.jpg was stored by the first, forgotten, backup; the latest snapshot still has it.
+    const media = (await repo.loadTree(latest.snapshot.tree)).nodes.find((n) => n.name === "Media");
+    assert.ok(media?.type === "dir" && media.subtree);
+    const img = (await repo.loadTree(media.subtree)).nodes.find((n) => n.name === "IMG-0.jpg");
+    assert.ok(img?.type === "file" && img.content);
+    const pack = repo.lookup(img.content[0])!.pack;
+    assert.notEqual(pack, repo.lookup(latest.snapshot.tree)!.pack, "the trees stay readable");
+    await storage.remove("data", pack);
+    const before = await names(storage, "index");
+    await assert.rejects(prune(await open(storage), { keepDeleteMs: 0 }), (e) => {
+      isLocketError(e, "integrity", "no pack in storage holds it");
+      const named = /blob ([0-9a-f]{64}) is needed/.exec((e as Error).message)?.[1];
+      assert.equal(named && repo.lookup(named)?.pack, pack, "a blob of the lost pack is named");
+      return true;
+    });
+    assert.deepEqual(await names(storage, "index"), before);
+  });
+
   it("refuses a rolled-back history: pruning it would delete the hidden snapshots' data", async () => {
     const { storage } = await forgottenRepo();
     await assert.rejects(prune(await open(storage), { minSeq: 5 }), (e) =>
