@@ -1,7 +1,7 @@
 import { fromHex, toHex } from "../bytes.ts";
 import { LocketError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA } from "../format/blob.ts";
-import { type IndexFile, openIndex } from "../format/index-file.ts";
+import { type EncodedPack, type IndexFile, openIndexEncoded } from "../format/index-file.ts";
 import { openPackHeader, type PackEntry } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
@@ -309,12 +309,16 @@ async function checkTree(
  */
 async function loadIndexFiles(repo: Repository, found: Findings): Promise<number> {
   let count = 0;
-  const opened: { name: string; file: IndexFile }[] = [];
+  // Entries left encoded: the in-memory index is all that is built from them.
+  const opened: { name: string; file: IndexFile<EncodedPack> }[] = [];
   for await (const { name } of repo.storage.list("index")) {
     count++;
     try {
       const bytes = await repo.loadVerified("index", name);
-      opened.push({ name, file: await openIndex(repo.p, repo.keys, bytes, `index/${name}`) });
+      opened.push({
+        name,
+        file: await openIndexEncoded(repo.p, repo.keys, bytes, `index/${name}`),
+      });
     } catch (err) {
       if (err instanceof LocketError && err.code !== "integrity") throw err;
       found.add(err, `index/${name}`);
