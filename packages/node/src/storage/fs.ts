@@ -22,6 +22,7 @@ import {
   unlink,
 } from "node:fs/promises";
 import { dirname, join, resolve } from "node:path";
+import { getSystemErrorMessage } from "node:util";
 import {
   AlreadyExistsError,
   describeValue,
@@ -413,7 +414,16 @@ function errnoCode(err: unknown): string | undefined {
 
 /** A StorageError naming the failed operation, the errno code and the path; `err` is the cause. */
 function storageError(verb: string, path: string, err: unknown): StorageError {
-  const reason = errnoCode(err) ?? (err instanceof Error ? err.message : String(err));
+  const code = errnoCode(err);
+  const errno = (err as { errno?: unknown } | undefined)?.errno;
+  // "no space left on device (ENOSPC)": the code alone told users little.
+  const reason = !code
+    ? err instanceof Error
+      ? err.message
+      : String(err)
+    : typeof errno === "number"
+      ? `${getSystemErrorMessage(errno)} (${code})`
+      : code;
   return new StorageError(`${verb} ${path}: ${reason}`, { cause: err });
 }
 
