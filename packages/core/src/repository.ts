@@ -21,6 +21,8 @@ import {
 } from "./format/config.ts";
 import {
   type CondemnedPack,
+  type EncodedPack,
+  entryCount,
   type IndexedPack,
   type IndexFile,
   openIndex,
@@ -28,13 +30,7 @@ import {
   type PackListing,
   sealIndex,
 } from "./format/index-file.ts";
-import {
-  openPackHeader,
-  openSegment,
-  PACK_ENTRY_BYTES,
-  type PackEntry,
-  readTrailerLength,
-} from "./format/pack.ts";
+import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
 import {
   checkIdList,
@@ -123,6 +119,14 @@ export interface ContentEntry {
  * verify everything they return (object names against SHA-256, blobs against their keyed IDs);
  * anything that does not verify throws IntegrityError naming the object.
  */
+/** openIndex or openIndexEncoded: how index files are parsed, entries as objects or encoded. */
+type IndexOpener<P extends PackListing> = (
+  p: Primitives,
+  keys: RepoKeys,
+  sealed: Uint8Array,
+  name: string,
+) => Promise<IndexFile<P>>;
+
 export class Repository {
   readonly storage: Storage;
   readonly p: Primitives;
@@ -295,12 +299,25 @@ export class Repository {
    * index when it is not loaded yet; otherwise reads the index files it was loaded from again.
    * @throws {IntegrityError} when an index file is damaged.
    */
-  async livePacks(): Promise<IndexedPack[]> {
+  livePacks(): Promise<IndexedPack[]> {
+    return this.livePacksAs(openIndex);
+  }
+
+  /**
+   * `livePacks` with each pack's entries left encoded (EncodedPack), for a caller that decodes
+   * one pack at a time: prune of a repository of 1.25 M blobs held an object per blob.
+   * @throws {IntegrityError} when an index file is damaged.
+   */
+  livePacksEncoded(): Promise<EncodedPack[]> {
+    return this.livePacksAs(openIndexEncoded);
+  }
+
+  private async livePacksAs<P extends PackListing>(opener: IndexOpener<P>): Promise<P[]> {
     if (this.indexLoad) {
       await this.indexLoad;
-      const files = await this.readIndexFiles(openIndex, this.loadedIndexFiles);
+      const files = await this.readIndexFiles(opener, this.loadedIndexFiles);
       const seen = new Set<string>();
-      const live: IndexedPack[] = [];
+      const live: P[] = [];
       for (const { file } of files) {
         for (const pack of file.packs) {
           const name = toHex(pack.packId);
@@ -311,8 +328,8 @@ export class Repository {
       }
       return live;
     }
-    let live: IndexedPack[] = [];
-    this.indexLoad = this.readIndexFiles(openIndex).then((files) => {
+    let live: P[] = [];
+    this.indexLoad = this.readIndexFiles(opener).then((files) => {
       live = this.applyIndexFiles(files);
     });
     await this.indexLoad;
@@ -321,12 +338,7 @@ export class Repository {
 
   /** Index files, verified and opened with `opener`: the ones named, or every one in storage. */
   private async readIndexFiles<P extends PackListing>(
-    opener: (
-      p: Primitives,
-      keys: RepoKeys,
-      sealed: Uint8Array,
-      name: string,
-    ) => Promise<IndexFile<P>>,
+    opener: IndexOpener<P>,
     names?: readonly string[],
   ): Promise<{ name: string; file: IndexFile<P> }[]> {
     const files: { name: string; file: IndexFile<P> }[] = [];
@@ -797,11 +809,4 @@ export class Repository {
       throw new UsageError(`snapshot prefix ${ref} is ambiguous (${hits.length} matches)`);
     return hits[0];
   }
-}
-
-/** Entries of a pack as an index file lists it. */
-function entryCount(pack: PackListing): number {
-  return "encodedEntries" in pack
-    ? pack.encodedEntries.length / PACK_ENTRY_BYTES
-    : pack.entries.length;
 }

@@ -1,7 +1,14 @@
 import { fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_LIST } from "../format/blob.ts";
-import type { CondemnedPack, ForgottenSnapshot, IndexedPack } from "../format/index-file.ts";
+import {
+  type CondemnedPack,
+  entriesOf,
+  entryCount,
+  type ForgottenSnapshot,
+  type IndexedPack,
+  type PackListing,
+} from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
 import { IdSet } from "../id-set.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
@@ -99,7 +106,9 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   if (!(maxUnused >= 0 && maxUnused <= 1)) throw new UsageError("maxUnused must be from 0 to 1");
   const started = Date.now();
 
-  const live = await repo.livePacks();
+  // Encoded, each pack's entries decoded only while it is looked at: an object per blob of the
+  // repository was most of prune's memory.
+  const live = await repo.livePacksEncoded();
   const indexFiles = [...repo.indexFiles];
   const snapshots = await repo.checkedSnapshots(opts.minSeq ?? 0);
   const stored = new Map<string, number>();
@@ -116,7 +125,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // 2. Decide. A used blob is claimed by the first live pack that holds it; other copies count
   // as unused (duplicates left by concurrent backups or by an earlier interrupted prune).
   const claimed = new IdSet(used.size);
-  const keep: IndexedPack[] = [];
+  const keep: PackListing[] = [];
   const repack: { name: string; entries: PackEntry[] }[] = [];
   const condemn: CondemnedPack[] = [];
   const claim = (entries: readonly PackEntry[]): PackEntry[] => {
@@ -134,12 +143,13 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   let usedBytes = 0;
   let partlyUnused = 0;
   // livePacks lists each live pack once, even when several index files name it.
-  for (const pack of live) {
-    const name = toHex(pack.packId);
+  for (const encoded of live) {
+    const name = toHex(encoded.packId);
     if (!stored.has(name)) continue; // missing: any blob a snapshot needs from it is caught below
+    const pack = { packId: encoded.packId, entries: entriesOf(encoded) };
     const mine = claim(pack.entries);
     usedBytes += blobBytes(mine);
-    if (mine.length === pack.entries.length) keep.push(pack);
+    if (mine.length === pack.entries.length) keep.push(encoded);
     else if (mine.length === 0) condemnPack(pack, name);
     else {
       const unused = blobBytes(pack.entries) - blobBytes(mine);
@@ -253,7 +263,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     await packer.abort();
     throw err;
   }
-  keep.push(...packer.stored);
+  keep.push(...packer.storedEncoded);
 
   let deleted = 0;
   const toDelete = expired.length + deleteNow.length;
@@ -264,15 +274,16 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   for (const id of leftovers) await repo.storage.remove("snapshots", id);
 
   const condemnedRecords = keepDeleteMs === 0 ? [...waiting, ...condemn] : waiting;
-  const batches: IndexedPack[][] = [[]];
+  const batches: PackListing[][] = [[]];
   let entries = 0;
   for (const pack of keep) {
-    if (entries + pack.entries.length > ENTRIES_PER_INDEX_FILE && batches.at(-1)!.length > 0) {
+    const n = entryCount(pack);
+    if (entries + n > ENTRIES_PER_INDEX_FILE && batches.at(-1)!.length > 0) {
       batches.push([]);
       entries = 0;
     }
     batches.at(-1)!.push(pack);
-    entries += pack.entries.length;
+    entries += n;
   }
   let written = 0;
   for (const [i, batch] of batches.entries()) {
@@ -287,7 +298,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     await repo.storage.remove("data", name);
     opts.onProgress?.({ phase: "delete", done: ++deleted, total: toDelete });
   }
-  return report({ newPacks: packer.stored.length, repackedBytes, written });
+  return report({ newPacks: packer.storedEncoded.length, repackedBytes, written });
 }
 
 /**

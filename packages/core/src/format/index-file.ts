@@ -78,6 +78,20 @@ function writePacks(w: ByteWriter, packs: readonly PackListing[]): void {
   }
 }
 
+/** Entries of a pack as an index file lists it. */
+export function entryCount(pack: PackListing): number {
+  return "encodedEntries" in pack
+    ? pack.encodedEntries.length / PACK_ENTRY_BYTES
+    : pack.entries.length;
+}
+
+/** The entries of `pack` as objects (decoded when they are encoded). */
+export function entriesOf(pack: PackListing): readonly PackEntry[] {
+  return "encodedEntries" in pack
+    ? readEntries(new ByteReader(pack.encodedEntries), entryCount(pack))
+    : pack.entries;
+}
+
 /** Bytes `writePacks` writes for `packs`. */
 function packsBytes(packs: readonly PackListing[]): number {
   let n = 4;
