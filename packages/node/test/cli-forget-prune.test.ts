@@ -3,7 +3,7 @@
  * policy, the two phases of prune, and a repository that still checks and restores afterwards.
  */
 import assert from "node:assert/strict";
-import { readdir, stat } from "node:fs/promises";
+import { readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { diffTrees } from "../src/compare.ts";
@@ -26,6 +26,7 @@ interface PruneJson {
   readonly deletedBytes: number;
   readonly waitingPacks: number;
   readonly repackedPacks: number;
+  readonly staleRemoved: number;
 }
 
 async function sizeOf(dir: string): Promise<number> {
@@ -68,8 +69,21 @@ test("forget --keep-last, then prune in two phases: space comes back, the rest r
   );
   assert.equal((await ok<{ snapshots: unknown[] }>(["snapshots"], env)).snapshots.length, 2);
 
+  // What a backup killed while writing a pack leaves in tmp/: removed once a day old, and only then.
+  const stale = join(repo, "tmp", "left-by-a-killed-backup");
+  const fresh = join(repo, "tmp", "being-written");
+  await writeFile(stale, "x");
+  await writeFile(fresh, "y");
+  const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3_600_000);
+  await utimes(stale, twoDaysAgo, twoDaysAgo);
+  const dryPrune = await ok<PruneJson>(["prune", "--dry-run"], env);
+  assert.equal(dryPrune.staleRemoved, 0, "a dry run removes nothing");
+
   const before = await sizeOf(repo);
   const phase1 = await ok<PruneJson>(["prune"], env);
+  assert.equal(phase1.staleRemoved, 1);
+  assert.deepEqual(await readdir(join(repo, "tmp")), ["being-written"]);
+  await rm(fresh);
   assert.ok(phase1.condemnedPacks > 0, "the first phase condemns");
   assert.equal(phase1.deletedPacks, 0, "and deletes nothing");
   await ok(["check", "--read-data"], env);

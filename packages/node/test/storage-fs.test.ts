@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -169,6 +169,29 @@ describe("FsStorage", () => {
     await failing.write(randomData(10));
     await assert.rejects(failing.commit(blocked), StorageError);
     assert.deepEqual(await readdir(join(root, "tmp")), []);
+  });
+
+  it("removeStale removes only the tmp files untouched for the given time", async () => {
+    const root = repoPath();
+    const s = await FsStorage.create(root);
+    const old = join(root, "tmp", "old");
+    await writeFile(old, "x");
+    const longAgo = new Date(Date.now() - 3_600_000);
+    await utimes(old, longAgo, longAgo);
+    await writeFile(join(root, "tmp", "recent"), "y");
+    const w = await s.createWriter("data");
+    await w.write(randomData(10));
+    assert.equal(await s.removeStale(60_000), 1);
+    assert.deepEqual(
+      (await readdir(join(root, "tmp"))).filter((n) => n === "old"),
+      [],
+    );
+    assert.equal((await readdir(join(root, "tmp"))).length, 2, "the recent file and the writer's");
+    const n = randomName();
+    await w.commit(n);
+    assert.equal((await s.stat("data", n)).size, 10);
+    await rm(join(root, "tmp"), { recursive: true });
+    assert.equal(await s.removeStale(0), 0, "no tmp folder: nothing to remove");
   });
 
   it("never lists files in tmp, stray files, or folders", async () => {

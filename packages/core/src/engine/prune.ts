@@ -15,6 +15,13 @@ import type { Repository, SnapshotRef } from "../repository.ts";
 import { Packer } from "./packer.ts";
 import { BlobReads } from "./restore.ts";
 
+/**
+ * Age after which a prune removes what interrupted writes left in storage (a local repository's
+ * tmp/ files; Storage.removeStale), whatever --keep-delete says: a file being written is touched
+ * by every write, so a day-old one is abandoned.
+ */
+export const STALE_WRITE_MS = 24 * 3_600_000;
+
 /** How long a condemned pack waits before a prune deletes it (see `PruneOptions.keepDeleteMs`). */
 export const DEFAULT_KEEP_DELETE_MS = 24 * 60 * 60 * 1000;
 /**
@@ -74,6 +81,8 @@ export interface PruneReport {
   readonly repackedBytes: number;
   readonly indexFilesReplaced: number;
   readonly indexFilesWritten: number;
+  /** Objects that interrupted writes left and that were removed (STALE_WRITE_MS). */
+  readonly staleRemoved: number;
   readonly durationMs: number;
 }
 
@@ -225,8 +234,10 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     repackedBytes: extra.repackedBytes,
     indexFilesReplaced: extra.written > 0 ? indexFiles.length : 0,
     indexFilesWritten: extra.written,
+    staleRemoved,
     durationMs: Date.now() - started,
   });
+  let staleRemoved = 0;
   const nothingToDo =
     repack.length === 0 &&
     condemn.length === 0 &&
@@ -236,6 +247,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     forgotten.length === repo.forgotten.size &&
     indexFiles.length <= 1;
   const repackTotal = repack.reduce((n, r) => n + blobBytes(r.entries), 0);
+  if (!opts.dryRun) staleRemoved = (await repo.storage.removeStale?.(STALE_WRITE_MS)) ?? 0;
   if (opts.dryRun || nothingToDo)
     return report({ newPacks: 0, repackedBytes: repackTotal, written: 0 });
 

@@ -53,6 +53,9 @@ export interface Storage {
    */
   createWriter?(kind: ObjectKind): Promise<ObjectWriter>;
 
+  /** Optional; see StaleCleanup. `prune` calls it. */
+  removeStale?: StaleCleanup["removeStale"];
+
   /**
    * Reads `kind/name`: the whole object, or `length` bytes from `offset` (without `length`: from
    * `offset` to the end; `length` 0 gives an empty array). Idempotent. A range that reaches past
@@ -104,6 +107,20 @@ export interface ObjectWriter {
   commit(name: string): Promise<void>;
   /** Discards what was written; the writer is then done. Idempotent, and never throws. */
   abort(): Promise<void>;
+}
+
+/**
+ * Objects being written are left behind when a process dies while writing one (kill -9, power
+ * loss). A backend that keeps them where they take space (local temp files) may offer
+ * `Storage.removeStale`.
+ */
+export interface StaleCleanup {
+  /**
+   * Removes what writes left behind and nothing has touched for `olderThanMs`; returns how many.
+   * An object being written is touched by every write, so it is never that old.
+   * @throws {StorageError} on an I/O failure.
+   */
+  removeStale(olderThanMs: number): Promise<number>;
 }
 
 /**

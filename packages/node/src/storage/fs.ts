@@ -136,6 +136,37 @@ export class FsStorage implements Storage {
   }
 
   /**
+   * Removes files in ROOT/tmp not modified for `olderThanMs`: what a process killed while
+   * writing left. See `Storage.removeStale`.
+   * @throws {StorageError} when ROOT/tmp cannot be listed.
+   */
+  async removeStale(olderThanMs: number): Promise<number> {
+    const dir = join(this.#root, "tmp");
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if (errnoCode(err) === "ENOENT") return 0;
+      throw storageError("list", dir, err);
+    }
+    let removed = 0;
+    const now = Date.now();
+    for (const name of names) {
+      const path = join(dir, name);
+      try {
+        const st = await stat(path);
+        if (!st.isFile() || now - st.mtimeMs < olderThanMs) continue;
+        await unlink(path);
+        removed++;
+      } catch (err) {
+        // Gone meanwhile (committed or aborted by its writer): nothing to do.
+        if (errnoCode(err) !== "ENOENT") throw storageError("remove", path, err);
+      }
+    }
+    return removed;
+  }
+
+  /**
    * Moves the finished temp file `tmp` into place as `kind/name` (renamed, or linked when
    * `exclusive`), fsyncs the folder, and removes `tmp` whatever happens.
    */

@@ -91,6 +91,8 @@ Examples:
       ctx.say(
         `${report.waitingPacks} condemned pack(s) (${bytes(report.waitingBytes)}) wait for a prune after the --keep-delete delay`,
       );
+    if (report.staleRemoved)
+      ctx.say(`removed ${report.staleRemoved} file(s) an interrupted backup left in tmp/`);
     ctx.say(`done in ${seconds(report.durationMs)}`);
     return { dryRun, ...report };
   },
