@@ -1,5 +1,6 @@
-import { parseHexId } from "./bytes.ts";
-import type { BlobType } from "./format/blob.ts";
+import { type BlobType, ID_BYTES } from "./format/blob.ts";
+import { PACK_ENTRY_BYTES } from "./format/pack.ts";
+import { IdSet } from "./id-set.ts";
 
 /** Where a blob lives: its pack and its place in that pack. */
 export interface BlobLocation {
@@ -16,96 +17,58 @@ export function segmentKey(loc: BlobLocation): string {
   return `${loc.pack}:${loc.segmentOffset}`;
 }
 
-const ID_BYTES = 32;
-/** An entry as index files encode it (SPEC §9): type, ID, four little-endian u32 fields. */
-const ENTRY_BYTES = 1 + ID_BYTES + 16;
-const EMPTY = 0;
-
 /**
  * The in-memory map from blob ID to location, in typed arrays: about 60 bytes per blob, where a
  * Map of hex strings to objects took about 200 and gave the garbage collector a million objects
- * to trace in a large repository. Open addressing with linear probing; blob IDs are HMAC outputs,
- * so their first four bytes are already a uniform hash.
+ * to trace in a large repository. The IDs are an IdSet; a blob's location is kept in arrays of
+ * its own at the ID's number in that set.
  */
 export class BlobIndex {
-  private ids: Uint8Array;
+  private readonly ids: IdSet;
   private packOf: Uint32Array;
   private types: Uint8Array;
   private fields: Uint32Array; // segmentOffset, segmentLength, offset, length per entry
-  private slots: Uint32Array; // entry number + 1, or EMPTY
-  private count = 0;
   private readonly packs: string[] = [];
   private readonly packNumbers = new Map<string, number>();
-  private readonly scratch = new Uint8Array(ID_BYTES);
 
   constructor(capacity = 1024) {
-    this.ids = new Uint8Array(capacity * ID_BYTES);
+    this.ids = new IdSet(capacity);
     this.packOf = new Uint32Array(capacity);
     this.types = new Uint8Array(capacity);
     this.fields = new Uint32Array(capacity * 4);
-    this.slots = new Uint32Array(capacity * 2);
   }
 
   /** Number of blobs. */
   get size(): number {
-    return this.count;
-  }
-
-  /** Parses a hex ID into the scratch buffer; false when it is not 64 lowercase hex digits. */
-  private parse(hex: string): boolean {
-    return parseHexId(hex, this.scratch);
-  }
-
-  /** Slot of `id` (in the scratch buffer or given), or of the empty slot where it would go. */
-  private find(id: Uint8Array): number {
-    const mask = this.slots.length - 1;
-    let s = ((id[0] << 24) | (id[1] << 16) | (id[2] << 8) | id[3]) & mask;
-    for (;;) {
-      const e = this.slots[s];
-      if (e === EMPTY) return s;
-      const base = (e - 1) * ID_BYTES;
-      let same = true;
-      for (let i = 0; i < ID_BYTES; i++) {
-        if (this.ids[base + i] !== id[i]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return s;
-      s = (s + 1) & mask;
-    }
+    return this.ids.size;
   }
 
   /** Whether blob `id` (hex) is indexed. */
   has(id: string): boolean {
-    return this.parse(id) && this.slots[this.find(this.scratch)] !== EMPTY;
+    return this.ids.hasHex(id);
   }
 
   /** Whether blob `id` (32 bytes) is indexed. */
   hasId(id: Uint8Array): boolean {
-    return id.length === ID_BYTES && this.slots[this.find(id)] !== EMPTY;
+    return this.ids.has(id);
   }
 
   /** The type of blob `id` (hex), or undefined: `get(id)?.type` without building a location. */
   typeOf(id: string): BlobType | undefined {
-    if (!this.parse(id)) return undefined;
-    const e = this.slots[this.find(this.scratch)];
-    return e === EMPTY ? undefined : (this.types[e - 1] as BlobType);
+    const n = this.ids.indexOfHex(id);
+    return n < 0 ? undefined : (this.types[n] as BlobType);
   }
 
   /** `typeOf` for an ID as bytes (32 of them). */
   typeOfId(id: Uint8Array): BlobType | undefined {
-    if (id.length !== ID_BYTES) return undefined;
-    const e = this.slots[this.find(id)];
-    return e === EMPTY ? undefined : (this.types[e - 1] as BlobType);
+    const n = this.ids.indexOf(id);
+    return n < 0 ? undefined : (this.types[n] as BlobType);
   }
 
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
-    if (!this.parse(id)) return undefined;
-    const e = this.slots[this.find(this.scratch)];
-    if (e === EMPTY) return undefined;
-    const n = e - 1;
+    const n = this.ids.indexOfHex(id);
+    if (n < 0) return undefined;
     const f = n * 4;
     return {
       pack: this.packs[this.packOf[n]],
@@ -128,7 +91,7 @@ export class BlobIndex {
     entries: readonly (Omit<BlobLocation, "pack"> & { id: Uint8Array })[],
   ): void {
     const number = this.packNumber(pack);
-    this.reserve(this.count + entries.length);
+    this.reserve(this.size + entries.length);
     for (const e of entries) this.addIn(number, e.id, e);
   }
 
@@ -139,10 +102,10 @@ export class BlobIndex {
    */
   addEncodedPack(pack: string, encoded: Uint8Array): void {
     const number = this.packNumber(pack);
-    const count = encoded.length / ENTRY_BYTES;
-    this.reserve(this.count + count);
+    const count = encoded.length / PACK_ENTRY_BYTES;
+    this.reserve(this.size + count);
     const v = new DataView(encoded.buffer, encoded.byteOffset, encoded.byteLength);
-    for (let at = 0; at < encoded.length; at += ENTRY_BYTES) {
+    for (let at = 0; at < encoded.length; at += PACK_ENTRY_BYTES) {
       const f = at + 1 + ID_BYTES;
       this.addRaw(
         number,
@@ -158,9 +121,7 @@ export class BlobIndex {
 
   /** Makes room for `total` blobs at once, rather than growing step by step. */
   reserve(total: number): void {
-    let slots = this.slots.length;
-    while (total * 2 > slots) slots *= 2;
-    if (slots > this.slots.length) this.grow(slots);
+    this.ids.reserve(total);
     if (total > this.packOf.length) this.growEntries(total);
   }
 
@@ -187,14 +148,9 @@ export class BlobIndex {
     offset: number,
     length: number,
   ): void {
-    if (id.length !== ID_BYTES)
-      throw new RangeError(`blob id: expected ${ID_BYTES} bytes, got ${id.length}`);
-    if ((this.count + 1) * 2 > this.slots.length) this.grow();
-    const s = this.find(id);
-    if (this.slots[s] !== EMPTY) return;
-    const n = this.count++;
+    if (!this.ids.add(id)) return; // the first location wins
+    const n = this.ids.size - 1;
     if (n >= this.packOf.length) this.growEntries();
-    this.ids.set(id, n * ID_BYTES);
     this.packOf[n] = pack;
     this.types[n] = type;
     const f = n * 4;
@@ -202,14 +158,10 @@ export class BlobIndex {
     this.fields[f + 1] = segmentLength;
     this.fields[f + 2] = offset;
     this.fields[f + 3] = length;
-    this.slots[s] = n + 1;
   }
 
   private growEntries(atLeast = 0): void {
     const cap = Math.max(this.packOf.length * 2, atLeast);
-    const ids = new Uint8Array(cap * ID_BYTES);
-    ids.set(this.ids);
-    this.ids = ids;
     const packOf = new Uint32Array(cap);
     packOf.set(this.packOf);
     this.packOf = packOf;
@@ -219,15 +171,5 @@ export class BlobIndex {
     const fields = new Uint32Array(cap * 4);
     fields.set(this.fields);
     this.fields = fields;
-  }
-
-  // Keeps the table at most half full, so probes stay short.
-  private grow(slots = this.slots.length * 2): void {
-    this.slots = new Uint32Array(slots);
-    const id = new Uint8Array(ID_BYTES);
-    for (let n = 0; n < this.count; n++) {
-      id.set(this.ids.subarray(n * ID_BYTES, (n + 1) * ID_BYTES));
-      this.slots[this.find(id)] = n + 1;
-    }
   }
 }

@@ -34,12 +34,10 @@ export function toHex(bytes: Uint8Array): string {
   return String.fromCharCode.apply(null, hexCodes);
 }
 
-/** Value of a hex digit's character code, or -1. */
+/** Value of a hex digit's character code, either case, or -1. */
 function hexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48; // 0-9
-  if (c >= 97 && c <= 102) return c - 87; // a-f
   if (c >= 65 && c <= 70) return c - 55; // A-F
-  return -1;
+  return lowerHexDigit(c);
 }
 
 /**
@@ -59,8 +57,8 @@ export function parseHexId(hex: string, out: Uint8Array): boolean {
 
 /** Value of a lowercase hex digit's character code, or -1. */
 function lowerHexDigit(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 97 && c <= 102) return c - 87;
+  if (c >= 48 && c <= 57) return c - 48; // 0-9
+  if (c >= 97 && c <= 102) return c - 87; // a-f
   return -1;
 }
 

@@ -1,14 +1,15 @@
 import { parseHexId, toHex } from "./bytes.ts";
+import { ID_BYTES } from "./format/blob.ts";
 
-const ID_BYTES = 32;
 const EMPTY = 0;
 
 /**
  * A set of 32-byte blob IDs in typed arrays: ~40-50 bytes per ID, where a Set of hex strings took
  * ~130 and gave the garbage collector an object per ID (prune marks every blob a snapshot
  * reaches: 1.25 M of them in a grown benchmark repository). Open addressing with linear probing
- * on the ID's first four bytes, as BlobIndex does (blob IDs are HMAC outputs); IDs are kept in
- * insertion order, for `forEach`.
+ * on the ID's first four bytes (blob IDs are HMAC outputs, so those are already a uniform hash),
+ * the table at most half full. IDs keep the number of their insertion (`indexOf`), which
+ * BlobIndex uses to find a blob's location in arrays of its own.
  */
 export class IdSet {
   private ids: Uint8Array;
@@ -30,12 +31,30 @@ export class IdSet {
 
   /** Whether `id` (32 bytes) is in the set. */
   has(id: Uint8Array): boolean {
-    return id.length === ID_BYTES && this.slots[this.find(id)] !== EMPTY;
+    return this.indexOf(id) >= 0;
   }
 
   /** `has` for a hex ID; false for anything that is not 64 lowercase hex digits. */
   hasHex(hex: string): boolean {
-    return this.parse(hex) && this.has(this.scratch);
+    return this.indexOfHex(hex) >= 0;
+  }
+
+  /** The number of `id` (32 bytes) in insertion order, from 0; -1 when absent or not 32 bytes. */
+  indexOf(id: Uint8Array): number {
+    return id.length === ID_BYTES ? this.slots[this.find(id)] - 1 : -1;
+  }
+
+  /** `indexOf` for a hex ID; -1 for anything that is not 64 lowercase hex digits. */
+  indexOfHex(hex: string): number {
+    return parseHexId(hex, this.scratch) ? this.indexOf(this.scratch) : -1;
+  }
+
+  /** Makes room for `total` IDs at once, rather than growing step by step. */
+  reserve(total: number): void {
+    let slots = this.slots.length;
+    while (total * 2 > slots) slots *= 2;
+    if (slots > this.slots.length) this.grow(slots);
+    if (total * ID_BYTES > this.ids.length) this.growIds(total * ID_BYTES);
   }
 
   /**
@@ -50,11 +69,7 @@ export class IdSet {
     const s = this.find(id);
     if (this.slots[s] !== EMPTY) return false;
     const n = this.count++;
-    if ((n + 1) * ID_BYTES > this.ids.length) {
-      const ids = new Uint8Array(Math.max(this.ids.length * 2, (n + 1) * ID_BYTES));
-      ids.set(this.ids);
-      this.ids = ids;
-    }
+    if ((n + 1) * ID_BYTES > this.ids.length) this.growIds(this.ids.length * 2);
     this.ids.set(id, n * ID_BYTES);
     this.slots[s] = n + 1;
     return true;
@@ -65,7 +80,9 @@ export class IdSet {
    * @throws {RangeError} for anything that is not 64 lowercase hex digits.
    */
   addHex(hex: string): boolean {
-    if (!this.parse(hex)) throw new RangeError(`not a blob id: ${JSON.stringify(hex)}`);
+    if (!parseHexId(hex, this.scratch)) {
+      throw new RangeError(`not a blob id: ${JSON.stringify(hex)}`);
+    }
     return this.add(this.scratch);
   }
 
@@ -98,14 +115,15 @@ export class IdSet {
     }
   }
 
-  /** Parses a hex ID into the scratch buffer; false when it is not 64 lowercase hex digits. */
-  private parse(hex: string): boolean {
-    return parseHexId(hex, this.scratch);
+  private growIds(bytes: number): void {
+    const ids = new Uint8Array(Math.max(bytes, ID_BYTES));
+    ids.set(this.ids.subarray(0, this.count * ID_BYTES));
+    this.ids = ids;
   }
 
   // Keeps the table at most half full, so probes stay short.
-  private grow(): void {
-    this.slots = new Uint32Array(this.slots.length * 2);
+  private grow(slots = this.slots.length * 2): void {
+    this.slots = new Uint32Array(slots);
     for (let n = 0; n < this.count; n++) {
       this.slots[this.find(this.ids.subarray(n * ID_BYTES, (n + 1) * ID_BYTES))] = n + 1;
     }

@@ -114,11 +114,6 @@ export interface ContentEntry {
   readonly base?: string;
 }
 
-/**
- * An open repository: storage, keys and the in-memory index of every blob. Reading methods
- * verify everything they return (object names against SHA-256, blobs against their keyed IDs);
- * anything that does not verify throws IntegrityError naming the object.
- */
 /** openIndex or openIndexEncoded: how index files are parsed, entries as objects or encoded. */
 type IndexOpener<P extends PackListing> = (
   p: Primitives,
@@ -127,6 +122,11 @@ type IndexOpener<P extends PackListing> = (
   name: string,
 ) => Promise<IndexFile<P>>;
 
+/**
+ * An open repository: storage, keys and the in-memory index of every blob. Reading methods
+ * verify everything they return (object names against SHA-256, blobs against their keyed IDs);
+ * anything that does not verify throws IntegrityError naming the object.
+ */
 export class Repository {
   readonly storage: Storage;
   readonly p: Primitives;

@@ -218,6 +218,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   }
   const forgotten = neededForgotten(snapshots, repo.forgotten);
 
+  let staleRemoved = 0;
   const report = (extra: { newPacks: number; repackedBytes: number; written: number }) => ({
     snapshots: snapshots.length,
     usedBlobs: used.size,
@@ -237,7 +238,6 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     staleRemoved,
     durationMs: Date.now() - started,
   });
-  let staleRemoved = 0;
   const nothingToDo =
     repack.length === 0 &&
     condemn.length === 0 &&

@@ -68,13 +68,9 @@ function writePacks(w: ByteWriter, packs: readonly PackListing[]): void {
   w.u32(packs.length);
   for (const pack of packs) {
     w.bytes(pack.packId);
-    if ("encodedEntries" in pack) {
-      w.u32(pack.encodedEntries.length / PACK_ENTRY_BYTES);
-      w.bytes(pack.encodedEntries);
-    } else {
-      w.u32(pack.entries.length);
-      writeEntries(w, pack.entries);
-    }
+    w.u32(entryCount(pack));
+    if ("encodedEntries" in pack) w.bytes(pack.encodedEntries);
+    else writeEntries(w, pack.entries);
   }
 }
 
@@ -95,13 +91,7 @@ export function entriesOf(pack: PackListing): readonly PackEntry[] {
 /** Bytes `writePacks` writes for `packs`. */
 function packsBytes(packs: readonly PackListing[]): number {
   let n = 4;
-  for (const pack of packs) {
-    const entries =
-      "encodedEntries" in pack
-        ? pack.encodedEntries.length
-        : pack.entries.length * PACK_ENTRY_BYTES;
-    n += ID_BYTES + 4 + entries;
-  }
+  for (const pack of packs) n += ID_BYTES + 4 + entryCount(pack) * PACK_ENTRY_BYTES;
   return n;
 }
 

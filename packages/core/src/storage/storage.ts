@@ -53,8 +53,14 @@ export interface Storage {
    */
   createWriter?(kind: ObjectKind): Promise<ObjectWriter>;
 
-  /** Optional; see StaleCleanup. `prune` calls it. */
-  removeStale?: StaleCleanup["removeStale"];
+  /**
+   * Optional, for a backend that keeps objects being written where they take space (local temp
+   * files), which a process killed while writing leaves behind: removes those nothing has
+   * touched for `olderThanMs` and returns how many. An object being written is touched by every
+   * write, so it is never that old. `prune` calls it.
+   * @throws {StorageError} on an I/O failure.
+   */
+  removeStale?(olderThanMs: number): Promise<number>;
 
   /**
    * Reads `kind/name`: the whole object, or `length` bytes from `offset` (without `length`: from
@@ -107,20 +113,6 @@ export interface ObjectWriter {
   commit(name: string): Promise<void>;
   /** Discards what was written; the writer is then done. Idempotent, and never throws. */
   abort(): Promise<void>;
-}
-
-/**
- * Objects being written are left behind when a process dies while writing one (kill -9, power
- * loss). A backend that keeps them where they take space (local temp files) may offer
- * `Storage.removeStale`.
- */
-export interface StaleCleanup {
-  /**
-   * Removes what writes left behind and nothing has touched for `olderThanMs`; returns how many.
-   * An object being written is touched by every write, so it is never that old.
-   * @throws {StorageError} on an I/O failure.
-   */
-  removeStale(olderThanMs: number): Promise<number>;
 }
 
 /**

@@ -337,8 +337,7 @@ export class FsStorage implements Storage {
     try {
       await handle.writeFile(data);
     } catch (err) {
-      await handle.close().catch(() => {});
-      await unlink(tmp).catch(() => {});
+      await discardTemp(tmp, handle);
       throw storageError("write", tmp, err);
     }
     await syncAndClose(tmp, handle);
@@ -447,14 +446,11 @@ function errnoCode(err: unknown): string | undefined {
 function storageError(verb: string, path: string, err: unknown): StorageError {
   const code = errnoCode(err);
   const errno = (err as { errno?: unknown } | undefined)?.errno;
+  let reason: string;
+  if (!code) reason = err instanceof Error ? err.message : String(err);
   // "no space left on device (ENOSPC)": the code alone told users little.
-  const reason = !code
-    ? err instanceof Error
-      ? err.message
-      : String(err)
-    : typeof errno === "number"
-      ? `${getSystemErrorMessage(errno)} (${code})`
-      : code;
+  else if (typeof errno === "number") reason = `${getSystemErrorMessage(errno)} (${code})`;
+  else reason = code;
   return new StorageError(`${verb} ${path}: ${reason}`, { cause: err });
 }
 
@@ -482,7 +478,12 @@ async function mkdirOrFail(dir: string, options: { recursive: true }): Promise<s
   }
 }
 
-/** Fsyncs the parent of every folder from `created` down to `leaf` (all newly created). */
+/** Closes and removes a temp file that will not be placed; never throws. */
+async function discardTemp(tmp: string, handle: FileHandle): Promise<void> {
+  await handle.close().catch(() => {});
+  await unlink(tmp).catch(() => {});
+}
+
 /**
  * fsyncs and closes a written temp file; on failure removes it and throws StorageError. close
  * can report deferred write errors (NFS), so it is awaited too.
@@ -491,8 +492,7 @@ async function syncAndClose(tmp: string, handle: FileHandle): Promise<void> {
   try {
     await handle.sync();
   } catch (err) {
-    await handle.close().catch(() => {});
-    await unlink(tmp).catch(() => {});
+    await discardTemp(tmp, handle);
     throw storageError("fsync", tmp, err);
   }
   try {
@@ -549,8 +549,7 @@ class FsObjectWriter implements ObjectWriter {
     this.#done = true;
     await Promise.all(this.#inflight);
     if (this.#failure) {
-      await this.#handle.close().catch(() => {});
-      await unlink(this.#tmp).catch(() => {});
+      await discardTemp(this.#tmp, this.#handle);
       throw this.#failure;
     }
     await syncAndClose(this.#tmp, this.#handle);
@@ -566,8 +565,7 @@ class FsObjectWriter implements ObjectWriter {
     if (this.#done) return;
     this.#done = true;
     await Promise.all(this.#inflight);
-    await this.#handle.close().catch(() => {});
-    await unlink(this.#tmp).catch(() => {});
+    await discardTemp(this.#tmp, this.#handle);
   }
 }
 
@@ -588,6 +586,7 @@ async function writeAllAt(handle: FileHandle, parts: Uint8Array[], at: number): 
   }
 }
 
+/** Fsyncs the parent of every folder from `created` down to `leaf` (all newly created). */
 async function fsyncCreated(leaf: string, created: string): Promise<void> {
   for (let dir = leaf; ; dir = dirname(dir)) {
     await fsyncDir(dirname(dir));
