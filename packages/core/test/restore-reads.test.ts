@@ -3,7 +3,8 @@ import { describe, it } from "node:test";
 import { segmentKey } from "../src/blob-index.ts";
 import type { Primitives } from "../src/crypto/primitives.ts";
 import { backup } from "../src/engine/backup.ts";
-import { type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
+import { MemoryPageBaseStore } from "../src/engine/page-deltas.ts";
+import { BlobReads, type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
 import { IntegrityError } from "../src/errors.ts";
 import { BLOB_DATA, BLOB_TREE } from "../src/format/blob.ts";
 import { Repository } from "../src/repository.ts";
@@ -170,6 +171,77 @@ describe("restore reads", () => {
     for await (const ev of readFiles(reader, files)) if (!ev.done) restored.push(ev.chunk);
     assert.deepEqual(Buffer.concat(restored), Buffer.from(db));
     assert.equal(hashedHere, 0, "blobs hashed by the reader instead of the segment opener");
+  });
+
+  it("give the memory of evicted segments back with `release`, and still restore byte for byte", async () => {
+    // Media, and a database whose second day is mostly page deltas: each delta is taken one
+    // call before its base, and must still be whole when the base arrives.
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, p, KEY);
+    const pageBases = new MemoryPageBaseStore();
+    const PAGES = 1500;
+    const db = fakeSqlite(PAGES, 9);
+    const media: Spec = {};
+    for (let i = 0; i < 4; i++) media[`VID-${i}.mp4`] = randomBytes(1 << 20, 50 + i);
+    const day = () =>
+      backup(repo, sourceTree({ "chat.db": db, Media: media }), {
+        host: "h",
+        paths: ["chat.db", "Media"],
+        pageBases,
+      });
+    await day();
+    for (let page = 1; page < PAGES; page += 3) {
+      db.fill(page & 255, page * 4096 + 300, page * 4096 + 340);
+    }
+    await day();
+
+    const read = async (release: boolean) => {
+      const reader = await Repository.open(storage, p, KEY);
+      await reader.loadIndex();
+      reader.segmentCacheBytes = 1 << 20;
+      const files = await latestFiles(reader);
+      const entries = await reader.contentEntries(files.find((f) => f.path === "chat.db")!.node);
+      const seen = new Set<ArrayBufferLike>();
+      const copies: Buffer[][] = files.map(() => []);
+      for await (const ev of readFiles(reader, files, { release })) {
+        if (ev.done) continue;
+        seen.add(ev.chunk.buffer);
+        copies[ev.file].push(Buffer.from(ev.chunk)); // used before the generator resumes
+      }
+      const freed = [...seen].filter((b) => (b as ArrayBuffer).detached).length;
+      const content = new Map(files.map((f, i) => [f.path, Buffer.concat(copies[i])]));
+      return { content, freed, deltas: entries.filter((e) => e.base !== undefined).length };
+    };
+    const kept = await read(false);
+    const released = await read(true);
+    assert.ok(released.deltas > 400, `${released.deltas} page deltas`);
+    assert.deepEqual(released.content.get("chat.db"), Buffer.from(db));
+    for (const [name, bytes] of Object.entries(media)) {
+      assert.deepEqual(released.content.get(`Media/${name}`), Buffer.from(bytes as Uint8Array));
+    }
+    assert.equal(kept.freed, 0);
+    assert.ok(released.freed > 10, `${released.freed} buffers freed`);
+  });
+
+  it("keep each blob a releasing BlobReads returns whole until the second call after it", async () => {
+    const { reader, files } = await mediaAndDatabase();
+    const ids = (await Promise.all(files.map((f) => reader.contentIds(f.node)))).flat();
+    for (const cache of [64 * 1024, 1 << 20, 4 << 20]) {
+      reader.segmentCacheBytes = cache;
+      const reads = new BlobReads(reader, ids, { release: true });
+      let last: { blob: Uint8Array; copy: Buffer } | undefined;
+      let detached = 0;
+      for (const id of ids) {
+        const next = reads.next(id, BLOB_DATA);
+        const blob = next instanceof Uint8Array ? next : await next;
+        // The blob of the call before this one is still what it was.
+        if (last) assert.deepEqual(Buffer.from(last.blob), last.copy, `cache ${cache}`);
+        if ((last?.blob.buffer as ArrayBuffer | undefined)?.detached) detached++;
+        last = { blob, copy: Buffer.from(blob) };
+      }
+      reads.close();
+      assert.equal(detached, 0);
+    }
   });
 
   it("take a blob without waiting once its segment has arrived, checked as loadBlob checks it", async () => {

@@ -222,7 +222,9 @@ export async function restoreToDir(
   // One read plan for every file, so segments are fetched ahead across file boundaries.
   const writer = new FileWriter();
   try {
-    for await (const ev of readFiles(repo, todo)) {
+    // Each chunk is written (or copied into the write batch) before the next is asked for, so
+    // the segments' memory can go back as the restore moves on.
+    for await (const ev of readFiles(repo, todo, { release: true })) {
       const t = todo[ev.file];
       if (writer.dest !== t.dest) writer.open(t.dest);
       if (!ev.done) {
