@@ -88,10 +88,26 @@ export function fromHex(hex: string): Uint8Array {
  * buffer or to a small one (Node pools small buffers). The caller must hold no other view of it.
  */
 export function releaseBuffer(b: Uint8Array): void {
-  const buffer = b.buffer as ArrayBuffer & { transfer?: (n: number) => ArrayBuffer };
-  if (b.byteOffset === 0 && b.byteLength === buffer.byteLength && b.byteLength >= 64 * 1024) {
-    buffer.transfer?.(0);
-  }
+  if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength) releaseWhole(b.buffer);
+}
+
+/**
+ * Releases `buffer` as `releaseBuffer` does, whatever views of it the caller was given: they
+ * must all be dead. Only an ArrayBuffer of at least 64 KiB (never one of Node's pools of small
+ * Buffers) that is not released already.
+ */
+export function releaseWhole(buffer: ArrayBufferLike): void {
+  if (releasable(buffer)) buffer.transfer(0);
+}
+
+/** Whether `releaseWhole` would release `buffer`. */
+export function releasable(buffer: ArrayBufferLike): buffer is ArrayBuffer {
+  return (
+    buffer instanceof ArrayBuffer &&
+    buffer.byteLength >= 64 * 1024 &&
+    !buffer.detached &&
+    typeof buffer.transfer === "function"
+  );
 }
 
 /** Concatenates byte arrays into a new one. */

@@ -1,5 +1,5 @@
 import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
-import { concat, fromHex, toHex } from "./bytes.ts";
+import { concat, fromHex, releasable, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { checkFreshness } from "./engine/freshness.ts";
@@ -69,22 +69,6 @@ interface OpenSegment {
   readonly checked: ReadonlyMap<string, BlobLocation>;
 }
 
-/**
- * Whether `buffer` can be freed with `transfer(0)` once nothing reads it: an ArrayBuffer of its
- * own, not one of the small shared pools Node cuts Buffers from (at most 8 KiB each).
- */
-function releasable(buffer: ArrayBufferLike): buffer is ArrayBuffer {
-  return (
-    buffer instanceof ArrayBuffer &&
-    buffer.byteLength >= RELEASE_MIN_BYTES &&
-    !buffer.detached &&
-    typeof buffer.transfer === "function"
-  );
-}
-
-/** Smallest payload buffer a releasing reader frees itself (see `releasable`). */
-const RELEASE_MIN_BYTES = 64 * 1024;
-
 /** Whether `loc` is where blob `id` was checked, so a check never vouches for another place. */
 function checkedAt(checked: ReadonlyMap<string, BlobLocation>, id: string, loc: BlobLocation) {
   const c = checked.get(id);
@@ -100,6 +84,15 @@ interface CachedSegment {
   readonly promise: Promise<OpenSegment>;
   bytes: number;
   value?: OpenSegment;
+}
+
+/** Segment payloads evicted from the cache, for a reader that releases them (trackEvictions). */
+export interface EvictionLog {
+  /** Set by the reader: its current call; each eviction is stamped with it. */
+  now: number;
+  /** The evicted payloads' buffers, oldest first, and the call during which each was evicted. */
+  readonly buffers: ArrayBuffer[];
+  readonly at: number[];
 }
 
 /** A snapshot with its ID (the hex SHA-256 of its stored bytes). */
@@ -163,8 +156,8 @@ export class Repository {
   private segmentBytes = 0;
   /** Bytes of decoded segments kept for reads and read-ahead (a setting for tests and tuning). */
   segmentCacheBytes = SEGMENT_CACHE_BYTES;
-  /** Where evicted payloads go for the readers that free them (see `trackEvictions`). */
-  private readonly evictionTrackers = new Set<ArrayBuffer[]>();
+  /** The logs of the readers that free evicted payloads (see `trackEvictions`). */
+  private readonly evictionLogs = new Set<EvictionLog>();
 
   private constructor(storage: Storage, p: Primitives, keys: RepoKeys, config: RepoConfig) {
     this.storage = storage;
@@ -619,43 +612,35 @@ export class Repository {
       const [oldest, entry] = this.segments.entries().next().value!;
       this.segments.delete(oldest);
       this.segmentBytes -= entry.bytes;
-      if (this.evictionTrackers.size > 0 && entry.value) this.tellEvicted(entry.value.payload);
+      if (this.evictionLogs.size > 0 && entry.value) this.logEviction(entry.value.payload);
     }
   }
 
   /**
-   * Collects, from now on, the memory of every segment payload evicted from the cache that can
-   * be freed at once (see `releasable`), for a reader that promises to hold no blob past a point
-   * it knows (BlobReads with `release`). `take` returns what was evicted since its last call.
-   * Nothing is freed here: freeing is the reader's call.
+   * Logs, until `untrackEvictions`, every segment payload evicted from the cache whose memory can
+   * be released at once (`releasable`), for a reader that promises to hold no blob past a point
+   * it knows (BlobReads with `release`). Nothing is released here: that is the reader's call.
    */
-  trackEvictions(): { take(): ArrayBuffer[]; close(): void } {
-    let evicted: ArrayBuffer[] = [];
-    const trackers = this.evictionTrackers;
-    const tracker = {
-      take() {
-        const out = evicted;
-        evicted = [];
-        trackers.delete(out);
-        trackers.add(evicted);
-        return out;
-      },
-      close() {
-        trackers.delete(evicted);
-        evicted = [];
-      },
-    };
-    trackers.add(evicted);
-    return tracker;
+  trackEvictions(): EvictionLog {
+    const log: EvictionLog = { now: 0, buffers: [], at: [] };
+    this.evictionLogs.add(log);
+    return log;
   }
 
-  private tellEvicted(payload: Uint8Array): void {
+  untrackEvictions(log: EvictionLog): void {
+    this.evictionLogs.delete(log);
+  }
+
+  private logEviction(payload: Uint8Array): void {
     const buffer = payload.buffer;
     if (!releasable(buffer)) return;
     // Another cached segment may share the buffer (an opener in this thread may cut several
     // payloads from one): then it stays.
     for (const other of this.segments.values()) if (other.value?.payload.buffer === buffer) return;
-    for (const evicted of this.evictionTrackers) evicted.push(buffer);
+    for (const log of this.evictionLogs) {
+      log.buffers.push(buffer);
+      log.at.push(log.now);
+    }
   }
 
   /** Loads and decodes tree blob `id` (hex). @throws {IntegrityError} when damaged or hostile. */

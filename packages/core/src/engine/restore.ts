@@ -1,9 +1,9 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
-import { xorInto } from "../bytes.ts";
+import { releaseWhole, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
-import type { BlobRef, Repository, SegmentRead } from "../repository.ts";
+import type { BlobRef, EvictionLog, Repository, SegmentRead } from "../repository.ts";
 import { SEGMENT_TARGET_BYTES } from "./packer.ts";
 
 /** One entry of a snapshot, with its path from the snapshot root. */
@@ -237,9 +237,8 @@ export class BlobReads {
   private readonly keys: string[] = [];
   private nextRun = 0;
   private call = 0;
-  /** With `release`: the evictions it is told of, and what was evicted during the last calls. */
-  private readonly evictions?: ReturnType<Repository["trackEvictions"]>;
-  private readonly evicted: ArrayBuffer[][] = [];
+  /** With `release`: the payloads evicted from the repository's cache, not released yet. */
+  private readonly evictions?: EvictionLog;
 
   constructor(repo: Repository, ids: Iterable<string>, options: { release?: boolean } = {}) {
     this.repo = repo;
@@ -252,20 +251,25 @@ export class BlobReads {
   }
 
   /**
-   * Frees what was evicted before the call before last: a blob returned by call c lies in a
+   * Releases what was evicted before the call before last: a blob returned by call c lies in a
    * segment evicted during call c or later, and must stay valid until call c + 2 starts.
    */
   private release(): void {
-    if (!this.evictions) return;
-    this.evicted.push(this.evictions.take());
-    if (this.evicted.length < 3) return;
-    for (const buffer of this.evicted.shift()!) if (!buffer.detached) buffer.transfer(0);
+    const log = this.evictions;
+    if (!log) return;
+    log.now = this.call;
+    const { buffers, at } = log;
+    let k = 0;
+    while (k < at.length && at[k] <= this.call - 3) releaseWhole(buffers[k++]);
+    if (k > 0) {
+      buffers.splice(0, k);
+      at.splice(0, k);
+    }
   }
 
-  /** Stops collecting evictions; what is left is the garbage collector's. */
+  /** Stops logging evictions; what is left is the garbage collector's. */
   close(): void {
-    this.evictions?.close();
-    this.evicted.length = 0;
+    if (this.evictions) this.repo.untrackEvictions(this.evictions);
   }
 
   /** IDs planned so far. */

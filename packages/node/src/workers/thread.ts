@@ -19,6 +19,7 @@ import {
   openAndCheck,
   type PageDeltaHints,
   releaseBuffer,
+  releaseWhole,
   xorInto,
 } from "@locket/core";
 import { nodePrimitives } from "../primitives.ts";
@@ -58,8 +59,7 @@ async function open(m: OpenMessage): Promise<void> {
   } finally {
     // Free the read's bytes now: a worker's collector is slow to notice buffers moved in from
     // another thread, and a restore moves hundreds of them.
-    const read = m.bytes.buffer as ArrayBuffer;
-    if (!read.detached) read.transfer(0);
+    releaseWhole(m.bytes.buffer);
   }
 }
 
