@@ -17,6 +17,7 @@ import {
   type Repository,
   readFiles,
   type SnapshotRef,
+  type TreeNode,
   toHex,
   walk,
 } from "@locket/core";
@@ -24,9 +25,24 @@ import {
 export interface RestoreOptions {
   /** Replace entries that already exist in the target. */
   readonly overwrite?: boolean;
-  readonly onProgress?: (p: { files: number; bytes: number; current: string }) => void;
+  /**
+   * Which files to restore: given a file's path in the snapshot (`/`-separated) and its name,
+   * null to restore it, else why not (see `selectionFilter`). Folders are restored only where
+   * they hold a restored file.
+   */
+  readonly filter?: (path: string, name: string) => string | null;
+  /** After each file; `totalFiles` and `totalBytes` are what this restore will write in all. */
+  readonly onProgress?: (p: RestoreProgress) => void;
   /** Files fsynced at once (default: defaultFsyncsAtOnce()). */
   readonly fsyncsAtOnce?: number;
+}
+
+export interface RestoreProgress {
+  readonly files: number;
+  readonly bytes: number;
+  readonly totalFiles: number;
+  readonly totalBytes: number;
+  readonly current: string;
 }
 
 export interface RestoreResult {
@@ -35,6 +51,8 @@ export interface RestoreResult {
   readonly bytes: number;
   /** Files found complete in the staging folder of an earlier interrupted run, verified, not downloaded again. */
   readonly resumedFiles: number;
+  /** Files the filter left out. */
+  readonly skippedFiles: number;
 }
 
 const WRITE_BATCH = 1 << 20;
@@ -57,6 +75,17 @@ function threadpoolSize(): number {
 /** Name of the hidden staging folder a restore of `snapshotId` builds in the target. */
 export function stagingName(snapshotId: string): string {
   return `.locket-restore-${snapshotId.slice(0, 16)}`;
+}
+
+/** @throws {AlreadyExistsError} when one of `names` exists in `target`. */
+async function refuseExisting(target: string, names: readonly string[]): Promise<void> {
+  for (const name of names) {
+    if (await exists(join(target, name))) {
+      throw new AlreadyExistsError(
+        `${join(target, name)} already exists; restore elsewhere or pass --overwrite`,
+      );
+    }
+  }
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -177,20 +206,19 @@ export async function restoreToDir(
   opts: RestoreOptions = {},
 ): Promise<RestoreResult> {
   const root = await repo.loadTree(snap.snapshot.tree);
-  if (!opts.overwrite) {
-    for (const n of root.nodes) {
-      if (await exists(join(target, n.name))) {
-        throw new AlreadyExistsError(
-          `${join(target, n.name)} already exists; restore elsewhere or pass --overwrite`,
-        );
-      }
-    }
-  }
+  const filter = opts.filter;
+  // Without a filter every top-level entry is restored, so a clash is found before any work.
+  if (!opts.overwrite && !filter)
+    await refuseExisting(
+      target,
+      root.nodes.map((n) => n.name),
+    );
   await mkdir(target, { recursive: true });
   const staging = join(target, stagingName(snap.id));
   await mkdir(staging, { recursive: true });
 
-  const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0 };
+  const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0, skippedFiles: 0 };
+  const totals = { totalFiles: 0, totalBytes: 0 };
   const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
   // Durable before anything appears in the target: each file is fsynced in the background as
   // soon as it is complete, so the disk flushes while later files are decoded and written
@@ -201,15 +229,53 @@ export async function restoreToDir(
   const count = (node: FileNode, display: string) => {
     result.files++;
     result.bytes += node.size;
-    opts.onProgress?.({ ...result, current: display });
+    opts.onProgress?.({ ...result, ...totals, current: display });
   };
-  for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
+  // With a filter, a folder is made once a file in it is kept (its ancestors first).
+  const folders = new Map<string, { path: string[]; node: TreeNode; made: boolean }>();
+  const makeFolder = async (path: readonly string[], node: TreeNode) => {
     const dest = join(staging, ...path);
+    await mkdir(dest, { recursive: true });
+    dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
+    result.dirs++;
+  };
+  const makeParents = async (path: readonly string[]) => {
+    for (let depth = 1; depth < path.length; depth++) {
+      const folder = folders.get(path.slice(0, depth).join("/"));
+      if (!folder || folder.made) continue;
+      folder.made = true;
+      await makeFolder(folder.path, folder.node);
+    }
+  };
+  const files: { node: FileNode; path: string[] }[] = [];
+  for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
     if (node.type === "dir") {
-      await mkdir(dest, { recursive: true });
-      dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
-      result.dirs++;
-    } else if (await alreadyRestored(repo, node, dest)) {
+      if (filter) folders.set(path.join("/"), { path: [...path], node, made: false });
+      else await makeFolder(path, node);
+    } else if (filter?.(path.join("/"), node.name)) {
+      result.skippedFiles++;
+    } else {
+      files.push({ node, path: [...path] });
+      totals.totalFiles++;
+      totals.totalBytes += node.size;
+    }
+  }
+  // The top-level entries this restore puts in place.
+  const placed = filter
+    ? new Set(files.map((f) => f.path[0]))
+    : new Set(root.nodes.map((n) => n.name));
+  if (!opts.overwrite && filter) {
+    try {
+      await refuseExisting(target, [...placed]);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      throw err;
+    }
+  }
+  for (const { node, path } of files) {
+    await makeParents(path);
+    const dest = join(staging, ...path);
+    if (await alreadyRestored(repo, node, dest)) {
       result.resumedFiles++;
       await chmod(dest, node.mode & 0o7777);
       await utimes(dest, node.mtimeMs / 1000, node.mtimeMs / 1000);
@@ -245,10 +311,10 @@ export async function restoreToDir(
     await chmod(d.path, (d.mode & 0o7777) | 0o700);
     await utimes(d.path, d.mtimeMs / 1000, d.mtimeMs / 1000);
   }
-  for (const n of root.nodes) {
-    const final = join(target, n.name);
+  for (const name of placed) {
+    const final = join(target, name);
     if (opts.overwrite && (await exists(final))) await rm(final, { recursive: true, force: true });
-    await rename(join(staging, n.name), final);
+    await rename(join(staging, name), final);
   }
   await rm(staging, { recursive: true, force: true });
   await fsyncPath(target);

@@ -64,7 +64,12 @@ export function globToRegExp(glob: string): RegExp {
   return glob.includes("/") ? new RegExp(`^${re}$`) : new RegExp(`(^|/)${re}$`);
 }
 
-function policyFilter(policy: MediaPolicy): (rel: string, name: string) => string | null {
+/**
+ * A file filter from `policy`, for a backup's walk and a restore's selection: given a file's
+ * `/`-separated path (relative to a backed-up root; in a snapshot, from its root) and its name,
+ * null to keep it, else why it is left out.
+ */
+export function selectionFilter(policy: MediaPolicy): (rel: string, name: string) => string | null {
   const exclude = (policy.exclude ?? []).map(globToRegExp);
   const include = (policy.include ?? []).map(globToRegExp);
   return (rel, name) => {
@@ -275,7 +280,7 @@ export async function fsSource(
   policy: MediaPolicy = {},
   onSkip: (n: SkipNote) => void = () => {},
 ): Promise<SourceEntry[]> {
-  const filter = policyFilter(policy);
+  const filter = selectionFilter(policy);
   const sqliteFiles = new WeakSet<SourceEntry>();
 
   const fileEntry = async (abs: string, name: string, st: BigIntStats): Promise<SourceFile> => {

@@ -72,6 +72,7 @@ interface RestoreJson {
   readonly files: number;
   readonly bytes: number;
   readonly resumedFiles: number;
+  readonly skippedFiles: number;
 }
 
 /** Every pack under REPO/data/xx/, as `{ name, path, size }`, in name order. */
@@ -627,6 +628,67 @@ describe("restore", () => {
     assert.deepEqual(await diffTrees(base.chat, target), ["keep.txt"]);
     assert.equal(await readFile(join(target, "keep.txt"), "utf8"), "unrelated");
     assert.equal(integrityCheck(join(target, "chat.db")), "ok");
+  });
+
+  test("--include, --exclude and --exclude-videos restore a part of the snapshot, and only its folders", async (t) => {
+    const dir = await scratch(t, "select");
+    const env = cliEnv(join(dir, "home"), { LOCKET_RECOVERY_KEY: base.key });
+    const restore = (target: string, ...options: string[]) =>
+      ok<RestoreJson>(
+        ["restore", "latest", "--repo", base.repo, "--target", target, ...options],
+        env,
+      );
+    const media = (await readdir(join(base.chat, "Media"), { recursive: true })).sort();
+    const files = async (root: string) =>
+      (await readdir(root, { recursive: true, withFileTypes: true }))
+        .filter((e) => e.isFile())
+        .map((e) => join(e.parentPath, e.name).slice(root.length + 1))
+        .sort();
+
+    // The chats alone: no Media folder at all.
+    const chats = join(dir, "chats");
+    const r = await restore(chats, "--include", "chat.db");
+    assert.deepEqual(await readdir(chats), ["chat.db"]);
+    assert.equal(r.files, 1);
+    assert.equal(r.skippedFiles, media.filter((m) => m.includes(".")).length);
+    assert.equal(integrityCheck(join(chats, "chat.db")), "ok");
+
+    // Then the media without the videos, into the same folder (chat.db is not touched again).
+    const videos = media.filter((m) => m.startsWith("Video/") && m.includes("."));
+    assert.ok(videos.length > 0, "the demo data has videos");
+    await restore(chats, "--exclude-videos", "--exclude", "*.db");
+    const got = await files(chats);
+    assert.ok(!got.some((f) => f.startsWith("Media/Video")), got.join(", "));
+    assert.ok(got.includes("chat.db"));
+    for (const f of got.filter((f) => f.startsWith("Media/"))) {
+      assert.deepEqual(await readFile(join(chats, f)), await readFile(join(base.chat, f)), f);
+    }
+    assert.equal(got.length, 1 + media.filter((m) => m.includes(".")).length - videos.length);
+
+    // A second restore of the same part refuses to overwrite it; a pattern that matches nothing
+    // restores nothing and says so.
+    const clash = await fails(
+      ["restore", "latest", "--repo", base.repo, "--target", chats, "--include", "chat.db"],
+      env,
+      1,
+    );
+    assert.equal(clash.error.code, "already_exists");
+    const none = await locket(
+      [
+        "restore",
+        "latest",
+        "--repo",
+        base.repo,
+        "--target",
+        join(dir, "none"),
+        "--include",
+        "*.xyz",
+      ],
+      env,
+    );
+    assert.equal(none.status, 0, show(none));
+    assert.match(none.stdout, /nothing restored: none of the snapshot's \d+ file\(s\) matched/);
+    assert.deepEqual(await readdir(join(dir, "none")), []);
   });
 
   test("an interrupted restore resumes: rerun after repairing the pack gives identical files", async (t) => {
