@@ -52,6 +52,32 @@ export interface CheckOptions {
 const READ_DATA_PARALLEL = 4;
 
 /**
+ * Reads and verifies every pack of `packs` (name and size), READ_DATA_PARALLEL at a time; the
+ * findings are per pack, in the order of `packs`, whatever order the reads finish in.
+ */
+async function readAllPacks(
+  repo: Repository,
+  packs: readonly [string, number][],
+  onProgress: CheckOptions["onProgress"],
+): Promise<{ perPack: Findings[]; packsRead: number; bytesRead: number }> {
+  const perPack = packs.map(() => new Findings());
+  let packsRead = 0;
+  let bytesRead = 0;
+  let next = 0;
+  const reader = async () => {
+    while (next < packs.length) {
+      const k = next++;
+      const [name, size] = packs[k];
+      bytesRead += await readPack(repo, name, size, perPack[k]);
+      packsRead++;
+      onProgress?.({ phase: "read-data", done: packsRead, total: packs.length, bytes: bytesRead });
+    }
+  };
+  await Promise.all(Array.from({ length: READ_DATA_PARALLEL }, reader));
+  return { perPack, packsRead, bytesRead };
+}
+
+/**
  * Reads pack `name` whole and verifies it: its bytes against its name, its header, every
  * segment, and every blob against its keyed ID. What it finds goes to `found`; returns bytes read.
  */
@@ -153,6 +179,12 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     }
   }
 
+  // The packs are read and verified on the segment opener's threads while this thread walks the
+  // snapshots: walked first, with those threads idle, the walk was 0.6 s of the benchmark's
+  // 3.8 s `check --read-data`. Their findings are reported after the walk's, as before.
+  const reading = opts.readData ? readAllPacks(repo, [...stored], opts.onProgress) : undefined;
+  reading?.catch(() => {}); // awaited below
+
   let snapshots = 0;
   const seen: Seen = { trees: new Set(), lists: new Set() };
   const history: SnapshotRef[] = [];
@@ -193,30 +225,9 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     }
   }
 
-  let packsRead = 0;
-  let bytesRead = 0;
-  if (opts.readData) {
-    const packs = [...stored];
-    // Findings per pack, reported in pack order whatever order the reads finish in.
-    const perPack = packs.map(() => new Findings());
-    let next = 0;
-    const reader = async () => {
-      while (next < packs.length) {
-        const k = next++;
-        const [name, size] = packs[k];
-        const bytes = await readPack(repo, name, size, perPack[k]);
-        bytesRead += bytes;
-        packsRead++;
-        opts.onProgress?.({
-          phase: "read-data",
-          done: packsRead,
-          total: stored.size,
-          bytes: bytesRead,
-        });
-      }
-    };
-    await Promise.all(Array.from({ length: READ_DATA_PARALLEL }, reader));
-    for (const f of perPack) {
+  const read = await reading;
+  if (read) {
+    for (const f of read.perPack) {
       errors.push(...f.errors);
       found.unreadable.push(...f.unreadable);
     }
@@ -227,8 +238,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     indexFiles,
     packs: stored.size,
     blobs: repo.blobCount,
-    packsRead,
-    bytesRead,
+    packsRead: read?.packsRead ?? 0,
+    bytesRead: read?.bytesRead ?? 0,
     errors,
     unreadable: found.unreadable,
     warnings,
