@@ -169,18 +169,27 @@ describe("page deltas", () => {
     };
     const db = fakeSqlite(PAGES, 12);
     await run(repo, db, counted);
-    assert.equal(decodeDeltaMemo(repo, bases.memos.get("chat.db")!)?.length, 0, "no deltas yet");
+    const firstMemo = decodeDeltaMemo(repo, bases.memos.get("chat.db")!)!;
+    assert.equal(firstMemo.records.length, 0, "no deltas yet");
+    assert.equal(firstMemo.pageSize, SQLITE_PAGE);
     touch(db, 12, 1);
     touch(db, 200, 2);
     const second = await run(repo, db, counted);
     const memo = decodeDeltaMemo(repo, bases.memos.get("chat.db")!)!;
-    assert.equal(memo.length, 2 * 100, "a record per delta");
+    assert.equal(memo.records.length, 2 * 100, "a record per delta");
     // The layout of SPEC §15, checked byte by byte.
     const file = bases.memos.get("chat.db")!;
-    assert.equal(Buffer.from(file.subarray(0, 8)).toString(), "LKTMEMO1");
+    assert.equal(Buffer.from(file.subarray(0, 8)).toString(), "LKTMEMO2");
+    const view = new DataView(file.buffer, file.byteOffset);
+    assert.equal(view.getUint32(8, true), SQLITE_PAGE);
+    // The image is certified to hold this snapshot's version: the hash of its content IDs.
+    const ids = await repo.contentIdBytes(
+      (await repo.loadTree(second.snapshot.tree)).nodes[0] as FileNode,
+    );
+    assert.equal(toHex(file.subarray(12, 44)), toHex(p.sha256(ids)));
     const listed = await entries(storage, second.id);
     [12, 200].forEach((page, i) => {
-      const r = file.subarray(8 + 100 * i, 8 + 100 * (i + 1));
+      const r = file.subarray(44 + 100 * i, 44 + 100 * (i + 1));
       assert.equal(new DataView(r.buffer, r.byteOffset).getUint32(0, true), page);
       const bytes = db.subarray(page * SQLITE_PAGE, (page + 1) * SQLITE_PAGE);
       assert.equal(toHex(r.subarray(4, 36)), toHex(blobId(p, repo.keys.id, BLOB_DATA, bytes)));
@@ -188,10 +197,10 @@ describe("page deltas", () => {
       assert.equal(toHex(r.subarray(68, 100)), listed[page].base);
     });
     const mac = createHmac("sha256", repo.keys.id)
-      .update("locket delta memo 1")
-      .update(file.subarray(0, 208))
+      .update("locket delta memo 2")
+      .update(file.subarray(0, 244))
       .digest();
-    assert.deepEqual(file.subarray(208), new Uint8Array(mac));
+    assert.deepEqual(file.subarray(244), new Uint8Array(mac));
     reads = 0;
     const third = await run(repo, db, counted);
     assert.equal(reads, 0, "no base was read: the memo knew both pages");

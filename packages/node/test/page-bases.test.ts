@@ -4,13 +4,32 @@
  * restores them byte for byte.
  */
 import assert from "node:assert/strict";
-import { copyFile, readdir, stat, writeFile } from "node:fs/promises";
+import { copyFile, readdir, readFile as readFileBytes, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { describe, test } from "node:test";
-import { MemoryPageBaseStore, type PageBaseStore } from "@locket/core";
+import {
+  backup,
+  decodeDeltaMemo,
+  type FileChunker,
+  type FileNode,
+  MemoryPageBaseStore,
+  MemoryStorage,
+  type ObjectKind,
+  type PageBaseStore,
+  Repository,
+  readFile,
+  type SaveOptions,
+  StorageError,
+} from "@locket/core";
+import { randomBytes } from "../../core/test/helpers.ts";
 import { diffTrees } from "../src/compare.ts";
 import { simulateDay, writeDemoData } from "../src/demo-data.ts";
 import { FsPageBaseStore } from "../src/page-bases.ts";
+import { nodePrimitives } from "../src/primitives.ts";
+import { fsSource } from "../src/source.ts";
+import { WorkerChunker } from "../src/workers/chunker.ts";
+import { WorkerPool } from "../src/workers/pool.ts";
 import { cliEnv, ok, scratch } from "./harness.ts";
 
 const stores: [string, (dir: string) => PageBaseStore][] = [
@@ -73,6 +92,96 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   const store = new FsPageBaseStore(join(dir, "file", "pages"));
   await store.writeMemo("chat.db", Uint8Array.of(1));
   assert.equal(await store.readMemo("chat.db"), undefined);
+});
+
+/** MemoryStorage whose saves of packs fail while `failPacks` is set. */
+class FailingStorage extends MemoryStorage {
+  failPacks = false;
+  override async save(kind: ObjectKind, name: string, data: Uint8Array, options?: SaveOptions) {
+    if (kind === "data" && this.failPacks) throw new StorageError("the disk is full (test)");
+    return super.save(kind, name, data, options);
+  }
+}
+
+test("a backup that stops after writing to a certified image leaves no certificate the next one trusts", async (t) => {
+  const dir = await scratch(t, "certificate");
+  const key = new Uint8Array(32).fill(3);
+  const storage = new FailingStorage();
+  const repo = await Repository.init(storage, nodePrimitives, key);
+  const pool = new WorkerPool(key, { threads: 2 });
+  t.after(() => pool.close());
+  const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+  // Stops the backup after `batches` batches of the database, as a kill would.
+  let batches = Number.POSITIVE_INFINITY;
+  const chunker: FileChunker = {
+    start(file, opts) {
+      const job = workers.start(file, opts);
+      return {
+        cancel: () => job.cancel(),
+        async *[Symbol.asyncIterator]() {
+          let n = 0;
+          for await (const b of job) {
+            if (n++ >= batches) throw new Error("killed (test)");
+            yield b;
+          }
+        },
+      };
+    },
+  };
+  const pageBases = new FsPageBaseStore(join(dir, "pages"));
+  const path = join(dir, "chat.db");
+  const run = async () =>
+    backup(repo, await fsSource([path]), { host: "h", paths: [path], chunker, pageBases });
+  const memo = async () => {
+    const bytes = await pageBases.readMemo("chat.db");
+    return bytes && decodeDeltaMemo(repo, bytes);
+  };
+  const certified = async () => (await memo())?.image.some((b) => b !== 0) === true;
+  const holds = async (snapshotTree: string, bytes: Uint8Array) => {
+    const tree = await repo.loadTree(snapshotTree);
+    const chunks: Buffer[] = [];
+    for await (const c of readFile(repo, tree.nodes[0] as FileNode)) chunks.push(Buffer.from(c));
+    return Buffer.concat(chunks).equals(bytes);
+  };
+
+  // A row per page, 24 MB in all: read in stripes by the workers.
+  const rows = 6000;
+  const sql = new DatabaseSync(path);
+  const rewrite = (seed: number) => {
+    sql.exec("BEGIN");
+    const update = sql.prepare("UPDATE t SET b = ? WHERE id = ?");
+    for (let i = 0; i < rows; i++) update.run(randomBytes(3000, seed + i), i + 1);
+    sql.exec("COMMIT");
+  };
+  sql.exec("PRAGMA page_size = 4096; CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB)");
+  sql.exec("BEGIN");
+  const insert = sql.prepare("INSERT INTO t (b) VALUES (?)");
+  for (let i = 0; i < rows; i++) insert.run(randomBytes(3000, i));
+  sql.exec("COMMIT");
+  await run();
+  assert.ok(await certified(), "the first backup certifies the image");
+
+  // Every row rewritten in place; the backup is killed after two batches of pages, which went
+  // to the image. Trusting the image next time would list the parent's pages for them.
+  rewrite(10_000);
+  batches = 2;
+  await assert.rejects(run(), /killed/);
+  assert.equal(await memo(), undefined, "the certificate went with the first write to the image");
+  batches = Number.POSITIVE_INFINITY;
+  const second = await run();
+  assert.ok(await holds(second.snapshot.tree, await readFileBytes(path)), "the database as it is");
+  assert.ok(await certified(), "and the image certified again");
+
+  // Rewritten again, and the backup fails once the database is read (its packs cannot be
+  // stored): its memo certifies a version no snapshot has, which the next backup ignores.
+  rewrite(20_000);
+  storage.failPacks = true;
+  await assert.rejects(run(), StorageError);
+  assert.ok(await certified());
+  storage.failPacks = false;
+  const third = await run();
+  assert.ok(await holds(third.snapshot.tree, await readFileBytes(path)));
+  sql.close();
 });
 
 interface BackupJson {

@@ -416,6 +416,66 @@ describe("WorkerChunker", () => {
     }
   });
 
+  test("a certified image: a page equal to it takes the ID imagePages gives, unhashed; others are hashed", async (t) => {
+    const dir = await scratch(t, "chunker-image");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 2 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    try {
+      const pages = 2600; // three stripes
+      const image = fakeSqlite(pages, 21);
+      const db = Uint8Array.from(image);
+      for (let page = 7; page < pages; page += 50) db.set(randomBytes(40, page), page * 4096 + 300);
+      await writeFile(join(dir, "image.pages"), image);
+      await writeFile(join(dir, "chat.db"), db);
+      const idOf = (page: number) =>
+        blobId(
+          nodePrimitives,
+          repo.keys.id,
+          BLOB_DATA,
+          db.subarray(page * 4096, (page + 1) * 4096),
+        );
+      // The IDs given for the image's pages: made up, so a page that took one was not hashed.
+      // Page 3's is zeros: unknown, so that page is hashed although it equals the image.
+      const given = new Uint8Array(32 * pages);
+      for (let page = 0; page < pages; page++) given.set(randomBytes(32, 9000 + page), 32 * page);
+      given.fill(0, 32 * 3, 32 * 4);
+      const run = async (imagePages?: (pageSize: number) => Promise<Uint8Array | undefined>) => {
+        const got: { id: string; same: number }[] = [];
+        const job = workers.start(at(join(dir, "chat.db")), {
+          baseImage: join(dir, "image.pages"),
+          knownPages: async () => new Uint8Array(0),
+          ...(imagePages ? { imagePages } : {}),
+        });
+        for await (const b of job) {
+          for (let k = 0; k < b.lengths.length; k++) {
+            got.push({ id: toHex(b.ids.subarray(32 * k, 32 * k + 32)), same: b.deltas!.same![k] });
+          }
+        }
+        assert.equal(got.length, pages);
+        return got;
+      };
+      const certified = await run(async (pageSize) => (pageSize === 4096 ? given : undefined));
+      const plain = await run();
+      const wrongSize = await run(async (pageSize) => (pageSize === 1024 ? given : undefined));
+      for (let page = 0; page < pages; page++) {
+        const changed = page % 50 === 7;
+        const trusted = !changed && page !== 3;
+        assert.deepEqual(
+          certified[page],
+          trusted
+            ? { id: toHex(given.subarray(32 * page, 32 * page + 32)), same: 2 }
+            : { id: toHex(idOf(page)), same: changed ? 0 : 1 },
+          `page ${page}`,
+        );
+        assert.deepEqual(plain[page], { id: toHex(idOf(page)), same: changed ? 0 : 1 });
+        assert.deepEqual(wrongSize[page], plain[page]);
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+
   test("a striped database: a cancel stops every stripe and closes the file once; a vanished one is a VanishedError", async (t) => {
     const dir = await scratch(t, "chunker-stripes");
     const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);

@@ -117,6 +117,8 @@ export async function backup(
   const history = await repo.checkedSnapshots(opts.minSeq ?? 0);
 
   const packer = new Packer(repo);
+  /** Databases' page-base work still finishing (memo and image): awaited before returning. */
+  const closing: Promise<void>[] = [];
   const progress: BackupProgress = {
     files: 0,
     dirs: 0,
@@ -201,6 +203,7 @@ export async function backup(
     const deltaAt = new Set<number>();
     // Set once the file's first page says it is a SQLite database (and the platform keeps bases).
     let pages: PageDeltas | undefined;
+    let complete = false;
     let pageSize = 0;
     let size = 0;
     let lastReport = 0;
@@ -245,7 +248,7 @@ export async function backup(
           report();
         }
       }
-      await pages?.finish();
+      complete = true;
     } catch (err) {
       if (!(err instanceof VanishedError)) throw err;
       // Blobs already queued stay unreferenced in their packs until a prune; nothing points at them.
@@ -254,7 +257,13 @@ export async function backup(
       return null;
     } finally {
       job.cancel();
-      await pages?.close();
+      if (pages) {
+        const done = pages;
+        // The memo waits for the image's writes to be durable: meanwhile the backup goes on.
+        const closed = (complete ? done.finish(ids) : Promise.resolve()).then(() => done.close());
+        closed.catch(() => {}); // rethrown where awaited, at the end of the backup
+        closing.push(closed);
+      }
     }
     progress.files++;
     report();
@@ -312,7 +321,11 @@ export async function backup(
           // version already had.
           const baseImage = parentPages && store?.imagePath?.(pathOf(e));
           const knownPages = async () => (await parentPages!()).known;
-          const job = chunker.start(e, baseImage ? { baseImage, knownPages } : {});
+          const imagePages = async (pageSize: number) => {
+            const parent = await parentPages!();
+            return parent.imagePageSize === pageSize ? parent.imageIds : undefined;
+          };
+          const job = chunker.start(e, baseImage ? { baseImage, knownPages, imagePages } : {});
           plans.set(next, { job, parentPages });
         }
         const e = entries[i];
@@ -363,8 +376,10 @@ export async function backup(
     const rootNodes = await nodesOf(roots, (r) => r.name, parentRoots);
     tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
     await packer.flush();
+    await Promise.all(closing);
   } catch (err) {
     await packer.abort(); // the pack being written goes; stored ones are adopted next time
+    await Promise.allSettled(closing);
     throw err;
   }
   report();

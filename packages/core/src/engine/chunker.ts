@@ -33,6 +33,12 @@ export interface PageDeltaHints {
   readonly deltaIds: Uint8Array;
   /** For each delta: the page XOR the image's page, a page long. */
   readonly xors: Uint8Array;
+  /**
+   * For each chunk of the batch: 0 when it differs from the image's bytes at its offset (or
+   * they could not be read), 1 when it equals them, 2 when it equals them and its ID is the one
+   * `imagePages` gave for that page, taken without hashing the page. Optional.
+   */
+  readonly same?: Uint8Array;
 }
 
 /** What the engine tells a FileChunker about a file it starts. */
@@ -50,6 +56,13 @@ export interface ChunkOptions {
    * only when the file is a database; optional to honour.
    */
   readonly knownPages?: () => Promise<Uint8Array>;
+  /**
+   * With `baseImage`, for a database cut into pages of `pageSize`: 32 bytes per page, the ID of
+   * what the image holds at that page, when the image is certified to hold exactly the parent's
+   * version (ParentPages.imageIds); undefined otherwise. A page whose bytes equal the image's
+   * may then take that ID without being hashed (PageDeltaHints.same = 2). Optional to honour.
+   */
+  readonly imagePages?: (pageSize: number) => Promise<Uint8Array | undefined>;
 }
 
 /** A file being chunked: its batches in order, and a way to stop early. */

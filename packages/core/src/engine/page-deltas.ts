@@ -41,8 +41,17 @@ export interface PageBaseImage {
    * buffer the image reuses: valid until the next call.
    */
   read(offset: number, length: number): Promise<Uint8Array>;
-  /** Stores `bytes` at `offset`. The caller may reuse `bytes` once the promise settles. */
+  /**
+   * Stores `bytes` at `offset`. The caller may reuse `bytes` once the promise settles. The first
+   * write after `open` first removes the database's delta memo (for good: on a device, durably),
+   * since the memo may certify the image as it was (see DeltaMemo).
+   */
   write(offset: number, bytes: Uint8Array): Promise<void>;
+  /**
+   * Optional: makes every write so far durable; true only when every write since `open` was
+   * stored and is now durable. A memo certifies the image only after this said true.
+   */
+  sync?(): Promise<boolean>;
   /** Ends the use of the image. A backup that failed still closes it. */
   close(): Promise<void>;
 }
@@ -95,6 +104,16 @@ export interface ParentPages {
    */
   readonly known: Uint8Array;
   readonly count: number;
+  /**
+   * The page size for which this device's base image is certified to hold exactly this version
+   * (DeltaMemo), or 0 when it is not: then `imageIds` is empty.
+   */
+  readonly imagePageSize: number;
+  /**
+   * Per page, 32 bytes: the ID of what the certified image holds there (a delta's base, else the
+   * page's own ID). A page whose bytes equal the image's has that ID without being hashed.
+   */
+  readonly imageIds: Uint8Array;
 }
 
 const NO_PAGES: ParentPages = {
@@ -103,6 +122,8 @@ const NO_PAGES: ParentPages = {
   hasBase: new Uint8Array(0),
   known: new Uint8Array(0),
   count: 0,
+  imagePageSize: 0,
+  imageIds: new Uint8Array(0),
 };
 
 /**
@@ -115,20 +136,42 @@ const NO_PAGES: ParentPages = {
  * second day: 20 k of its 31 k deltas, 40 k keyed hashes and 80 MB of XOR for pages unchanged
  * since the day before).
  *
- * Layout: MEMO_MAGIC, then records of MEMO_RECORD_BYTES (page number u32 LE, page ID, delta ID,
- * base ID), then HMAC-SHA256(ID key, MEMO_DOMAIN || all before it). A memo that does not check
- * out is ignored, which costs only that work: like the image it is a cache, but unlike the image
- * its records are used without rehashing, so it carries a MAC instead.
+ * The memo also **certifies the base image**: the SHA-256 of the content IDs (SPEC §8) of the
+ * version the image holds exactly (each page the version lists whole, and each delta's base),
+ * and the page size. A backup whose parent has that content then takes, for a page whose bytes
+ * equal the image's, the ID the parent gives the image's page instead of hashing the page: most
+ * pages of a day. The backup that writes the memo made it true: it started certified (and
+ * wrote every page it stored whole and that the parent did not list there), or compared every
+ * page with the image and wrote those that differ; it saw only whole pages; and `sync` said
+ * every write is durable. The first write to the image after that removes the memo, so an
+ * interrupted backup leaves no certificate for an image it changed. Certified or not, a memo
+ * never makes a backup store a byte it did not read.
+ *
+ * Layout: MEMO_MAGIC, the page size (u32 LE), the image digest (32 bytes; zeros: none), then
+ * records of MEMO_RECORD_BYTES (page number u32 LE, page ID, delta ID, base ID), then
+ * HMAC-SHA256(ID key, MEMO_DOMAIN || all before it). A memo that does not check out is ignored,
+ * which costs only that work: like the image it is a cache, but unlike the image its records are
+ * used without rehashing, so it carries a MAC instead.
  */
-const MEMO_MAGIC = new TextEncoder().encode("LKTMEMO1");
-const MEMO_DOMAIN = new TextEncoder().encode("locket delta memo 1");
+const MEMO_MAGIC = new TextEncoder().encode("LKTMEMO2");
+const MEMO_DOMAIN = new TextEncoder().encode("locket delta memo 2");
+const MEMO_HEADER_BYTES = MEMO_MAGIC.length + 4 + 32;
 const MEMO_RECORD_BYTES = 4 + 3 * 32;
+const NO_DIGEST = new Uint8Array(32);
 
-/** A memo being written: its magic, then records added with `addMemoRecord`. */
+/** What a memo that checks out holds (see DeltaMemo). */
+export interface DeltaMemo {
+  /** The page size the image digest is for. */
+  readonly pageSize: number;
+  /** SHA-256 of the content IDs of the version the image holds; zeros when it is not certified. */
+  readonly image: Uint8Array;
+  /** The records, MEMO_RECORD_BYTES each. */
+  readonly records: Uint8Array;
+}
+
+/** The records of a memo being written, added with `addMemoRecord`. */
 function newDeltaMemo(): ByteWriter {
-  const memo = new ByteWriter(MEMO_MAGIC.length + 1024 * MEMO_RECORD_BYTES);
-  memo.bytes(MEMO_MAGIC);
-  return memo;
+  return new ByteWriter(1024 * MEMO_RECORD_BYTES);
 }
 
 /** Appends a record: page `page`, whose ID is `id`, is listed as `delta` and `base`. */
@@ -145,20 +188,56 @@ function addMemoRecord(
   memo.bytes(base);
 }
 
-/** The memo `memo` holds, with its MAC appended. */
-function sealDeltaMemo(repo: Repository, memo: ByteWriter): Uint8Array {
+/** The memo with `records`, certifying the image as `image` for `pageSize`, with its MAC. */
+export function sealDeltaMemo(
+  repo: Repository,
+  pageSize: number,
+  image: Uint8Array,
+  records: Uint8Array,
+): Uint8Array {
+  const memo = new ByteWriter(MEMO_HEADER_BYTES + records.length + 32);
+  memo.bytes(MEMO_MAGIC);
+  memo.u32(pageSize);
+  memo.bytes(image);
+  memo.bytes(records);
   memo.bytes(repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, memo.finish()));
   return memo.finish();
 }
 
-/** The records of a memo that checks out (MEMO_RECORD_BYTES each), else undefined. */
-export function decodeDeltaMemo(repo: Repository, memo: Uint8Array): Uint8Array | undefined {
+/** What a memo that checks out holds, else undefined. */
+export function decodeDeltaMemo(repo: Repository, memo: Uint8Array): DeltaMemo | undefined {
   const end = memo.length - 32;
-  if (end < MEMO_MAGIC.length || (end - MEMO_MAGIC.length) % MEMO_RECORD_BYTES !== 0) return;
+  if (end < MEMO_HEADER_BYTES || (end - MEMO_HEADER_BYTES) % MEMO_RECORD_BYTES !== 0) return;
   if (!equalBytes(memo.subarray(0, MEMO_MAGIC.length), MEMO_MAGIC)) return;
   const mac = repo.p.hmacSha256(repo.keys.id, MEMO_DOMAIN, memo.subarray(0, end));
   if (!repo.p.timingSafeEqual(mac, memo.subarray(end))) return;
-  return memo.subarray(MEMO_MAGIC.length, end);
+  const view = new DataView(memo.buffer, memo.byteOffset, memo.byteLength);
+  return {
+    pageSize: view.getUint32(MEMO_MAGIC.length, true),
+    image: memo.subarray(MEMO_MAGIC.length + 4, MEMO_HEADER_BYTES),
+    records: memo.subarray(MEMO_HEADER_BYTES, end),
+  };
+}
+
+/**
+ * Whether `memo` certifies the image for a parent whose content IDs are `contentIds`: its
+ * digest is theirs, and not zeros.
+ */
+function certifies(repo: Repository, memo: DeltaMemo, contentIds: Uint8Array): boolean {
+  return (
+    memo.pageSize > 0 &&
+    !equalBytes(memo.image, NO_DIGEST) &&
+    repo.p.timingSafeEqual(memo.image, repo.p.sha256(contentIds))
+  );
+}
+
+/** Per page of `pages`, the ID of what a certified image holds there (ParentPages.imageIds). */
+function imageIdsOf(pages: ParentPages): Uint8Array {
+  const out = Uint8Array.from(pages.ids);
+  for (let k = 0; k < pages.count; k++) {
+    if (pages.hasBase[k]) out.set(pages.bases.subarray(32 * k, 32 * k + 32), 32 * k);
+  }
+  return out;
 }
 
 /** Fills `pages.known`: whole pages' own IDs, and the memo's page IDs for its matching deltas. */
@@ -211,6 +290,8 @@ function parentPages(repo: Repository, ids: Uint8Array, path: string): ParentPag
     hasBase: hasBase.subarray(0, count),
     known: new Uint8Array(32 * count),
     count,
+    imagePageSize: 0,
+    imageIds: new Uint8Array(0),
   };
 }
 
@@ -235,8 +316,17 @@ export class PageDeltas {
   private readonly scratch: Uint8Array;
   private readonly store: PageBaseStore;
   private readonly path: string;
-  /** This backup's delta memo so far (see DeltaMemo). */
+  /** This backup's delta memo records so far (see DeltaMemo). */
   private readonly memo = newDeltaMemo();
+  /**
+   * Whether the image holds exactly the parent's version (DeltaMemo): then only the pages this
+   * backup stores whole, where the parent listed something else, need writing to it. Otherwise
+   * every page it lists whole is written unless the chunker found it equal to the image's, and
+   * no delta is listed again from the memo without its base checked against the image.
+   */
+  private readonly certified: boolean;
+  /** Whether every page so far was a whole page long (a memo certifies nothing else). */
+  private allWhole = true;
 
   private constructor(
     repo: Repository,
@@ -257,6 +347,7 @@ export class PageDeltas {
     this.parentBases = parent.bases;
     this.parentHasBase = parent.hasBase;
     this.parentKnown = parent.known;
+    this.certified = pageSize > 0 && parent.imagePageSize === pageSize;
   }
 
   /**
@@ -274,15 +365,25 @@ export class PageDeltas {
   ): Promise<ParentPages> {
     if (!parent) return NO_PAGES;
     let pages: ParentPages;
+    let contentIds: Uint8Array;
     try {
-      pages = parentPages(repo, await repo.contentIdBytes(parent), path);
+      contentIds = await repo.contentIdBytes(parent);
+      pages = parentPages(repo, contentIds, path);
     } catch (err) {
       if (!(err instanceof IntegrityError)) throw err;
       return NO_PAGES;
     }
-    const memo = await store.readMemo?.(path).catch(() => undefined);
-    applyMemo(pages, memo && decodeDeltaMemo(repo, memo));
-    return pages;
+    const bytes = await store.readMemo?.(path).catch(() => undefined);
+    const memo = bytes && decodeDeltaMemo(repo, bytes);
+    if (!memo || !certifies(repo, memo, contentIds)) {
+      // An image not certified may not hold the bases the memo's records need to be listed
+      // again; a backup without them checks every delta's base against the image, and compares
+      // every page with it, which certifies the image for the next one.
+      applyMemo(pages, undefined);
+      return pages;
+    }
+    applyMemo(pages, memo.records);
+    return { ...pages, imagePageSize: memo.pageSize, imageIds: imageIdsOf(pages) };
   }
 
   /**
@@ -316,10 +417,18 @@ export class PageDeltas {
     starts[0] = 0;
     let lo = -1;
     let hi = -1;
+    const same = batch.deltas?.same;
     for (let k = 0; k < n; k++) {
       const len = batch.lengths[k];
       starts[k + 1] = starts[k] + len;
+      if (len !== this.pageSize) this.allWhole = false;
       const id = batch.ids.subarray(32 * k, 32 * k + 32);
+      // An ID the chunker took from the certified image without hashing is trusted only to name
+      // a blob stored already: a page to store is hashed here, whatever the image said.
+      if (same?.[k] === 2 && !packer.hasId(id)) {
+        const { p, keys } = this.repo;
+        id.set(blobId(p, keys.id, BLOB_DATA, batch.bytes.subarray(starts[k], starts[k + 1])));
+      }
       if (packer.hasId(id)) {
         plans[k] = Plan.Known;
         continue;
@@ -360,8 +469,9 @@ export class PageDeltas {
       const chunk = batch.bytes.subarray(starts[k], starts[k + 1]);
       if (plans[k] === Plan.Known) {
         ids.push(id);
-        // A page whose content is not what the parent listed here becomes this page's base.
-        if (!this.parentListed(page, id)) toImage(k);
+        // A page whose content is not what the parent listed here becomes this page's base; an
+        // image not certified gets every page that is not in it already.
+        if (this.certified ? !this.parentListed(page, id) : !same?.[k]) toImage(k);
         continue;
       }
       if (plans[k] === Plan.Again) {
@@ -394,7 +504,7 @@ export class PageDeltas {
         newBytes += chunk.length;
       }
       ids.push(id);
-      toImage(k);
+      if (this.certified || !same?.[k]) toImage(k);
     }
     for (const [a, b] of writes) {
       await this.image.write(
@@ -444,12 +554,20 @@ export class PageDeltas {
   }
 
   /**
-   * Writes this backup's delta memo, once every page went through `batch`. Best effort: the
-   * memo is a cache.
+   * Writes this backup's delta memo, once every page went through `batch` and `ids` are the
+   * file's content IDs, in order (SPEC §8). The memo certifies the image for this version when
+   * every page was whole and the image says its writes are durable (see DeltaMemo). Best
+   * effort: the memo is a cache.
    */
-  async finish(): Promise<void> {
+  async finish(ids: readonly Uint8Array[]): Promise<void> {
     if (!this.store.writeMemo) return;
-    const memo = sealDeltaMemo(this.repo, this.memo);
+    let digest: Uint8Array = NO_DIGEST;
+    if (this.allWhole && (await this.image.sync?.().catch(() => false))) {
+      const content = new Uint8Array(32 * ids.length);
+      for (let k = 0; k < ids.length; k++) content.set(ids[k], 32 * k);
+      digest = this.repo.p.sha256(content);
+    }
+    const memo = sealDeltaMemo(this.repo, this.pageSize, digest, this.memo.finish());
     await this.store.writeMemo(this.path, memo).catch(() => {});
   }
 
@@ -459,7 +577,7 @@ export class PageDeltas {
    * blob, as for any delta this backup stores).
    */
   private unchangedDelta(page: number, id: Uint8Array): boolean {
-    if (page >= this.parentPages || !this.parentHasBase[page]) return false;
+    if (!this.certified || page >= this.parentPages || !this.parentHasBase[page]) return false;
     if (!equalBytes(this.parentKnown.subarray(32 * page, 32 * page + 32), id)) return false;
     return (
       this.repo.hasId(this.parentIds.subarray(32 * page, 32 * page + 32)) &&
@@ -504,13 +622,14 @@ export class MemoryPageBaseStore implements PageBaseStore {
   }
 
   async open(path: string): Promise<PageBaseImage> {
-    const images = this.images;
+    const { images, memos } = this;
     return {
       async read(offset, length) {
         const image = images.get(path) ?? new Uint8Array(0);
         return image.slice(Math.min(offset, image.length), Math.min(offset + length, image.length));
       },
       async write(offset, bytes) {
+        memos.delete(path); // it may certify the image as it was
         let image = images.get(path) ?? new Uint8Array(0);
         if (offset + bytes.length > image.length) {
           const grown = new Uint8Array(offset + bytes.length);
@@ -519,6 +638,9 @@ export class MemoryPageBaseStore implements PageBaseStore {
           images.set(path, image);
         }
         image.set(bytes, offset);
+      },
+      async sync() {
+        return true;
       },
       async close() {},
     };

@@ -35,6 +35,8 @@ export type ChunkMessage =
       readonly baseImage?: string;
       /** For the part's pages, in order: the IDs that need no delta (ChunkOptions.knownPages). */
       readonly known?: Uint8Array;
+      /** For the part's pages: the IDs of what the certified image holds (ChunkOptions.imagePages). */
+      readonly imageIds?: Uint8Array;
     }
   | {
       readonly kind: "ack";
@@ -103,16 +105,22 @@ export class WorkerChunker implements FileChunker {
     // Only a file listed large enough may be striped: the others are not even opened here.
     const threads =
       (file.size ?? Number.POSITIVE_INFINITY) < 2 * STRIPE_BYTES ? 1 : this.pool.threads;
-    const { baseImage, knownPages } = opts;
+    const { baseImage, knownPages, imagePages } = opts;
     const withImage = async (p: Part): Promise<Part> => {
       if (!baseImage) return p;
       // A stripe's own pages only, copied: a view would send the whole file's array along.
       const { start, end, pageSize } = p;
-      const known =
-        knownPages && pageSize && start !== undefined && end !== undefined
-          ? (await knownPages()).slice(32 * (start / pageSize), 32 * Math.ceil(end / pageSize))
-          : undefined;
-      return { ...p, baseImage, ...(known?.length ? { known } : {}) };
+      const striped = pageSize !== undefined && start !== undefined && end !== undefined;
+      const ours = (all: Uint8Array | undefined) =>
+        striped ? all?.slice(32 * (start / pageSize), 32 * Math.ceil(end / pageSize)) : undefined;
+      const known = knownPages && ours(await knownPages());
+      const imageIds = imagePages && striped ? ours(await imagePages(pageSize)) : undefined;
+      return {
+        ...p,
+        baseImage,
+        ...(known?.length ? { known } : {}),
+        ...(imageIds?.length ? { imageIds } : {}),
+      };
     };
     return new FileJob(file.localFile(), threads, (part) => this.session(part.then(withImage)));
   }
@@ -134,6 +142,7 @@ export interface Part {
   readonly pageSize?: number;
   readonly baseImage?: string;
   readonly known?: Uint8Array;
+  readonly imageIds?: Uint8Array;
 }
 
 /**

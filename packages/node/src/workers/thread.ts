@@ -165,11 +165,11 @@ class FileSession {
 
   private async run(): Promise<void> {
     try {
-      const { pageSize, baseImage, start, known } = this.stripe;
+      const { pageSize, baseImage, start, known, imageIds } = this.stripe;
       const fixed = pageSize ? ({ kind: "pages", pageSize } as const) : undefined;
       const onMode = (mode: ChunkingMode) => {
         if (baseImage && mode.kind === "pages") {
-          this.deltas = DeltaHints.open(baseImage, mode.pageSize, start ?? 0, known);
+          this.deltas = DeltaHints.open(baseImage, mode.pageSize, start ?? 0, known, imageIds);
         }
       };
       if (fixed) onMode(fixed);
@@ -182,7 +182,7 @@ class FileSession {
         }
         this.out.set(chunk, this.used);
         this.used += chunk.length;
-        const id = blobId(p, keys.id, BLOB_DATA, chunk);
+        const id = this.deltas?.imageId(chunk) ?? blobId(p, keys.id, BLOB_DATA, chunk);
         // After any send above: a batch's hints are those of its own chunks.
         this.deltas?.add(chunk, id);
         this.lengths.push(chunk.length);
@@ -218,8 +218,8 @@ class FileSession {
     };
     const transfer: ArrayBuffer[] = [lengths.buffer, ids.buffer];
     if (deltas) {
-      for (const a of [deltas.at, deltas.baseIds, deltas.deltaIds, deltas.xors]) {
-        transfer.push(a.buffer as ArrayBuffer);
+      for (const a of [deltas.at, deltas.baseIds, deltas.deltaIds, deltas.xors, deltas.same]) {
+        if (a) transfer.push(a.buffer as ArrayBuffer);
       }
     }
     if (n > 0) transfer.push(this.out.buffer as ArrayBuffer);
@@ -238,10 +238,12 @@ class FileSession {
  * Page deltas of a database's pages against its base image, worked out as the pages are cut
  * (see PageDeltaHints): the XOR with the image's bytes at the page's offset, and when it pays,
  * the keyed IDs of the image's page and of the delta. Pages whose ID is the one `known` gives
- * (ChunkOptions.knownPages) get none: the engine lists the parent's entry for them. The image is
- * read here in windows, with synchronous reads (this thread has nothing else to do meanwhile).
- * An image that cannot be read gives no deltas, never an error: the engine then stores whole
- * pages.
+ * (ChunkOptions.knownPages) get none: the engine lists the parent's entry for them. Every page
+ * is compared with the image's bytes (PageDeltaHints.same); with `imageIds` (a certified image,
+ * ChunkOptions.imagePages) a page equal to them takes the ID given for it without being hashed,
+ * which on a day's backup is most pages. The image is read here in windows, with synchronous
+ * reads (this thread has nothing else to do meanwhile). An image that cannot be read gives no
+ * deltas, never an error: the engine then stores whole pages.
  */
 class DeltaHints {
   private readonly fd: number;
@@ -260,12 +262,25 @@ class DeltaHints {
   private deltaIds: Uint8Array[] = [];
   private xors = new Uint8Array(0);
   private count = 0;
+  /** The IDs of what the certified image holds at this part's pages (may be empty). */
+  private readonly imageIds: Uint8Array;
+  /** Per page added since the last `take`: PageDeltaHints.same. */
+  private same: number[] = [];
+  /** The image's bytes at the next page's offset and whether they equal it (`imageId`). */
+  private next: { old: Uint8Array | undefined; same: boolean; trusted: boolean } | undefined;
 
-  private constructor(fd: number, pageSize: number, start: number, known: Uint8Array) {
+  private constructor(
+    fd: number,
+    pageSize: number,
+    start: number,
+    known: Uint8Array,
+    imageIds: Uint8Array,
+  ) {
     this.fd = fd;
     this.pageSize = pageSize;
     this.pos = start;
     this.known = known;
+    this.imageIds = imageIds;
   }
 
   static open(
@@ -273,27 +288,48 @@ class DeltaHints {
     pageSize: number,
     start: number,
     known: Uint8Array = new Uint8Array(0),
+    imageIds: Uint8Array = new Uint8Array(0),
   ): DeltaHints | null {
     try {
-      return new DeltaHints(openSync(path, "r"), pageSize, start, known);
+      return new DeltaHints(openSync(path, "r"), pageSize, start, known, imageIds);
     } catch {
       return null;
     }
   }
 
+  /**
+   * The ID of `page`, the next chunk, when the certified image holds these very bytes there
+   * (then it is not hashed); undefined when it must be hashed. Call before `add` for that page.
+   */
+  imageId(page: Uint8Array): Uint8Array | undefined {
+    const old = page.length === this.pageSize ? this.imageAt(this.pos) : undefined;
+    const same = old !== undefined && bytesEqual(old, page);
+    const k = this.pages;
+    const given = same && 32 * k + 32 <= this.imageIds.length;
+    const id = given ? this.imageIds.subarray(32 * k, 32 * k + 32) : undefined;
+    // Zeros: no ID known for that page.
+    const trusted = id?.some((b) => b !== 0) === true;
+    this.next = { old, same, trusted };
+    return trusted ? id : undefined;
+  }
+
   /** The next chunk of the file, a page (or the last, shorter piece), whose ID is `id`. */
   add(page: Uint8Array, id: Uint8Array): void {
     const at = this.pos;
+    const seen = this.next;
+    this.next = undefined;
     this.pos += page.length;
     const k = this.pages++;
+    this.same.push(seen?.trusted ? 2 : seen?.same ? 1 : 0);
     if (
-      32 * k + 32 <= this.known.length &&
-      equalBytes(this.known.subarray(32 * k, 32 * k + 32), id)
+      seen?.same ||
+      (32 * k + 32 <= this.known.length && equalBytes(this.known.subarray(32 * k, 32 * k + 32), id))
     ) {
+      // Equal to the image: no delta to work out (it would be all zeros).
       this.at.push(-1);
       return;
     }
-    const old = page.length === this.pageSize ? this.imageAt(at) : undefined;
+    const old = seen ? seen.old : page.length === this.pageSize ? this.imageAt(at) : undefined;
     const n = this.pageSize;
     if (old) {
       if (this.xors.length < (this.count + 1) * n) {
@@ -320,7 +356,9 @@ class DeltaHints {
       baseIds: concat(...this.baseIds),
       deltaIds: concat(...this.deltaIds),
       xors: this.xors.slice(0, this.count * n),
+      same: Uint8Array.from(this.same),
     };
+    this.same = [];
     this.at = [];
     this.baseIds = [];
     this.deltaIds = [];
@@ -348,6 +386,13 @@ class DeltaHints {
     }
     return this.window.subarray(at - this.windowStart, at - this.windowStart + n);
   }
+}
+
+/** Whether `a` and `b` hold the same bytes (native: a page is compared on every backup). */
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(
+    Buffer.from(b.buffer, b.byteOffset, b.length),
+  );
 }
 
 /** Bytes of the base image read at once by DeltaHints. */
