@@ -1,8 +1,20 @@
 import { createHash } from "node:crypto";
-import { closeSync, constants, fsyncSync, openSync, unlinkSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
 import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import type { PageBaseImage, PageBaseStore } from "@locket/core";
+import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
 
 /**
  * The base images of a repository's databases on this device (see PageDeltas in
@@ -12,23 +24,64 @@ import type { PageBaseImage, PageBaseStore } from "@locket/core";
  */
 export class FsPageBaseStore implements PageBaseStore {
   readonly dir: string;
+  /** Lock files this store holds, one per database it is backing up (see `lock`). */
+  private readonly held = new Set<string>();
 
+  /** A store per backup: a database's lock is this object's from its first use to `release`. */
   constructor(dir: string) {
     this.dir = dir;
   }
 
-  /** The image file of the database at snapshot path `path` (the workers read it too). */
+  /**
+   * The image file of the database at snapshot path `path` (the workers read it too). Named
+   * `.image`: builds before certified images wrote `.pages` files, and must not write to an
+   * image that a memo of this build certifies.
+   */
   imagePath(path: string): string {
-    return join(this.dir, `${fileName(path)}.pages`);
+    return join(this.dir, `${fileName(path)}.image`);
   }
 
-  /** The delta memo beside the image (see DeltaMemo in @locket/core). */
+  /**
+   * The delta memo beside the image (see DeltaMemo in @locket/core), for a backup that holds the
+   * database's lock (taken here): none while another backup of it runs, since that one may
+   * write to the image the memo certifies.
+   */
   async readMemo(path: string): Promise<Uint8Array | undefined> {
+    if (!this.lock(path)) return undefined;
     try {
       return new Uint8Array(await readFile(this.memoPath(path)));
     } catch {
       return undefined;
     }
+  }
+
+  /** Lets go of the database's lock, if this store holds it (`close` of its image does too). */
+  release(path: string): void {
+    const file = this.lockPath(path);
+    if (this.held.delete(file)) rmSync(file, { force: true });
+  }
+
+  /**
+   * Takes the lock of the database at `path` for this store: a file holding this process's ID,
+   * created exclusively; one left by a process that is gone is taken over. False when another
+   * backup (here or in another process) holds it: then this one neither trusts nor writes the
+   * image, which costs it time and bytes, never data.
+   */
+  private lock(path: string): boolean {
+    const file = this.lockPath(path);
+    if (this.held.has(file)) return true;
+    try {
+      mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    } catch {
+      return false;
+    }
+    if (!takeLock(file)) return false;
+    this.held.add(file);
+    return true;
+  }
+
+  private lockPath(path: string): string {
+    return join(this.dir, `${fileName(path)}.lock`);
   }
 
   /** Written to a temporary name and renamed over the old memo: never half a memo. */
@@ -50,14 +103,20 @@ export class FsPageBaseStore implements PageBaseStore {
   }
 
   async open(path: string): Promise<PageBaseImage> {
+    // Another backup of this database holds the image: this one works without it.
+    if (!this.lock(path)) return NO_IMAGE;
     let fh: FileHandle;
     try {
       await mkdir(this.dir, { recursive: true, mode: 0o700 });
       fh = await open(this.imagePath(path), constants.O_RDWR | constants.O_CREAT, 0o600);
     } catch {
       // A cache that cannot be opened (read-only, full, not a folder) costs whole pages only.
+      this.release(path);
       return NO_IMAGE;
     }
+    // What an earlier build kept under the old name: never read again.
+    await rm(join(this.dir, `${fileName(path)}.pages`), { force: true }).catch(() => {});
+    const release = () => this.release(path);
     // A failed write (a full disk) leaves the image stale where it failed, which the next backup
     // detects page by page; it must not fail this backup, so later writes are skipped instead.
     let writable = true;
@@ -109,15 +168,19 @@ export class FsPageBaseStore implements PageBaseStore {
         }
       },
       async close() {
-        await fh.close();
+        try {
+          await fh.close();
+        } finally {
+          release();
+        }
       },
     };
   }
 }
 
 /**
- * Removes file `path` and makes that durable (an fsync of its folder); true when it is gone
- * for good, or was not there.
+ * Removes file `path` and makes that durable where the filesystem can (an fsync of its folder;
+ * see DIR_FSYNC_UNSUPPORTED); true when it is gone, or was not there.
  */
 function removeDurably(path: string): boolean {
   try {
@@ -125,15 +188,57 @@ function removeDurably(path: string): boolean {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") return false;
   }
+  if (process.platform === "win32") return true;
   let fd: number | undefined;
   try {
     fd = openSync(dirname(path), "r");
     fsyncSync(fd);
     return true;
-  } catch {
-    return false;
+  } catch (err) {
+    return DIR_FSYNC_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? "");
   } finally {
     if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** Creates lock file `file` for this process, taking over one whose process is gone. */
+function takeLock(file: string): boolean {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, "wx", 0o600);
+      try {
+        writeSync(fd, `${process.pid}\n`);
+      } finally {
+        closeSync(fd);
+      }
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !staleLock(file)) return false;
+      try {
+        unlinkSync(file);
+      } catch (gone) {
+        if ((gone as NodeJS.ErrnoException).code !== "ENOENT") return false;
+      }
+    }
+  }
+  return false;
+}
+
+/**
+ * Whether lock file `file` was left by a process that is gone: its process ID names none, or
+ * it holds no ID and is older than a minute (a process killed between creating and writing it).
+ * A lock of this process is never stale: another backup here holds it.
+ */
+function staleLock(file: string): boolean {
+  try {
+    const pid = Number.parseInt(readFileSync(file, "utf8"), 10);
+    if (!(pid > 0)) return Date.now() - statSync(file).mtimeMs > 60_000;
+    if (pid === process.pid) return false;
+    process.kill(pid, 0);
+    return false;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === "ESRCH" || code === "ENOENT";
   }
 }
 

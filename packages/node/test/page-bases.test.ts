@@ -4,6 +4,7 @@
  * restores them byte for byte.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { copyFile, readdir, readFile as readFileBytes, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
@@ -92,6 +93,36 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   const store = new FsPageBaseStore(join(dir, "file", "pages"));
   await store.writeMemo("chat.db", Uint8Array.of(1));
   assert.equal(await store.readMemo("chat.db"), undefined);
+});
+
+test("FsPageBaseStore: one backup at a time uses a database's image and memo; a lock left by a dead process is taken over", async (t) => {
+  const dir = join(await scratch(t, "bases-lock"), "pages");
+  const first = new FsPageBaseStore(dir);
+  const image = await first.open("chat.db");
+  await image.write(0, Uint8Array.of(1, 2, 3));
+  await first.writeMemo("chat.db", Uint8Array.of(7));
+  assert.deepEqual(await first.readMemo("chat.db"), Uint8Array.of(7));
+
+  // A second backup meanwhile (another store; here or in another process) gets neither.
+  const second = new FsPageBaseStore(dir);
+  assert.equal(await second.readMemo("chat.db"), undefined);
+  const none = await second.open("chat.db");
+  await none.write(0, Uint8Array.of(9));
+  assert.equal((await none.read(0, 3)).length, 0);
+  assert.equal(await none.sync?.(), undefined);
+  await none.close();
+  assert.deepEqual(await image.read(0, 3), Uint8Array.of(1, 2, 3), "its write went nowhere");
+
+  // Once the first is done, the next backup has them.
+  await image.close();
+  assert.deepEqual(await second.readMemo("chat.db"), Uint8Array.of(7));
+  second.release("chat.db");
+
+  // A lock whose process is gone (the child below has exited) is taken over.
+  const { pid } = spawnSync(process.execPath, ["-e", "0"]);
+  const lock = (await readdir(dir)).find((f) => f.endsWith(".memo"))!.replace(/memo$/, "lock");
+  await writeFile(join(dir, lock), `${pid}\n`);
+  assert.deepEqual(await new FsPageBaseStore(dir).readMemo("chat.db"), Uint8Array.of(7));
 });
 
 /** MemoryStorage whose saves of packs fail while `failPacks` is set. */
@@ -209,10 +240,11 @@ test("the CLI keeps page bases in the cache, and a day of chat costs a fraction 
     await ok(["backup", db], env);
     const pages = join(home, "cache", "pages", init.repositoryId);
     if (deltas === "1") {
-      const image = (await readdir(pages)).find((f) => f.endsWith(".pages"))!;
+      const image = (await readdir(pages)).find((f) => f.endsWith(".image"))!;
       const s = await stat(join(pages, image));
       assert.equal(s.size, (await stat(db)).size, "the image holds every page");
       assert.equal(s.mode & 0o777, 0o600);
+      assert.ok(!(await readdir(pages)).some((f) => f.endsWith(".lock")), "the lock is let go");
     } else {
       await assert.rejects(stat(pages), { code: "ENOENT" });
     }

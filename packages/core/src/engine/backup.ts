@@ -228,11 +228,14 @@ export async function backup(
           progress.bytes += r.bytes;
         } else {
           let offset = 0;
+          const same = batch.deltas?.same;
           for (let k = 0; k < batch.lengths.length; k++) {
             const n = batch.lengths[k];
             const chunk = batch.bytes.subarray(offset, offset + n);
             const id = batch.ids.subarray(32 * k, 32 * k + 32);
             offset += n;
+            // An ID taken from a certified image is for page deltas only (PageDeltas.batch).
+            if (same?.[k] === 2) id.set(blobId(repo.p, repo.keys.id, BLOB_DATA, chunk));
             // A page or chunk stored already costs a lookup by its bytes: no hex, no await.
             if (!packer.hasId(id)) {
               await packer.add(BLOB_DATA, id, chunk, compress);
@@ -257,6 +260,7 @@ export async function backup(
       return null;
     } finally {
       job.cancel();
+      if (!pages) opts.pageBases?.release?.(path);
       if (pages) {
         const done = pages;
         // The memo waits for the image's writes to be durable: meanwhile the backup goes on.
@@ -337,7 +341,11 @@ export async function backup(
         if (node) nodes.push(node);
       }
     } finally {
-      for (const plan of plans.values()) if ("job" in plan) plan.job.cancel();
+      for (const [k, plan] of plans) {
+        if (!("job" in plan)) continue;
+        plan.job.cancel();
+        opts.pageBases?.release?.(pathOf(entries[k]));
+      }
     }
     return nodes;
   };

@@ -30,6 +30,11 @@ export interface PageBaseStore {
    * when there is none or it cannot be read.
    */
   readMemo?(path: string): Promise<Uint8Array | undefined>;
+  /**
+   * Optional: ends this backup's use of the database at `path` where `open` was not reached (a
+   * store that locks a database per backup lets go of it; closing the image does too).
+   */
+  release?(path: string): void;
   /** Optional: replaces that memo, all or nothing. A failure must not fail the backup. */
   writeMemo?(path: string, bytes: Uint8Array): Promise<void>;
 }

@@ -605,8 +605,18 @@ async function readdirOrEmpty(dir: string) {
 }
 
 /**
- * Makes a folder's entries durable. Ignores the errors restic ignores: some filesystems cannot
- * fsync a folder (EINVAL, ENOTSUP; ENOTTY on macOS network mounts), and Windows cannot open one.
+ * Errors of a folder's fsync that mean the filesystem cannot do it, which restic ignores too
+ * (ENOTTY on macOS network mounts). Windows cannot open a folder at all: callers skip it there.
+ */
+export const DIR_FSYNC_UNSUPPORTED: ReadonlySet<string> = new Set([
+  "EINVAL",
+  "ENOTSUP",
+  "EOPNOTSUPP",
+  "ENOTTY",
+]);
+
+/**
+ * Makes a folder's entries durable, where the filesystem can (DIR_FSYNC_UNSUPPORTED).
  * @throws {StorageError} on any other failure.
  */
 async function fsyncDir(dir: string): Promise<void> {
@@ -616,8 +626,7 @@ async function fsyncDir(dir: string): Promise<void> {
     handle = await open(dir, "r");
     await handle.sync();
   } catch (err) {
-    const code = errnoCode(err);
-    if (code !== "EINVAL" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOTTY") {
+    if (!DIR_FSYNC_UNSUPPORTED.has(errnoCode(err) ?? "")) {
       throw storageError("fsync", dir, err);
     }
   } finally {
