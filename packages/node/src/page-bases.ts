@@ -27,7 +27,10 @@ export class FsPageBaseStore implements PageBaseStore {
   /** Lock files this store holds, one per database it is backing up (see `lock`). */
   private readonly held = new Set<string>();
 
-  /** A store per backup: a database's lock is this object's from its first use to `release`. */
+  /**
+   * A database's lock is this object's from its first use in a backup to `release` (or the
+   * close of its image): backups that run at the same time need a store each.
+   */
   constructor(dir: string) {
     this.dir = dir;
   }
