@@ -61,7 +61,9 @@ export class FsPageBaseStore implements PageBaseStore {
   /** Lets go of the database's lock, if this store holds it (`close` of its image does too). */
   release(path: string): void {
     const file = this.lockPath(path);
-    if (this.held.delete(file)) rmSync(file, { force: true });
+    if (!this.held.delete(file)) return;
+    heldHere.delete(file);
+    rmSync(file, { force: true });
   }
 
   /**
@@ -80,6 +82,7 @@ export class FsPageBaseStore implements PageBaseStore {
     }
     if (!takeLock(file)) return false;
     this.held.add(file);
+    heldHere.add(file);
     return true;
   }
 
@@ -227,16 +230,25 @@ function takeLock(file: string): boolean {
   return false;
 }
 
+/** Lock files held by some store of this process. */
+const heldHere = new Set<string>();
+
+/** A lock older than this is taken over whatever it says: no backup of a database takes so long. */
+const LOCK_MAX_AGE_MS = 12 * 3600_000;
+
 /**
- * Whether lock file `file` was left by a process that is gone: its process ID names none, or
- * it holds no ID and is older than a minute (a process killed between creating and writing it).
- * A lock of this process is never stale: another backup here holds it.
+ * Whether lock file `file` was left by a process that is gone: its process ID names none (or
+ * names this process, which does not hold it: a container's next run often gets the same ID),
+ * it holds no ID and is older than a minute (a process killed between creating and writing it),
+ * or it is older than LOCK_MAX_AGE_MS (its ID now names another process).
  */
 function staleLock(file: string): boolean {
   try {
+    const age = Date.now() - statSync(file).mtimeMs;
+    if (age > LOCK_MAX_AGE_MS) return true;
     const pid = Number.parseInt(readFileSync(file, "utf8"), 10);
-    if (!(pid > 0)) return Date.now() - statSync(file).mtimeMs > 60_000;
-    if (pid === process.pid) return false;
+    if (!(pid > 0)) return age > 60_000;
+    if (pid === process.pid) return !heldHere.has(file);
     process.kill(pid, 0);
     return false;
   } catch (err) {
