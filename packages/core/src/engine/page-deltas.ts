@@ -164,6 +164,9 @@ const MEMO_HEADER_BYTES = MEMO_MAGIC.length + 4 + 32;
 const MEMO_RECORD_BYTES = 4 + 3 * 32;
 const NO_DIGEST = new Uint8Array(32);
 
+/** What a memo is sealed and opened with: the primitives and the ID key (a Repository has both). */
+export type MemoKeys = Pick<Repository, "p" | "keys">;
+
 /** What a memo that checks out holds (see DeltaMemo). */
 export interface DeltaMemo {
   /** The page size the image digest is for. */
@@ -195,7 +198,7 @@ function addMemoRecord(
 
 /** The memo with `records`, certifying the image as `image` for `pageSize`, with its MAC. */
 export function sealDeltaMemo(
-  repo: Repository,
+  repo: MemoKeys,
   pageSize: number,
   image: Uint8Array,
   records: Uint8Array,
@@ -210,7 +213,7 @@ export function sealDeltaMemo(
 }
 
 /** What a memo that checks out holds, else undefined. */
-export function decodeDeltaMemo(repo: Repository, memo: Uint8Array): DeltaMemo | undefined {
+export function decodeDeltaMemo(repo: MemoKeys, memo: Uint8Array): DeltaMemo | undefined {
   const end = memo.length - 32;
   if (end < MEMO_HEADER_BYTES || (end - MEMO_HEADER_BYTES) % MEMO_RECORD_BYTES !== 0) return;
   if (!equalBytes(memo.subarray(0, MEMO_MAGIC.length), MEMO_MAGIC)) return;

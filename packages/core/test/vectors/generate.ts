@@ -26,6 +26,7 @@ import type { AeadKey, Primitives } from "../../src/crypto/primitives.ts";
 import { crc16xmodem, formatRecoveryKey, parseRecoveryKey } from "../../src/crypto/recovery-key.ts";
 import { AAD, open, seal } from "../../src/crypto/seal.ts";
 import { Packer } from "../../src/engine/packer.ts";
+import { decodeDeltaMemo, sealDeltaMemo } from "../../src/engine/page-deltas.ts";
 import { LocketError } from "../../src/errors.ts";
 import {
   BLOB_DATA,
@@ -163,7 +164,8 @@ type Kind =
   | "tree"
   | "tree-split"
   | "tree-join"
-  | "id-lists";
+  | "id-lists"
+  | "memo";
 type Expect = "ok" | "error" | "null" | "wrong_key";
 type Value = string | number | Uint8Array | readonly number[];
 type Meta = readonly (readonly [string, Value])[];
@@ -2308,6 +2310,117 @@ async function genTreeJoins(): Promise<void> {
   await join("tree-join-invalid-empty-run", [run("a"), run(), run("b")], null, "an empty run");
 }
 
+// ---------------------------------------------------------------------------------------------
+// §15 The delta memo (a device's cache file)
+
+/** The memo as SPEC §15 spells it, written here without the code's ByteWriter. */
+function specMemo(
+  idKey: Uint8Array,
+  pageSize: number,
+  image: Uint8Array,
+  records: readonly (readonly [number, Uint8Array, Uint8Array, Uint8Array])[],
+): Uint8Array {
+  const head = concat(
+    utf8("LKTMEMO2"),
+    u32le(pageSize),
+    image,
+    ...records.flatMap(([page, id, delta, base]) => [u32le(page), id, delta, base]),
+  );
+  return concat(head, p.hmacSha256(idKey, utf8("locket delta memo 2"), head));
+}
+
+async function genMemos(): Promise<void> {
+  const raw = await rawKeys(ROOT_A);
+  const keys = await keysOf(ROOT_A);
+  const id = (label: string) => bytesFor(`memo/${label}`, 32);
+  const records = [
+    [12, id("page-12"), id("delta-12"), id("base-12")],
+    [200, id("page-200"), id("delta-200"), id("base-200")],
+  ] as const;
+  const image = p.sha256(bytesFor("memo/content-ids", 32 * 7));
+  const ok: [string, string, number, Uint8Array, typeof records | readonly []][] = [
+    [
+      "memo-certified",
+      "an image certified for a version whose content IDs hash to `image`, two page records",
+      4096,
+      image,
+      records,
+    ],
+    [
+      "memo-not-certified",
+      "no certificate (a zero digest) and no records: a first backup whose pages were not all whole",
+      1024,
+      new Uint8Array(32),
+      [],
+    ],
+  ];
+  for (const [name, comment, pageSize, digest, recs] of ok) {
+    const body = specMemo(raw.id, pageSize, digest, recs);
+    assert.ok(
+      equalBytes(
+        sealDeltaMemo(
+          { p, keys },
+          pageSize,
+          digest,
+          concat(...recs.flatMap(([pg, a, b, c]) => [u32le(pg), a, b, c])),
+        ),
+        body,
+      ),
+      `${name}: the code and SPEC.md disagree`,
+    );
+    add({
+      name,
+      kind: "memo",
+      expect: "ok",
+      comment: `${comment}; the body is the memo file`,
+      meta: [
+        ["root_key", ROOT_A],
+        ["id_key", raw.id],
+        ["page_size", pageSize],
+        ["image", digest],
+        ...recs.map(
+          ([pg, a, b, c]) => ["record", `${pg} ${toHex(a)} ${toHex(b)} ${toHex(c)}`] as const,
+        ),
+      ],
+      body,
+    });
+  }
+  const good = specMemo(raw.id, 4096, image, records);
+  const flipped = Uint8Array.from(good);
+  flipped[12] ^= 1;
+  const v1 = concat(utf8("LKTMEMO1"), good.subarray(8, good.length - 32));
+  const oldMagic = concat(v1, p.hmacSha256(raw.id, utf8("locket delta memo 2"), v1));
+  const torn = concat(
+    good.subarray(0, good.length - 32 - 1),
+    p.hmacSha256(raw.id, utf8("locket delta memo 2"), good.subarray(0, good.length - 32 - 1)),
+  );
+  const otherKey = specMemo((await rawKeys(ROOT_B)).id, 4096, image, records);
+  const bad: [string, string, Uint8Array][] = [
+    ["memo-invalid-flipped-digest", "a byte of the image digest flipped: the MAC fails", flipped],
+    [
+      "memo-invalid-old-magic",
+      "an earlier version's magic, LKTMEMO1, before a memo with a good MAC",
+      oldMagic,
+    ],
+    ["memo-invalid-torn-record", "a record one byte short, with a good MAC", torn],
+    ["memo-invalid-other-key", "sealed with root key B's ID key", otherKey],
+  ];
+  for (const [name, comment, body] of bad) {
+    assert.equal(decodeDeltaMemo({ p, keys }, body), undefined, name);
+    add({
+      name,
+      kind: "memo",
+      expect: "null",
+      comment: `${comment}: a reader ignores the memo`,
+      meta: [
+        ["root_key", ROOT_A],
+        ["id_key", raw.id],
+      ],
+      body,
+    });
+  }
+}
+
 async function genIdLists(): Promise<void> {
   const keys = await keysOf(ROOT_A);
   const cases: [string, number, number[], string, number[]?][] = [
@@ -2386,6 +2499,7 @@ async function main(): Promise<void> {
   await genTreeSplits();
   await genTreeJoins();
   await genIdLists();
+  await genMemos();
 
   mkdirSync(DATA_DIR, { recursive: true });
   const written = new Set<string>();

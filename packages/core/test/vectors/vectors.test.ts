@@ -19,6 +19,7 @@ import { crc16xmodem, formatRecoveryKey, parseRecoveryKey } from "../../src/cryp
 import { AAD, open, seal } from "../../src/crypto/seal.ts";
 import { webPrimitives } from "../../src/crypto/web.ts";
 import { Packer } from "../../src/engine/packer.ts";
+import { decodeDeltaMemo, sealDeltaMemo } from "../../src/engine/page-deltas.ts";
 import { LocketError } from "../../src/errors.ts";
 import { type BlobType, blobId, isBlobType } from "../../src/format/blob.ts";
 import {
@@ -67,6 +68,8 @@ const MIN_CASES: Record<string, number> = {
   "tree-split/ok": 2,
   "tree-join/ok": 2,
   "tree-join/error": 3,
+  "memo/ok": 2,
+  "memo/null": 4,
   "id-lists/ok": 4,
 };
 
@@ -654,6 +657,30 @@ const checks: Record<string, Check> = {
       }
       assert.equal(v.expect, "ok");
       assert.deepEqual(await join(), JSON.parse(f.str("names")));
+    }
+  },
+
+  async memo(v, f) {
+    for (const [pname, prim] of PRIMITIVES) {
+      const keys = await keysOf(prim, pname, f.hex("root_key"));
+      bytesEqual(keys.id, f.hex("id_key"), `${pname}: id key`);
+      const memo = decodeDeltaMemo({ p: prim, keys }, v.body);
+      if (v.expect === "null") {
+        assert.equal(memo, undefined, `${pname}: a reader ignores it`);
+        continue;
+      }
+      assert.ok(memo, `${pname}: it checks out`);
+      assert.equal(memo.pageSize, f.int("page_size"));
+      bytesEqual(memo.image, f.hex("image"), `${pname}: image digest`);
+      const records = f.all("record").map((line) => {
+        const [page, id, delta, base] = line.split(" ");
+        const number = new Uint8Array(4);
+        new DataView(number.buffer).setUint32(0, Number(page), true);
+        return concat(number, fromHex(id), fromHex(delta), fromHex(base));
+      });
+      bytesEqual(memo.records, concat(...records), `${pname}: records`);
+      const sealed = sealDeltaMemo({ p: prim, keys }, memo.pageSize, memo.image, memo.records);
+      bytesEqual(sealed, v.body, `${pname}: sealing gives the body`);
     }
   },
 
