@@ -182,9 +182,8 @@ class FileSession {
         }
         this.out.set(chunk, this.used);
         this.used += chunk.length;
-        const id = this.deltas?.imageId(chunk) ?? blobId(p, keys.id, BLOB_DATA, chunk);
         // After any send above: a batch's hints are those of its own chunks.
-        this.deltas?.add(chunk, id);
+        const id = this.deltas?.add(chunk) ?? blobId(p, keys.id, BLOB_DATA, chunk);
         this.lengths.push(chunk.length);
         this.ids.push(id);
       }
@@ -266,8 +265,6 @@ class DeltaHints {
   private readonly imageIds: Uint8Array;
   /** Per page added since the last `take`: PageDeltaHints.same. */
   private same: number[] = [];
-  /** The image's bytes at the next page's offset and whether they equal it (`imageId`). */
-  private next: { old: Uint8Array | undefined; same: boolean; trusted: boolean } | undefined;
 
   private constructor(
     fd: number,
@@ -298,54 +295,43 @@ class DeltaHints {
   }
 
   /**
-   * The ID of `page`, the next chunk, when the certified image holds these very bytes there
-   * (then it is not hashed); undefined when it must be hashed. Call before `add` for that page.
+   * Adds the next chunk of the file, a page (or the last, shorter piece), and returns its ID: the
+   * one `imageIds` gives when the certified image holds these very bytes there (then the page is
+   * not hashed), else its keyed hash.
    */
-  imageId(page: Uint8Array): Uint8Array | undefined {
+  add(page: Uint8Array): Uint8Array {
+    const k = this.pages++;
     const old = page.length === this.pageSize ? this.imageAt(this.pos) : undefined;
+    this.pos += page.length;
     const same = old !== undefined && bytesEqual(old, page);
-    const k = this.pages;
-    const given = same && 32 * k + 32 <= this.imageIds.length;
-    const id = given ? this.imageIds.subarray(32 * k, 32 * k + 32) : undefined;
+    const given =
+      same && 32 * k + 32 <= this.imageIds.length
+        ? this.imageIds.subarray(32 * k, 32 * k + 32)
+        : undefined;
     // Zeros: no ID known for that page.
-    const trusted = id?.some((b) => b !== 0) === true;
-    this.next = { old, same, trusted };
-    return trusted ? id : undefined;
+    const trusted = given?.some((b) => b !== 0) === true;
+    const id = trusted && given ? given : blobId(p, keys.id, BLOB_DATA, page);
+    this.same.push(trusted ? 2 : same ? 1 : 0);
+    const known =
+      32 * k + 32 <= this.known.length && equalBytes(this.known.subarray(32 * k, 32 * k + 32), id);
+    // A page equal to the image needs no delta (it would be all zeros), nor one the parent had.
+    this.at.push(old && !same && !known ? this.delta(page, old) : -1);
+    return id;
   }
 
-  /** The next chunk of the file, a page (or the last, shorter piece), whose ID is `id`. */
-  add(page: Uint8Array, id: Uint8Array): void {
-    const at = this.pos;
-    const seen = this.next;
-    this.next = undefined;
-    this.pos += page.length;
-    const k = this.pages++;
-    this.same.push(seen?.trusted ? 2 : seen?.same ? 1 : 0);
-    if (
-      seen?.same ||
-      (32 * k + 32 <= this.known.length && equalBytes(this.known.subarray(32 * k, 32 * k + 32), id))
-    ) {
-      // Equal to the image: no delta to work out (it would be all zeros).
-      this.at.push(-1);
-      return;
-    }
-    const old = seen ? seen.old : page.length === this.pageSize ? this.imageAt(at) : undefined;
+  /** The delta of `page` against `old`, the image's page there: its index when it pays, else -1. */
+  private delta(page: Uint8Array, old: Uint8Array): number {
     const n = this.pageSize;
-    if (old) {
-      if (this.xors.length < (this.count + 1) * n) {
-        const grown = new Uint8Array(Math.max(64 * n, 2 * this.xors.length));
-        grown.set(this.xors.subarray(0, this.count * n));
-        this.xors = grown;
-      }
-      const xor = this.xors.subarray(this.count * n, (this.count + 1) * n);
-      if (deltaPays(xorInto(xor, page, old), n)) {
-        this.at.push(this.count++);
-        this.baseIds.push(blobId(p, keys.id, BLOB_DATA, old));
-        this.deltaIds.push(blobId(p, keys.id, BLOB_DELTA, xor));
-        return;
-      }
+    if (this.xors.length < (this.count + 1) * n) {
+      const grown = new Uint8Array(Math.max(64 * n, 2 * this.xors.length));
+      grown.set(this.xors.subarray(0, this.count * n));
+      this.xors = grown;
     }
-    this.at.push(-1);
+    const xor = this.xors.subarray(this.count * n, (this.count + 1) * n);
+    if (!deltaPays(xorInto(xor, page, old), n)) return -1;
+    this.baseIds.push(blobId(p, keys.id, BLOB_DATA, old));
+    this.deltaIds.push(blobId(p, keys.id, BLOB_DELTA, xor));
+    return this.count++;
   }
 
   /** The hints of the pages added since the last call, to send with their batch. */
