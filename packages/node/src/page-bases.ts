@@ -24,8 +24,6 @@ import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
  */
 export class FsPageBaseStore implements PageBaseStore {
   readonly dir: string;
-  /** Lock files this store holds, one per database it is backing up (see `lock`). */
-  private readonly held = new Set<string>();
 
   /**
    * A database's lock is this object's from its first use in a backup to `release` (or the
@@ -61,8 +59,8 @@ export class FsPageBaseStore implements PageBaseStore {
   /** Lets go of the database's lock, if this store holds it (`close` of its image does too). */
   release(path: string): void {
     const file = this.lockPath(path);
-    if (!this.held.delete(file)) return;
-    heldHere.delete(file);
+    if (holders.get(file) !== this) return;
+    holders.delete(file);
     rmSync(file, { force: true });
   }
 
@@ -74,15 +72,14 @@ export class FsPageBaseStore implements PageBaseStore {
    */
   private lock(path: string): boolean {
     const file = this.lockPath(path);
-    if (this.held.has(file)) return true;
+    if (holders.get(file) === this) return true;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch {
       return false;
     }
     if (!takeLock(file)) return false;
-    this.held.add(file);
-    heldHere.add(file);
+    holders.set(file, this);
     return true;
   }
 
@@ -113,7 +110,7 @@ export class FsPageBaseStore implements PageBaseStore {
     if (!this.lock(path)) return NO_IMAGE;
     let fh: FileHandle;
     try {
-      await mkdir(this.dir, { recursive: true, mode: 0o700 });
+      // The folder exists: taking the lock made it.
       fh = await open(this.imagePath(path), constants.O_RDWR | constants.O_CREAT, 0o600);
     } catch {
       // A cache that cannot be opened (read-only, full, not a folder) costs whole pages only.
@@ -230,8 +227,8 @@ function takeLock(file: string): boolean {
   return false;
 }
 
-/** Lock files held by some store of this process. */
-const heldHere = new Set<string>();
+/** The lock files the stores of this process hold, and which store holds each. */
+const holders = new Map<string, FsPageBaseStore>();
 
 /** A lock older than this is taken over whatever it says: no backup of a database takes so long. */
 const LOCK_MAX_AGE_MS = 12 * 3600_000;
@@ -248,7 +245,7 @@ function staleLock(file: string): boolean {
     if (age > LOCK_MAX_AGE_MS) return true;
     const pid = Number.parseInt(readFileSync(file, "utf8"), 10);
     if (!(pid > 0)) return age > 60_000;
-    if (pid === process.pid) return !heldHere.has(file);
+    if (pid === process.pid) return !holders.has(file);
     process.kill(pid, 0);
     return false;
   } catch (err) {
