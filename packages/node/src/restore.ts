@@ -207,19 +207,44 @@ export async function restoreToDir(
 ): Promise<RestoreResult> {
   const root = await repo.loadTree(snap.snapshot.tree);
   const filter = opts.filter;
-  // Without a filter every top-level entry is restored, so a clash is found before any work.
-  if (!opts.overwrite && !filter)
-    await refuseExisting(
-      target,
-      root.nodes.map((n) => n.name),
-    );
+  const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0, skippedFiles: 0 };
+  const totals = { totalFiles: 0, totalBytes: 0 };
+  // What to restore, before anything is written: the walk verifies every tree as it loads it.
+  const folders: { path: string[]; node: TreeNode }[] = [];
+  const files: { node: FileNode; path: string[] }[] = [];
+  for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
+    if (node.type === "dir") folders.push({ path: [...path], node });
+    else if (filter?.(path.join("/"), node.name)) result.skippedFiles++;
+    else {
+      files.push({ node, path: [...path] });
+      totals.totalFiles++;
+      totals.totalBytes += node.size;
+    }
+  }
+  // The top-level entries this restore puts in place, and the folders it makes: with a filter,
+  // only those that hold a restored file.
+  let placed = new Set(root.nodes.map((n) => n.name));
+  let needed: Set<string> | undefined;
+  if (filter) {
+    placed = new Set(files.map((f) => f.path[0]));
+    needed = new Set();
+    for (const { path } of files) {
+      for (let depth = 1; depth < path.length; depth++) needed.add(path.slice(0, depth).join("/"));
+    }
+  }
+  if (!opts.overwrite) await refuseExisting(target, [...placed]);
   await mkdir(target, { recursive: true });
   const staging = join(target, stagingName(snap.id));
   await mkdir(staging, { recursive: true });
 
-  const result = { files: 0, dirs: 0, bytes: 0, resumedFiles: 0, skippedFiles: 0 };
-  const totals = { totalFiles: 0, totalBytes: 0 };
   const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
+  for (const { path, node } of folders) {
+    if (needed && !needed.has(path.join("/"))) continue;
+    const dest = join(staging, ...path);
+    await mkdir(dest, { recursive: true });
+    dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
+    result.dirs++;
+  }
   // Durable before anything appears in the target: each file is fsynced in the background as
   // soon as it is complete, so the disk flushes while later files are decoded and written
   // (syncing all at the end left the CPU idle for a third of the restore). A crash before
@@ -231,49 +256,7 @@ export async function restoreToDir(
     result.bytes += node.size;
     opts.onProgress?.({ ...result, ...totals, current: display });
   };
-  // With a filter, a folder is made once a file in it is kept (its ancestors first).
-  const folders = new Map<string, { path: string[]; node: TreeNode; made: boolean }>();
-  const makeFolder = async (path: readonly string[], node: TreeNode) => {
-    const dest = join(staging, ...path);
-    await mkdir(dest, { recursive: true });
-    dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
-    result.dirs++;
-  };
-  const makeParents = async (path: readonly string[]) => {
-    for (let depth = 1; depth < path.length; depth++) {
-      const folder = folders.get(path.slice(0, depth).join("/"));
-      if (!folder || folder.made) continue;
-      folder.made = true;
-      await makeFolder(folder.path, folder.node);
-    }
-  };
-  const files: { node: FileNode; path: string[] }[] = [];
-  for await (const { path, node } of walk(repo, snap.snapshot.tree)) {
-    if (node.type === "dir") {
-      if (filter) folders.set(path.join("/"), { path: [...path], node, made: false });
-      else await makeFolder(path, node);
-    } else if (filter?.(path.join("/"), node.name)) {
-      result.skippedFiles++;
-    } else {
-      files.push({ node, path: [...path] });
-      totals.totalFiles++;
-      totals.totalBytes += node.size;
-    }
-  }
-  // The top-level entries this restore puts in place.
-  const placed = filter
-    ? new Set(files.map((f) => f.path[0]))
-    : new Set(root.nodes.map((n) => n.name));
-  if (!opts.overwrite && filter) {
-    try {
-      await refuseExisting(target, [...placed]);
-    } catch (err) {
-      await rm(staging, { recursive: true, force: true });
-      throw err;
-    }
-  }
   for (const { node, path } of files) {
-    await makeParents(path);
     const dest = join(staging, ...path);
     if (await alreadyRestored(repo, node, dest)) {
       result.resumedFiles++;
