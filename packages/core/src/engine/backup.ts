@@ -261,7 +261,7 @@ export async function backup(
     } finally {
       job.cancel();
       if (!pages) opts.pageBases?.release?.(path);
-      if (pages) {
+      else {
         const done = pages;
         // The memo waits for the image's writes to be durable: meanwhile the backup goes on.
         const closed = (complete ? done.finish(ids) : Promise.resolve()).then(() => done.close());
