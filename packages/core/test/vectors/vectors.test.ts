@@ -11,7 +11,7 @@ import { describe, it } from "node:test";
 import { nodePrimitives } from "../../../node/src/primitives.ts";
 import { concat, equalBytes, fromHex, fromUtf8, toHex, utf8 } from "../../src/bytes.ts";
 import { type ChunkingMode, chunkStream } from "../../src/chunker/chunk-stream.ts";
-import { cdcCut } from "../../src/chunker/fastcdc.ts";
+import { cdcCut, cdcCutJs } from "../../src/chunker/fastcdc.ts";
 import { SQLITE_HEADER_BYTES, sqlitePageSize } from "../../src/chunker/sqlite.ts";
 import { deriveKeys, LABELS, type RepoKeys } from "../../src/crypto/keys.ts";
 import type { AeadKey, Primitives } from "../../src/crypto/primitives.ts";
@@ -435,19 +435,19 @@ const checks: Record<string, Check> = {
       mode === "pages" ? { kind: "pages", pageSize: f.int("page_size") } : { kind: "cdc" };
     if (mode !== "pages") assert.equal(mode, "cdc");
 
-    // One shot, over the whole input.
     const page = sqlitePageSize(input.subarray(0, SQLITE_HEADER_BYTES));
     assert.deepEqual(page ? { kind: "pages", pageSize: page } : { kind: "cdc" }, expectedMode);
-    const oneShot: number[] = [];
-    for (let s = 0; s < input.length; ) {
-      const n = page
-        ? Math.min(page, input.length - s)
-        : cdcCut(gear, input, s, input.length, true);
-      assert.ok(n > 0);
-      oneShot.push(n);
-      s += n;
+    // One shot, over the whole input, with the WebAssembly scanner and the JavaScript reference.
+    for (const cut of [cdcCut, cdcCutJs]) {
+      const oneShot: number[] = [];
+      for (let s = 0; s < input.length; ) {
+        const n = page ? Math.min(page, input.length - s) : cut(gear, input, s, input.length, true);
+        assert.ok(n > 0);
+        oneShot.push(n);
+        s += n;
+      }
+      assert.deepEqual(oneShot, expected, `one-shot (${cut.name})`);
     }
-    assert.deepEqual(oneShot, expected, "one-shot");
 
     // Streaming, in blocks of several sizes (1 only for small inputs).
     const blocks = [4096, 65521, Math.max(1, length)];
