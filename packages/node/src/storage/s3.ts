@@ -176,6 +176,12 @@ export class S3Storage implements Storage {
   readonly #onRequest: ((event: S3RequestEvent) => void) | undefined;
   /** Keys with a head-then-put exclusive save running, so two in this process cannot both win. */
   readonly #exclusiveLocks = new Map<string, Promise<void>>();
+  /**
+   * Whether the server has answered any request (with any HTTP status). Until it has, a browser's
+   * failed fetch is most likely a CORS policy that does not allow the page (or a wrong endpoint),
+   * which no wait fixes: it is tried once more, not for the whole retry budget (~20 s).
+   */
+  #answered = false;
 
   private constructor(where: S3Location, options: S3StorageOptions) {
     this.bucket = where.bucket;
@@ -711,10 +717,12 @@ export class S3Storage implements Storage {
       await this.#slots.acquire();
       try {
         const { status, value } = await withDeadline(deadlineMs, fn);
+        this.#answered = true;
         this.#onRequest?.({ op, key, attempt, status });
         return value;
       } catch (err) {
         failure = err;
+        if (httpStatus(err) !== undefined) this.#answered = true;
         this.#onRequest?.({
           op,
           key,
@@ -725,7 +733,9 @@ export class S3Storage implements Storage {
       } finally {
         this.#slots.release();
       }
-      if (!isTransient(failure) || attempt >= maxAttempts) {
+      const budget =
+        !this.#answered && isBrowserFetchFailure(failure) ? Math.min(2, maxAttempts) : maxAttempts;
+      if (!isTransient(failure) || attempt >= budget) {
         throw this.#toLocketError(op, key, failure, attempt);
       }
       const ceiling = Math.min(this.#retryMaxMs, this.#retryBaseMs * 2 ** (attempt - 1));

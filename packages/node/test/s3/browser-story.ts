@@ -129,13 +129,21 @@ async function run(): Promise<void> {
 
   await step("wrong credentials: a storage error that names CORS and the credentials", async () => {
     // RGW answers 403 InvalidAccessKeyId without CORS headers, so the page only sees fetch fail.
-    const wrong = { ...options, credentials: { accessKeyId: "nobody", secretAccessKey: "wrong" } };
+    // The default retry budget (8 attempts, ~20 s): a server that never answered gets one retry.
+    const attempts: number[] = [];
+    const wrong: S3StorageOptions = {
+      ...options,
+      maxAttempts: undefined,
+      credentials: { accessKeyId: "nobody", secretAccessKey: "wrong" },
+      onRequest: (e) => attempts.push(e.attempt),
+    };
     try {
       await S3Storage.open(url, wrong);
     } catch (err) {
       check1(err instanceof LocketError && err.code === "storage", `got ${err}`);
       check1(/CORS/.test(err.message) && /credentials/.test(err.message), err.message);
-      return err.message;
+      check1(attempts.join() === "1,2", `attempts ${attempts.join()}`);
+      return `${err.message} (attempts: ${attempts.join()})`;
     }
     throw new Error("opened with wrong credentials");
   });
