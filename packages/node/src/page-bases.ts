@@ -206,25 +206,67 @@ function removeDurably(path: string): boolean {
 
 /** Creates lock file `file` for this process, taking over one whose process is gone. */
 function takeLock(file: string): boolean {
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, "wx", 0o600);
-      try {
-        writeSync(fd, `${process.pid}\n`);
-      } finally {
-        closeSync(fd);
-      }
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !staleLock(file)) return false;
-      try {
-        unlinkSync(file);
-      } catch (gone) {
-        if ((gone as NodeJS.ErrnoException).code !== "ENOENT") return false;
-      }
-    }
+  try {
+    createLock(file);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !staleLock(file)) return false;
   }
-  return false;
+  // Two processes that both found the lock stale must not both take it (one would delete the
+  // other's new lock): a takeover runs under a second lock file and looks again under it. The
+  // loser gets no lock this time, which costs page deltas, never data.
+  const guard = `${file}.takeover`;
+  if (!createGuard(guard)) {
+    // A guard left by a process killed during its takeover (which takes milliseconds).
+    if (!olderThan(guard, 60_000)) return false;
+    removeIfThere(guard);
+    if (!createGuard(guard)) return false;
+  }
+  try {
+    if (!staleLock(file)) return false;
+    removeIfThere(file);
+    createLock(file);
+    return true;
+  } catch {
+    return false;
+  } finally {
+    removeIfThere(guard);
+  }
+}
+
+/** Creates the takeover guard `guard`: false when it exists (or cannot be made). */
+function createGuard(guard: string): boolean {
+  try {
+    closeSync(openSync(guard, "wx", 0o600));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Creates lock file `file` holding this process's ID; throws EEXIST when it exists. */
+function createLock(file: string): void {
+  const fd = openSync(file, "wx", 0o600);
+  try {
+    writeSync(fd, `${process.pid}\n`);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function olderThan(file: string, ms: number): boolean {
+  try {
+    return Date.now() - statSync(file).mtimeMs > ms;
+  } catch {
+    return false;
+  }
+}
+
+/** Deletes `file` if it is there; never throws (a lock that cannot be deleted is not taken). */
+function removeIfThere(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {}
 }
 
 /** The lock files the stores of this process hold, and which store holds each. */

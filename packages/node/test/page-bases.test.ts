@@ -5,7 +5,14 @@
  */
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
-import { copyFile, readdir, readFile as readFileBytes, stat, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  readdir,
+  readFile as readFileBytes,
+  stat,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { describe, test } from "node:test";
@@ -128,7 +135,25 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
   // So is one with this process's ID that no store here holds (a container's next run often
   // gets the ID of the last).
   await writeFile(join(dir, lock), `${process.pid}\n`);
-  assert.deepEqual(await new FsPageBaseStore(dir).readMemo("chat.db"), Uint8Array.of(7));
+  const fourth = new FsPageBaseStore(dir);
+  assert.deepEqual(await fourth.readMemo("chat.db"), Uint8Array.of(7));
+  fourth.release("chat.db");
+
+  // A takeover runs under a guard file, so two processes cannot both take a stale lock: while
+  // another process's guard is there, the stale lock is left alone; a guard older than a
+  // minute (its process died during the takeover) is removed and the takeover goes on.
+  await writeFile(join(dir, lock), `${pid}\n`);
+  const guard = join(dir, `${lock}.takeover`);
+  await writeFile(guard, "");
+  const fifth = new FsPageBaseStore(dir);
+  assert.equal(await fifth.readMemo("chat.db"), undefined);
+  assert.equal(await readFileBytes(join(dir, lock), "utf8"), `${pid}\n`, "the stale lock is left");
+  const longAgo = new Date(Date.now() - 120_000);
+  await utimes(guard, longAgo, longAgo);
+  assert.deepEqual(await fifth.readMemo("chat.db"), Uint8Array.of(7));
+  assert.equal(await readFileBytes(join(dir, lock), "utf8"), `${process.pid}\n`);
+  assert.ok(!(await readdir(dir)).some((f) => f.endsWith(".takeover")), "the guard is gone");
+  fifth.release("chat.db");
 });
 
 /** MemoryStorage whose saves of packs fail while `failPacks` is set. */
