@@ -5,14 +5,13 @@ import {
   fsyncSync,
   mkdirSync,
   openSync,
-  readFileSync,
   rmSync,
-  statSync,
   unlinkSync,
   writeSync,
 } from "node:fs";
 import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import type { PageBaseImage, PageBaseStore } from "@locket/core";
 import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
 
@@ -59,32 +58,41 @@ export class FsPageBaseStore implements PageBaseStore {
   /** Lets go of the database's lock, if this store holds it (`close` of its image does too). */
   release(path: string): void {
     const file = this.lockPath(path);
-    if (holders.get(file) !== this) return;
+    const held = holders.get(file);
+    if (held?.store !== this) return;
     holders.delete(file);
-    rmSync(file, { force: true });
+    try {
+      held.db.close();
+    } catch {}
   }
 
   /**
-   * Takes the lock of the database at `path` for this store: a file holding this process's ID,
-   * created exclusively; one left by a process that is gone is taken over. False when another
-   * backup (here or in another process) holds it: then this one neither trusts nor writes the
-   * image, which costs it time and bytes, never data.
+   * Takes the lock of the database at `path` for this store: an exclusive transaction on a small
+   * SQLite file (`<name>.lock.db`), which the operating system lets go of when the process ends,
+   * however it ends, so no lock outlives its backup and none is ever taken over. False when
+   * another backup (here or in another process) holds it: then this one neither trusts nor
+   * writes the image, which costs it time and bytes, never data.
    */
   private lock(path: string): boolean {
     const file = this.lockPath(path);
-    if (holders.get(file) === this) return true;
+    if (holders.get(file)?.store === this) return true;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     } catch {
       return false;
     }
-    if (!takeLock(file)) return false;
-    holders.set(file, this);
+    const db = takeLock(file);
+    if (!db) return false;
+    holders.set(file, { store: this, db });
+    // What an earlier build used as the lock (a file with its process ID): never read again.
+    try {
+      rmSync(join(this.dir, `${fileName(path)}.lock`), { force: true });
+    } catch {}
     return true;
   }
 
   private lockPath(path: string): string {
-    return join(this.dir, `${fileName(path)}.lock`);
+    return join(this.dir, `${fileName(path)}.lock.db`);
   }
 
   /** Written to a temporary name and renamed over the old memo: never half a memo. */
@@ -204,97 +212,29 @@ function removeDurably(path: string): boolean {
   }
 }
 
-/** Creates lock file `file` for this process, taking over one whose process is gone. */
-function takeLock(file: string): boolean {
-  try {
-    createLock(file);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST" || !staleLock(file)) return false;
-  }
-  // Two processes that both found the lock stale must not both take it (one would delete the
-  // other's new lock): a takeover runs under a second lock file and looks again under it. The
-  // loser gets no lock this time, which costs page deltas, never data.
-  const guard = `${file}.takeover`;
-  if (!createGuard(guard)) {
-    // A guard left by a process killed during its takeover (which takes milliseconds).
-    if (!olderThan(guard, 60_000)) return false;
-    removeIfThere(guard);
-    if (!createGuard(guard)) return false;
-  }
-  try {
-    if (!staleLock(file)) return false;
-    removeIfThere(file);
-    createLock(file);
-    return true;
-  } catch {
-    return false;
-  } finally {
-    removeIfThere(guard);
-  }
-}
-
-/** Creates the takeover guard `guard`: false when it exists (or cannot be made). */
-function createGuard(guard: string): boolean {
-  try {
-    closeSync(openSync(guard, "wx", 0o600));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Creates lock file `file` holding this process's ID; throws EEXIST when it exists. */
-function createLock(file: string): void {
-  const fd = openSync(file, "wx", 0o600);
-  try {
-    writeSync(fd, `${process.pid}\n`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function olderThan(file: string, ms: number): boolean {
-  try {
-    return Date.now() - statSync(file).mtimeMs > ms;
-  } catch {
-    return false;
-  }
-}
-
-/** Deletes `file` if it is there; never throws (a lock that cannot be deleted is not taken). */
-function removeIfThere(file: string): void {
-  try {
-    unlinkSync(file);
-  } catch {}
-}
-
-/** The lock files the stores of this process hold, and which store holds each. */
-const holders = new Map<string, FsPageBaseStore>();
-
-/** A lock older than this is taken over whatever it says: no backup of a database takes so long. */
-const LOCK_MAX_AGE_MS = 12 * 3600_000;
-
 /**
- * Whether lock file `file` was left by a process that is gone: its process ID names none (or
- * names this process, which does not hold it: a container's next run often gets the same ID),
- * it holds no ID and is older than a minute (a process killed between creating and writing it),
- * or it is older than LOCK_MAX_AGE_MS (its ID now names another process).
+ * Lock file `file` held: an open connection in an exclusive transaction, or undefined when another
+ * connection (of this process or another) holds it. SQLite's locks are the operating system's
+ * (fcntl, LockFileEx), released when the connection closes or the process ends; SQLite also keeps
+ * two connections of one process apart, which fcntl alone does not. The file stays: deleting a
+ * lock file while another process may be opening it would let two hold locks on two files.
  */
-function staleLock(file: string): boolean {
+function takeLock(file: string): DatabaseSync | undefined {
+  let db: DatabaseSync | undefined;
   try {
-    const age = Date.now() - statSync(file).mtimeMs;
-    if (age > LOCK_MAX_AGE_MS) return true;
-    const pid = Number.parseInt(readFileSync(file, "utf8"), 10);
-    if (!(pid > 0)) return age > 60_000;
-    if (pid === process.pid) return !holders.has(file);
-    process.kill(pid, 0);
-    return false;
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    return code === "ESRCH" || code === "ENOENT";
+    db = new DatabaseSync(file, { timeout: 0 });
+    db.exec("BEGIN EXCLUSIVE");
+    return db;
+  } catch {
+    try {
+      db?.close();
+    } catch {}
+    return undefined;
   }
 }
+
+/** The locks the stores of this process hold: lock file → the store and its connection. */
+const holders = new Map<string, { store: FsPageBaseStore; db: DatabaseSync }>();
 
 /** The name of a database's files in the store: a hash of its path in the snapshot. */
 function fileName(path: string): string {

@@ -4,15 +4,9 @@
  * restores them byte for byte.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import {
-  copyFile,
-  readdir,
-  readFile as readFileBytes,
-  stat,
-  utimes,
-  writeFile,
-} from "node:fs/promises";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { copyFile, readdir, readFile as readFileBytes, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { describe, test } from "node:test";
@@ -102,7 +96,7 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   assert.equal(await store.readMemo("chat.db"), undefined);
 });
 
-test("FsPageBaseStore: one backup at a time uses a database's image and memo; a lock left by a dead process is taken over", async (t) => {
+test("FsPageBaseStore: one backup at a time uses a database's image and memo; a process's lock ends with it", async (t) => {
   const dir = join(await scratch(t, "bases-lock"), "pages");
   const first = new FsPageBaseStore(dir);
   const image = await first.open("chat.db");
@@ -125,35 +119,37 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
   assert.deepEqual(await second.readMemo("chat.db"), Uint8Array.of(7));
   second.release("chat.db");
 
-  // A lock whose process is gone (the child below has exited) is taken over.
-  const { pid } = spawnSync(process.execPath, ["-e", "0"]);
-  const lock = (await readdir(dir)).find((f) => f.endsWith(".memo"))!.replace(/memo$/, "lock");
-  await writeFile(join(dir, lock), `${pid}\n`);
+  // A backup in another process holds the lock until that process ends, however it ends: no
+  // lock outlives its process, so none is ever taken over (a killed process leaves none).
+  const child = spawn(
+    process.execPath,
+    [
+      "--input-type=module",
+      "-e",
+      `import { FsPageBaseStore } from ${JSON.stringify(new URL("../src/page-bases.ts", import.meta.url).href)};
+       const memo = await new FsPageBaseStore(${JSON.stringify(dir)}).readMemo("chat.db");
+       console.log(memo ? "held" : "refused");
+       setInterval(() => {}, 1000);`,
+    ],
+    { stdio: ["ignore", "pipe", "inherit"] },
+  );
+  t.after(() => child.kill("SIGKILL"));
+  const [said] = await once(child.stdout!, "data");
+  assert.equal(String(said).trim(), "held");
   const third = new FsPageBaseStore(dir);
-  assert.deepEqual(await third.readMemo("chat.db"), Uint8Array.of(7));
+  assert.equal(await third.readMemo("chat.db"), undefined, "held by the other process");
+  child.kill("SIGKILL");
+  await once(child, "exit");
+  assert.deepEqual(await third.readMemo("chat.db"), Uint8Array.of(7), "let go when it was killed");
   third.release("chat.db");
-  // So is one with this process's ID that no store here holds (a container's next run often
-  // gets the ID of the last).
-  await writeFile(join(dir, lock), `${process.pid}\n`);
+
+  // The lock file of earlier builds (a process ID in `<name>.lock`) is deleted, never read.
+  const old = (await readdir(dir)).find((f) => f.endsWith(".memo"))!.replace(/memo$/, "lock");
+  await writeFile(join(dir, old), "12345\n");
   const fourth = new FsPageBaseStore(dir);
   assert.deepEqual(await fourth.readMemo("chat.db"), Uint8Array.of(7));
+  assert.ok(!(await readdir(dir)).includes(old));
   fourth.release("chat.db");
-
-  // A takeover runs under a guard file, so two processes cannot both take a stale lock: while
-  // another process's guard is there, the stale lock is left alone; a guard older than a
-  // minute (its process died during the takeover) is removed and the takeover goes on.
-  await writeFile(join(dir, lock), `${pid}\n`);
-  const guard = join(dir, `${lock}.takeover`);
-  await writeFile(guard, "");
-  const fifth = new FsPageBaseStore(dir);
-  assert.equal(await fifth.readMemo("chat.db"), undefined);
-  assert.equal(await readFileBytes(join(dir, lock), "utf8"), `${pid}\n`, "the stale lock is left");
-  const longAgo = new Date(Date.now() - 120_000);
-  await utimes(guard, longAgo, longAgo);
-  assert.deepEqual(await fifth.readMemo("chat.db"), Uint8Array.of(7));
-  assert.equal(await readFileBytes(join(dir, lock), "utf8"), `${process.pid}\n`);
-  assert.ok(!(await readdir(dir)).some((f) => f.endsWith(".takeover")), "the guard is gone");
-  fifth.release("chat.db");
 });
 
 /** MemoryStorage whose saves of packs fail while `failPacks` is set. */
@@ -275,7 +271,11 @@ test("the CLI keeps page bases in the cache, and a day of chat costs a fraction 
       const s = await stat(join(pages, image));
       assert.equal(s.size, (await stat(db)).size, "the image holds every page");
       assert.equal(s.mode & 0o777, 0o600);
-      assert.ok(!(await readdir(pages)).some((f) => f.endsWith(".lock")), "the lock is let go");
+      // The lock is let go: another connection can take it.
+      const lock = (await readdir(pages)).find((f) => f.endsWith(".lock.db"))!;
+      const held = new DatabaseSync(join(pages, lock), { timeout: 0 });
+      held.exec("BEGIN EXCLUSIVE");
+      held.close();
     } else {
       await assert.rejects(stat(pages), { code: "ENOENT" });
     }
