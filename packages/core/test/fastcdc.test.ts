@@ -82,6 +82,36 @@ describe("FastCDC: the WebAssembly scanner against the JavaScript reference", ()
     }
   });
 
+  it("agrees on random windows of views into larger buffers, shared ones too, with other gear tables", () => {
+    const rng = new Rng(25);
+    const bytes = randomBytes(6 * 1024 * 1024, 26);
+    let checked = 0;
+    for (let g = 0; g < 4; g++) {
+      const gear = Uint32Array.from({ length: 256 }, () => rng.u32());
+      for (const shared of [false, true]) {
+        // A view that does not start at its buffer's first byte, in a plain or a shared buffer.
+        const offset = 1 + rng.int(4096);
+        const backing = shared
+          ? new Uint8Array(new SharedArrayBuffer(bytes.length + offset))
+          : new Uint8Array(bytes.length + offset);
+        backing.set(bytes, offset);
+        const view = backing.subarray(offset);
+        for (let k = 0; k < 40; k++) {
+          const start = rng.int(view.length - CDC_MIN);
+          const end = start + rng.int(Math.min(CDC_MAX + 4096, view.length - start) + 1);
+          const final = rng.int(2) === 1;
+          assert.equal(
+            cdcCut(gear, view, start, end, final),
+            cdcCutJs(gear, view, start, end, final),
+            `gear ${g}, shared ${shared}, start ${start}, end ${end}, final ${final}`,
+          );
+          checked++;
+        }
+      }
+    }
+    assert.equal(checked, 320);
+  });
+
   it("agrees where the fingerprint never reaches zero (a maximum-size cut) and on all-zero input", () => {
     // Every gear entry has its top bit set, so no cut is ever found before CDC_MAX.
     const high = Uint32Array.from({ length: 256 }, (_, i) => 0x80000000 | (i * 0x01010101));

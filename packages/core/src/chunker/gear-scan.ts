@@ -128,22 +128,31 @@ function compile(): WebAssembly.Module | null {
   return module;
 }
 
-/** A scanner over `gear`, or null where WebAssembly is unavailable. */
+/**
+ * A scanner over a copy of `gear` (later changes to `gear` are not seen), or null where
+ * WebAssembly is unavailable or an instance cannot be made.
+ */
 export function createGearScanner(gear: Uint32Array): GearScanner | null {
   if (typeof WebAssembly === "undefined") return null;
   const compiled = compile();
   if (!compiled) return null;
-  const exports = new WebAssembly.Instance(compiled).exports as {
+  const table = Uint32Array.from(gear);
+  let exports: {
     scan: (p: number, end: number, fp: number, mask: number) => number;
     memory: WebAssembly.Memory;
     fp: WebAssembly.Global;
   };
+  try {
+    exports = new WebAssembly.Instance(compiled).exports as typeof exports;
+  } catch {
+    return null; // no memory for an instance: the JavaScript loop does the same
+  }
   const memory = new Uint8Array(exports.memory.buffer);
-  new Uint32Array(exports.memory.buffer, GEAR_AT, 256).set(gear);
+  new Uint32Array(exports.memory.buffer, GEAR_AT, 256).set(table);
   // WebAssembly memory is little-endian; the table must read back as the same u32 values.
   const check = new DataView(exports.memory.buffer);
   for (let i = 0; i < 256; i++) {
-    if (check.getUint32(GEAR_AT + 4 * i, true) !== gear[i]) return null;
+    if (check.getUint32(GEAR_AT + 4 * i, true) !== table[i]) return null;
   }
   const scanner: GearScanner = {
     fp: 0,
@@ -158,7 +167,7 @@ export function createGearScanner(gear: Uint32Array): GearScanner | null {
           fp = exports.fp.value as number;
         }
         for (let i = at + whole; i < at + len; i++) {
-          fp = ((fp << 1) + gear[buf[i]]) | 0;
+          fp = ((fp << 1) + table[buf[i]]) | 0;
           if ((fp & mask) === 0) return i + 1;
         }
         at += len;
