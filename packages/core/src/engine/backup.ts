@@ -14,6 +14,7 @@ import {
 } from "../format/tree.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
+import { ContentIds } from "./content-ids.ts";
 import { nextSeq } from "./freshness.ts";
 import { Packer } from "./packer.ts";
 import { type PageBaseStore, PageDeltas, type ParentPages } from "./page-deltas.ts";
@@ -198,9 +199,7 @@ export async function backup(
       };
     }
     const compress = f.compressible ?? !isLikelyCompressed(f.name);
-    const ids: Uint8Array[] = [];
-    // Positions in `ids` of delta blobs (their base follows them): SQLite databases only.
-    const deltaAt = new Set<number>();
+    const ids = new ContentIds();
     // Set once the file's first page says it is a SQLite database (and the platform keeps bases).
     let pages: PageDeltas | undefined;
     let complete = false;
@@ -221,8 +220,12 @@ export async function backup(
         if (pages) {
           // Every chunk before this batch was a whole page (SPEC §6), so this is its number.
           const r = await pages.batch(size / pageSize, batch, packer, compress);
-          for (const k of r.deltaAt) deltaAt.add(ids.length + k);
-          for (const id of r.ids) ids.push(id);
+          let d = 0; // r.deltaAt is in ascending order
+          for (let k = 0; k < r.ids.length; k++) {
+            const delta = r.deltaAt[d] === k;
+            if (delta) d++;
+            ids.push(r.ids[k], delta);
+          }
           progress.newBytes += r.newBytes;
           size += r.bytes;
           progress.bytes += r.bytes;
@@ -281,9 +284,11 @@ export async function backup(
       // read (size differs) gets no key, so the next backup reads it again.
       ...(f.cacheKey && size === f.size ? { cacheKey: f.cacheKey } : {}),
     };
-    if (ids.length <= INLINE_CONTENT_MAX) return { ...base, content: ids.map(toHex) };
+    if (ids.length <= INLINE_CONTENT_MAX) {
+      return { ...base, content: Array.from({ length: ids.length }, (_, i) => toHex(ids.at(i))) };
+    }
     const lists: string[] = [];
-    for (const list of splitIdLists(ids, (i) => deltaAt.has(i)))
+    for (const list of splitIdLists(ids.bytes, (i) => ids.isDelta(i)))
       lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
     return { ...base, lists };
   };

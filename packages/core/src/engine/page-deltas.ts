@@ -4,6 +4,7 @@ import { BLOB_DATA, BLOB_DELTA, blobId } from "../format/blob.ts";
 import type { FileNode } from "../format/tree.ts";
 import type { Repository } from "../repository.ts";
 import type { ChunkBatch, PageDeltaHints } from "./chunker.ts";
+import type { ContentIds } from "./content-ids.ts";
 import type { Packer } from "./packer.ts";
 
 /**
@@ -567,13 +568,11 @@ export class PageDeltas {
    * every page was whole and the image says its writes are durable (see DeltaMemo). Best
    * effort: the memo is a cache.
    */
-  async finish(ids: readonly Uint8Array[]): Promise<void> {
+  async finish(ids: ContentIds): Promise<void> {
     if (!this.store.writeMemo) return;
     let digest: Uint8Array = NO_DIGEST;
     if (this.allWhole && (await this.image.sync?.().catch(() => false))) {
-      const content = new Uint8Array(32 * ids.length);
-      for (let k = 0; k < ids.length; k++) content.set(ids[k], 32 * k);
-      digest = this.repo.p.sha256(content);
+      digest = this.repo.p.sha256(ids.bytes);
     }
     const memo = sealDeltaMemo(this.repo, this.pageSize, digest, this.memo.finish());
     await this.store.writeMemo(this.path, memo).catch(() => {});

@@ -154,7 +154,7 @@ export function splitTreeNodes(
 }
 
 /**
- * Splits a file's content IDs into list blob bodies: a list ends after an ID whose first byte is
+ * Splits a file's content IDs (32 bytes each, back to back) into list blob bodies: a list ends after an ID whose first byte is
  * zero (1 in 256, so about 8 KiB per list) or at LIST_MAX_IDS. The boundaries depend only on the
  * IDs, so an unchanged run of pages yields the same list blob every day.
  *
@@ -162,23 +162,22 @@ export function splitTreeNodes(
  * list, and only the delta's ID decides a cut (SPEC §8).
  */
 export function splitIdLists(
-  ids: readonly Uint8Array[],
+  ids: Uint8Array,
   paired: (i: number) => boolean = () => false,
 ): Uint8Array[] {
+  const n = ids.length / 32;
   const lists: Uint8Array[] = [];
   let start = 0;
   const cut = (end: number) => {
-    const body = new Uint8Array((end - start) * 32);
-    for (let j = start; j < end; j++) body.set(ids[j], (j - start) * 32);
-    lists.push(body);
+    lists.push(ids.slice(start * 32, end * 32));
     start = end;
   };
-  for (let i = 0; i < ids.length; i++) {
+  for (let i = 0; i < n; i++) {
     const width = paired(i) ? 2 : 1;
     // An entry that would not fit in this list starts the next one.
     if (i + width - start > LIST_MAX_IDS) cut(i);
     const end = i + width;
-    if (ids[i][0] === 0 || end - start === LIST_MAX_IDS || end >= ids.length) cut(end);
+    if (ids[32 * i] === 0 || end - start === LIST_MAX_IDS || end >= n) cut(end);
     i = end - 1;
   }
   return lists;

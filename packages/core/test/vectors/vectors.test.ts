@@ -696,7 +696,7 @@ const checks: Record<string, Check> = {
       return id;
     });
     const deltaAt = new Set(v.meta.has("delta_at") ? f.ints("delta_at") : []);
-    const lists = splitIdLists(ids, (i) => deltaAt.has(i));
+    const lists = splitIdLists(concat(...ids), (i) => deltaAt.has(i));
     assert.deepEqual(
       lists.map((l) => l.length / 32),
       f.ints("lists"),

@@ -1,0 +1,21 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { ContentIds } from "../src/engine/content-ids.ts";
+import { randomBytes } from "./helpers.ts";
+
+describe("ContentIds", () => {
+  it("keeps IDs in order, flags delta entries, and grows past its first buffer", () => {
+    const all = randomBytes(32 * 3000, 31);
+    const ids = new ContentIds();
+    for (let i = 0; i < 3000; i++) ids.push(all.subarray(32 * i, 32 * i + 32), i % 7 === 3);
+    assert.equal(ids.length, 3000);
+    assert.deepEqual(ids.bytes, all);
+    for (const i of [0, 1023, 1024, 2047, 2999]) {
+      assert.deepEqual(ids.at(i), all.subarray(32 * i, 32 * i + 32));
+      assert.equal(ids.isDelta(i), i % 7 === 3, `entry ${i}`);
+    }
+    // What is pushed is copied: changing the source later changes nothing.
+    all.fill(0);
+    assert.notDeepEqual(ids.at(5), new Uint8Array(32));
+  });
+});
