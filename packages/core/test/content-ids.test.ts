@@ -10,7 +10,7 @@ describe("ContentIds", () => {
     for (let i = 0; i < 3000; i++) ids.push(all.subarray(32 * i, 32 * i + 32), i % 7 === 3);
     assert.equal(ids.length, 3000);
     assert.deepEqual(ids.bytes, all);
-    for (const i of [0, 1023, 1024, 2047, 2999]) {
+    for (const i of [0, 63, 64, 1023, 1024, 2047, 2999]) {
       assert.deepEqual(ids.at(i), all.subarray(32 * i, 32 * i + 32));
       assert.equal(ids.isDelta(i), i % 7 === 3, `entry ${i}`);
     }

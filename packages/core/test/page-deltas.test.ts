@@ -11,7 +11,7 @@ import {
   type PageBaseStore,
 } from "../src/engine/page-deltas.ts";
 import { prune } from "../src/engine/prune.ts";
-import { BLOB_DATA, blobId } from "../src/format/blob.ts";
+import { BLOB_DATA, BLOB_DELTA, blobId } from "../src/format/blob.ts";
 import type { FileNode } from "../src/format/tree.ts";
 import { type ContentEntry, Repository } from "../src/repository.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -104,6 +104,38 @@ describe("page deltas", () => {
       `${second.snapshot.summary.addedBytes} vs ${wholePages.snapshot.summary.addedBytes}`,
     );
     assert.ok((await check(repo, { readData: true })).errors.length === 0);
+  });
+
+  it("keeps every delta and its base in one list blob, where a list would otherwise end between them", async () => {
+    const { storage, repo, bases } = await setup();
+    const pages = 2100; // about two lists' worth of entries at the 1024-ID cap
+    const day0 = fakeSqlite(pages, 3);
+    await run(repo, day0, bases);
+    const day1 = Uint8Array.from(day0);
+    for (let page = 1; page < pages; page++) touch(day1, page, 1000 + page);
+    const second = await run(repo, day1, bases);
+
+    const reader = await Repository.open(storage, p, KEY);
+    await reader.loadIndex();
+    const tree = await reader.loadTree(second.snapshot.tree);
+    const node = tree.nodes[0] as FileNode;
+    let deltas = 0;
+    let cutAfterZero = 0;
+    for (const list of node.lists!) {
+      const ids = await reader.listIds(list);
+      for (let i = 0; i < ids.length; i++) {
+        if (reader.lookup(ids[i])?.type !== BLOB_DELTA) continue;
+        deltas++;
+        // A list ends after an ID starting with byte 0 (SPEC §8), unless it is a delta's.
+        if (ids[i].startsWith("00")) cutAfterZero++;
+        assert.ok(i + 1 < ids.length, `list ${list} ends with delta ${ids[i]}, its base elsewhere`);
+        assert.equal(reader.lookup(ids[i + 1])?.type, BLOB_DATA);
+        i++;
+      }
+    }
+    assert.equal(deltas, pages - 1);
+    assert.ok(cutAfterZero > 0, "some delta IDs start with byte 0, so the rule is exercised");
+    assert.deepEqual(await restored(storage, second.id), day1);
   });
 
   it("contentIdBytes lists a file's content IDs as bytes, from list blobs or inline", async () => {

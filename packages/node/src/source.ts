@@ -272,16 +272,30 @@ async function mapConcurrent<T, R>(
 /**
  * Builds the backup source for the paths a user named. SQLite databases are copied consistently
  * (their `-wal`, `-shm` and `-journal` companions are folded into that copy, never stored
- * beside it); symlinks, sockets and devices are skipped with a note.
+ * beside it); symlinks, sockets and devices are skipped with a note, and so are the folders in
+ * `skipFolders` (Locket's own cache: see FsPageBaseStore), wherever they are met.
  * @throws {NotFoundError} when a path does not exist.
  */
 export async function fsSource(
   paths: readonly string[],
   policy: MediaPolicy = {},
   onSkip: (n: SkipNote) => void = () => {},
+  skipFolders: readonly string[] = [],
 ): Promise<SourceEntry[]> {
   const filter = selectionFilter(policy);
   const sqliteFiles = new WeakSet<SourceEntry>();
+  // Folders to leave out, by device and inode (so any path to them matches): the cache holds
+  // the databases' base images, which would be read as databases, and the page-base locks,
+  // which this process must not open (closing any descriptor of a file ends its POSIX locks).
+  const skipped = new Set<string>();
+  for (const folder of skipFolders) {
+    try {
+      const st = await stat(folder, { bigint: true });
+      skipped.add(`${st.dev}:${st.ino}`);
+    } catch {
+      // Not there (yet): nothing under it to meet.
+    }
+  }
 
   const fileEntry = async (abs: string, name: string, st: BigIntStats): Promise<SourceFile> => {
     const size = Number(st.size);
@@ -316,6 +330,10 @@ export async function fsSource(
       return vanished(err);
     }
     if (st.isDirectory()) {
+      if (skipped.has(`${st.dev}:${st.ino}`)) {
+        onSkip({ path: rel || name, reason: "Locket's own cache" });
+        return null;
+      }
       return {
         type: "dir",
         name,

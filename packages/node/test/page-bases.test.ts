@@ -104,9 +104,12 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
   await first.writeMemo("chat.db", Uint8Array.of(7));
   assert.deepEqual(await first.readMemo("chat.db"), Uint8Array.of(7));
 
-  // A second backup meanwhile (another store; here or in another process) gets neither.
+  // A second backup meanwhile (another store; here or in another process) gets neither, and
+  // letting go of what it does not hold lets go of nothing.
   const second = new FsPageBaseStore(dir);
   assert.equal(await second.readMemo("chat.db"), undefined);
+  second.release("chat.db");
+  assert.equal(await new FsPageBaseStore(dir).readMemo("chat.db"), undefined);
   const none = await second.open("chat.db");
   await none.write(0, Uint8Array.of(9));
   assert.equal((await none.read(0, 3)).length, 0);

@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
@@ -185,4 +185,27 @@ test("fsSource lists a folder in name order, however many entries it looks at at
   } finally {
     db.close();
   }
+});
+
+test("fsSource leaves out Locket's own cache wherever it is met, by any path to it", async (t) => {
+  const dir = await scratch(t, "skip-cache");
+  const cache = join(dir, "home", ".cache", "locket");
+  await mkdir(join(cache, "pages", "repo"), { recursive: true });
+  await writeFile(join(cache, "pages", "repo", "x.image"), "SQLite format 3\0");
+  await writeFile(join(dir, "home", "notes.txt"), "kept");
+  await symlink(cache, join(dir, "cache-link"));
+  const notes: SkipNote[] = [];
+  // Named through a symbolic link: the same folder all the same.
+  const [root] = await fsSource([join(dir, "home")], {}, (n) => notes.push(n), [
+    join(dir, "cache-link"),
+  ]);
+  const names = async (d: SourceEntry): Promise<string[]> =>
+    d.type === "file"
+      ? [d.name]
+      : (await Promise.all((await d.children()).map(names))).flat().concat(d.name);
+  assert.deepEqual((await names(root)).sort(), [".cache", "home", "notes.txt"]);
+  assert.deepEqual(notes, [{ path: ".cache/locket", reason: "Locket's own cache" }]);
+  // A cache that does not exist yet changes nothing.
+  const [again] = await fsSource([join(dir, "home")], {}, () => {}, [join(dir, "nowhere")]);
+  assert.ok((await names(again)).includes("x.image"));
 });

@@ -267,7 +267,9 @@ export async function backup(
       else {
         const done = pages;
         // The memo waits for the image's writes to be durable: meanwhile the backup goes on.
-        const closed = (complete ? done.finish(ids) : Promise.resolve()).then(() => done.close());
+        const closed = (complete ? done.finish(ids) : Promise.resolve()).finally(() =>
+          done.close(),
+        );
         closed.catch(() => {}); // rethrown where awaited, at the end of the backup
         closing.push(closed);
       }

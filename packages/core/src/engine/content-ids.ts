@@ -7,8 +7,9 @@ import { ID_BYTES } from "../format/blob.ts";
  * each that outlived every young-generation collection until the file was done.
  */
 export class ContentIds {
-  private buf = new Uint8Array(1024 * ID_BYTES);
-  private deltas = new Uint8Array(1024);
+  // Grown by doubling: most files are a few IDs, a database's are ~100 k.
+  private buf = new Uint8Array(64 * ID_BYTES);
+  private deltas = new Uint8Array(64);
   /** IDs so far. */
   length = 0;
 

@@ -1,5 +1,6 @@
 import { hostname } from "node:os";
 import { backup as runBackup, UsageError } from "@locket/core";
+import { locketCache } from "../../device.ts";
 import { fsSource, measure, type SkipNote } from "../../source.ts";
 import type { Command } from "../command.ts";
 import { bytes, seconds } from "../format.ts";
@@ -44,6 +45,7 @@ Examples:
         include: ctx.values.include as string[] | undefined,
       },
       (n) => skipped.push(n),
+      [locketCache(ctx.env)],
     );
     // The totals only feed the bar's percentage and ETA, so they are measured beside the backup
     // rather than before it (another lstat of every file first), and not at all when nothing
