@@ -2,11 +2,13 @@ import { createHash } from "node:crypto";
 import {
   closeSync,
   constants,
+  existsSync,
   fsyncSync,
   mkdirSync,
   openSync,
   rmSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
@@ -84,6 +86,7 @@ export class FsPageBaseStore implements PageBaseStore {
     const db = takeLock(file);
     if (!db) return false;
     holders.set(file, { store: this, db });
+    tagAsCache(this.dir);
     // What an earlier build used as the lock (a file with its process ID): never read again.
     try {
       rmSync(join(this.dir, `${fileName(path)}.lock`), { force: true });
@@ -231,6 +234,25 @@ function takeLock(file: string): DatabaseSync | undefined {
     } catch {}
     return undefined;
   }
+}
+
+/**
+ * Marks `dir` as a cache folder (https://bford.info/cachedir/), so backup tools that honour the
+ * tag (restic and borg with --exclude-caches, GNU tar with --exclude-caches) leave the images
+ * out. Best effort: a tag that cannot be written changes nothing here.
+ */
+function tagAsCache(dir: string): void {
+  const tag = join(dir, "CACHEDIR.TAG");
+  if (existsSync(tag)) return;
+  try {
+    writeFileSync(
+      tag,
+      "Signature: 8a477f597d28d172789f06886806bc55\n" +
+        "# This file is a cache directory tag created by Locket (base images of databases).\n" +
+        "# For information about cache directory tags, see https://bford.info/cachedir/\n",
+      { mode: 0o600 },
+    );
+  } catch {}
 }
 
 /** The locks the stores of this process hold: lock file → the store and its connection. */

@@ -104,6 +104,12 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
   await first.writeMemo("chat.db", Uint8Array.of(7));
   assert.deepEqual(await first.readMemo("chat.db"), Uint8Array.of(7));
 
+  // The folder is tagged as a cache, for backup tools that leave such folders out.
+  assert.match(
+    await readFileBytes(join(dir, "CACHEDIR.TAG"), "utf8"),
+    /^Signature: 8a477f597d28d172789f06886806bc55/,
+  );
+
   // A second backup meanwhile (another store; here or in another process) gets neither, and
   // letting go of what it does not hold lets go of nothing.
   const second = new FsPageBaseStore(dir);
