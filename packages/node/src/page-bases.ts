@@ -25,13 +25,28 @@ import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
  */
 export class FsPageBaseStore implements PageBaseStore {
   readonly dir: string;
+  readonly #onWarning: (message: string) => void;
+  /** Paths already warned about: one warning per database and backup. */
+  readonly #warned = new Set<string>();
 
   /**
    * A database's lock is this object's from its first use in a backup to `release` (or the
-   * close of its image): backups that run at the same time need a store each.
+   * close of its image): backups that run at the same time need a store each. `onWarning` hears
+   * why a database goes without its image when the reason is not another backup holding it (a
+   * cache folder that cannot be made, a filesystem without locks): each backup then stores that
+   * database's changed pages whole, which the user should know.
    */
-  constructor(dir: string) {
+  constructor(dir: string, options: { onWarning?: (message: string) => void } = {}) {
     this.dir = dir;
+    this.#onWarning = options.onWarning ?? (() => {});
+  }
+
+  #warn(path: string, why: string): void {
+    if (this.#warned.has(path)) return;
+    this.#warned.add(path);
+    this.#onWarning(
+      `page deltas off for ${path} in this backup: ${why} (changed pages stored whole)`,
+    );
   }
 
   /**
@@ -80,11 +95,16 @@ export class FsPageBaseStore implements PageBaseStore {
     if (holders.get(file)?.store === this) return true;
     try {
       mkdirSync(this.dir, { recursive: true, mode: 0o700 });
-    } catch {
+    } catch (err) {
+      this.#warn(path, `cannot make ${this.dir}: ${(err as Error).message}`);
       return false;
     }
     const db = takeLock(file);
-    if (!db) return false;
+    if (typeof db === "string") {
+      // Another backup of this database holds it: that one uses the image, this one does not.
+      if (db !== BUSY) this.#warn(path, `cannot lock ${file}: ${db}`);
+      return false;
+    }
     holders.set(file, { store: this, db });
     tagAsCache(this.dir);
     // What an earlier build used as the lock (a file with its process ID): never read again.
@@ -215,24 +235,28 @@ function removeDurably(path: string): boolean {
   }
 }
 
+/** What takeLock gives when another connection holds the lock. */
+const BUSY = "held by another backup";
+
 /**
- * Lock file `file` held: an open connection in an exclusive transaction, or undefined when another
- * connection (of this process or another) holds it. SQLite's locks are the operating system's
+ * Lock file `file` held: an open connection in an exclusive transaction; BUSY when another
+ * connection (of this process or another) holds it, or why it cannot be taken. SQLite's locks are the operating system's
  * (fcntl, LockFileEx), released when the connection closes or the process ends; SQLite also keeps
  * two connections of one process apart, which fcntl alone does not. The file stays: deleting a
  * lock file while another process may be opening it would let two hold locks on two files.
  */
-function takeLock(file: string): DatabaseSync | undefined {
+function takeLock(file: string): DatabaseSync | string {
   let db: DatabaseSync | undefined;
   try {
     db = new DatabaseSync(file, { timeout: 0 });
     db.exec("BEGIN EXCLUSIVE");
     return db;
-  } catch {
+  } catch (err) {
     try {
       db?.close();
     } catch {}
-    return undefined;
+    // SQLITE_BUSY (5): another connection holds it.
+    return (err as { errcode?: number }).errcode === 5 ? BUSY : (err as Error).message;
   }
 }
 

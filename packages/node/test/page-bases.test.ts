@@ -6,7 +6,14 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { copyFile, readdir, readFile as readFileBytes, stat, writeFile } from "node:fs/promises";
+import {
+  copyFile,
+  readdir,
+  readFile as readFileBytes,
+  rm,
+  stat,
+  writeFile,
+} from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { describe, test } from "node:test";
@@ -91,9 +98,14 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   await image.write(0, Uint8Array.of(1, 2, 3));
   assert.equal((await image.read(0, 3)).length, 0);
   await image.close();
-  const store = new FsPageBaseStore(join(dir, "file", "pages"));
+  const warnings: string[] = [];
+  const store = new FsPageBaseStore(join(dir, "file", "pages"), {
+    onWarning: (m) => warnings.push(m),
+  });
   await store.writeMemo("chat.db", Uint8Array.of(1));
   assert.equal(await store.readMemo("chat.db"), undefined);
+  assert.equal(warnings.length, 1);
+  assert.match(warnings[0], /page deltas off for chat\.db in this backup: cannot make /);
 });
 
 test("FsPageBaseStore: one backup at a time uses a database's image and memo; a process's lock ends with it", async (t) => {
@@ -110,10 +122,13 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
     /^Signature: 8a477f597d28d172789f06886806bc55/,
   );
 
-  // A second backup meanwhile (another store; here or in another process) gets neither, and
-  // letting go of what it does not hold lets go of nothing.
-  const second = new FsPageBaseStore(dir);
+  // A second backup meanwhile (another store; here or in another process) gets neither, with
+  // no warning (the other backup uses them), and letting go of what it does not hold lets go of
+  // nothing.
+  const warnings: string[] = [];
+  const second = new FsPageBaseStore(dir, { onWarning: (m) => warnings.push(m) });
   assert.equal(await second.readMemo("chat.db"), undefined);
+  assert.deepEqual(warnings, []);
   second.release("chat.db");
   assert.equal(await new FsPageBaseStore(dir).readMemo("chat.db"), undefined);
   const none = await second.open("chat.db");
@@ -151,6 +166,18 @@ test("FsPageBaseStore: one backup at a time uses a database's image and memo; a 
   await once(child, "exit");
   assert.deepEqual(await third.readMemo("chat.db"), Uint8Array.of(7), "let go when it was killed");
   third.release("chat.db");
+
+  // A lock that cannot be taken for another reason (here a lock file that is not SQLite's) is
+  // said once per database and backup: that backup stores the changed pages whole.
+  const lockDb = (await readdir(dir)).find((f) => f.endsWith(".lock.db"))!;
+  await writeFile(join(dir, lockDb), "not a database\n");
+  const notes: string[] = [];
+  const broken = new FsPageBaseStore(dir, { onWarning: (m) => notes.push(m) });
+  assert.equal(await broken.readMemo("chat.db"), undefined);
+  assert.equal(await broken.readMemo("chat.db"), undefined);
+  assert.equal(notes.length, 1, notes.join("\n"));
+  assert.match(notes[0], /page deltas off for chat\.db .*cannot lock .*not a database/);
+  await rm(join(dir, lockDb));
 
   // The lock file of earlier builds (a process ID in `<name>.lock`) is deleted, never read.
   const old = (await readdir(dir)).find((f) => f.endsWith(".memo"))!.replace(/memo$/, "lock");

@@ -244,7 +244,9 @@ export class Context {
    */
   pageBases(repoId: string): FsPageBaseStore | undefined {
     if (this.env.LOCKET_PAGE_DELTAS === "0") return undefined;
-    return new FsPageBaseStore(join(locketCache(this.env), "pages", repoId));
+    return new FsPageBaseStore(join(locketCache(this.env), "pages", repoId), {
+      onWarning: (message) => this.warn(`warning: ${message}`),
+    });
   }
 }
 
