@@ -219,13 +219,7 @@ export async function backup(
         }
         if (pages) {
           // Every chunk before this batch was a whole page (SPEC §6), so this is its number.
-          const r = await pages.batch(size / pageSize, batch, packer, compress);
-          let d = 0; // r.deltaAt is in ascending order
-          for (let k = 0; k < r.ids.length; k++) {
-            const delta = r.deltaAt[d] === k;
-            if (delta) d++;
-            ids.push(r.ids[k], delta);
-          }
+          const r = await pages.batch(size / pageSize, batch, packer, compress, ids);
           progress.newBytes += r.newBytes;
           size += r.bytes;
           progress.bytes += r.bytes;

@@ -87,12 +87,8 @@ const Plan = {
   Again: 3,
 } as const;
 
-/** What a batch of pages became: the IDs to list, in order, and the bytes it queued. */
+/** What a batch of pages added: its bytes, and the bytes it queued. */
 export interface PageBatchResult {
-  /** The content entries' IDs: a data blob's, or a delta blob's followed by its base's. */
-  readonly ids: Uint8Array[];
-  /** Indexes in `ids` of delta blobs. */
-  readonly deltaAt: number[];
   /** Bytes of the pages in the batch. */
   readonly bytes: number;
   /** Bytes of new blobs queued (before compression). */
@@ -411,13 +407,15 @@ export class PageDeltas {
 
   /**
    * Stores the pages of `batch`, the first of which is page `first` of the file (0-based): each
-   * new page as a delta where its base checks out and little changed, else whole.
+   * new page as a delta where its base checks out and little changed, else whole. Appends the
+   * pages' content entries to `ids`: a data blob's ID, or a delta blob's followed by its base's.
    */
   async batch(
     first: number,
     batch: ChunkBatch,
     packer: Packer,
     compress: boolean,
+    ids: ContentIds,
   ): Promise<PageBatchResult> {
     const n = batch.lengths.length;
     const plans = new Uint8Array(n);
@@ -462,9 +460,7 @@ export class PageDeltas {
     const bases =
       lo < 0 || hints ? new Uint8Array(0) : await this.image.read(at, starts[hi + 1] - starts[lo]);
 
-    const ids: Uint8Array[] = [];
     let newBytes = 0;
-    const deltaAt: number[] = [];
     // Runs of pages to write to the image: [first index, end index) in the batch.
     const writes: [number, number][] = [];
     const toImage = (k: number) => {
@@ -487,8 +483,8 @@ export class PageDeltas {
         const delta = this.parentIds.subarray(32 * page, 32 * page + 32);
         const base = this.parentBases.subarray(32 * page, 32 * page + 32);
         addMemoRecord(this.memo, page, id, delta, base);
-        deltaAt.push(ids.length);
-        ids.push(delta, base);
+        ids.push(delta, true);
+        ids.push(base);
         continue;
       }
       if (plans[k] === Plan.Delta) {
@@ -502,8 +498,8 @@ export class PageDeltas {
             newBytes += found.xor.length;
           }
           addMemoRecord(this.memo, page, id, found.id, base);
-          deltaAt.push(ids.length);
-          ids.push(found.id, base);
+          ids.push(found.id, true);
+          ids.push(base);
           continue;
         }
       }
@@ -521,7 +517,7 @@ export class PageDeltas {
         batch.bytes.subarray(starts[a], starts[b]),
       );
     }
-    return { ids, deltaAt, bytes: starts[n], newBytes };
+    return { bytes: starts[n], newBytes };
   }
 
   /**
