@@ -284,18 +284,10 @@ export async function fsSource(
 ): Promise<SourceEntry[]> {
   const filter = selectionFilter(policy);
   const sqliteFiles = new WeakSet<SourceEntry>();
-  // Folders to leave out, by device and inode (so any path to them matches): the cache holds
-  // the databases' base images, which would be read as databases, and the page-base locks,
-  // which this process must not open (closing any descriptor of a file ends its POSIX locks).
-  const skipped = new Set<string>();
-  for (const folder of skipFolders) {
-    try {
-      const st = await stat(folder, { bigint: true });
-      skipped.add(`${st.dev}:${st.ino}`);
-    } catch {
-      // Not there (yet): nothing under it to meet.
-    }
-  }
+  // The cache holds the databases' base images, which would be read as databases, and the
+  // page-base locks, which this process must not open (closing any descriptor of a file ends
+  // its POSIX locks).
+  const skipped = await folderKeys(skipFolders);
 
   const fileEntry = async (abs: string, name: string, st: BigIntStats): Promise<SourceFile> => {
     const size = Number(st.size);
@@ -330,7 +322,7 @@ export async function fsSource(
       return vanished(err);
     }
     if (st.isDirectory()) {
-      if (skipped.has(`${st.dev}:${st.ino}`)) {
+      if (skipped.has(folderKey(st))) {
         onSkip({ path: rel || name, reason: "Locket's own cache" });
         return null;
       }
@@ -410,17 +402,22 @@ export async function fsSource(
 }
 
 /** Total bytes of regular files under `paths` (for progress and ETA); cheap, metadata only. */
-export async function measure(paths: readonly string[]): Promise<{ files: number; bytes: number }> {
+export async function measure(
+  paths: readonly string[],
+  skipFolders: readonly string[] = [],
+): Promise<{ files: number; bytes: number }> {
+  const skipped = await folderKeys(skipFolders);
   let files = 0;
   let bytes = 0;
   const visit = async (abs: string): Promise<void> => {
     try {
-      const st = await lstat(abs);
+      const st = await lstat(abs, { bigint: true });
       if (st.isDirectory()) {
+        if (skipped.has(folderKey(st))) return;
         for (const c of await readdir(abs)) await visit(join(abs, c));
       } else if (st.isFile()) {
         files++;
-        bytes += st.size;
+        bytes += Number(st.size);
       }
     } catch (err) {
       // Gone since it was listed: the walk in fsSource reports it; the estimate just leaves it out.
@@ -429,4 +426,22 @@ export async function measure(paths: readonly string[]): Promise<{ files: number
   };
   for (const p of paths) await visit(resolve(p));
   return { files, bytes };
+}
+
+/** A folder's identity, whatever path leads to it: its device and inode. */
+function folderKey(st: BigIntStats): string {
+  return `${st.dev}:${st.ino}`;
+}
+
+/** The identities of `folders` (fsSource's `skipFolders`); ones not there are left out. */
+async function folderKeys(folders: readonly string[]): Promise<Set<string>> {
+  const keys = new Set<string>();
+  for (const folder of folders) {
+    try {
+      keys.add(folderKey(await stat(folder, { bigint: true })));
+    } catch {
+      // Not there (yet): nothing under it to meet.
+    }
+  }
+  return keys;
 }

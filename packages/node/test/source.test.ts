@@ -205,6 +205,11 @@ test("fsSource leaves out Locket's own cache wherever it is met, by any path to 
       : (await Promise.all((await d.children()).map(names))).flat().concat(d.name);
   assert.deepEqual((await names(root)).sort(), [".cache", "home", "notes.txt"]);
   assert.deepEqual(notes, [{ path: ".cache/locket", reason: "Locket's own cache" }]);
+  // The progress estimate leaves it out too.
+  assert.deepEqual(await measure([join(dir, "home")], [join(dir, "cache-link")]), {
+    files: 1,
+    bytes: 4,
+  });
   // A cache that does not exist yet changes nothing.
   const [again] = await fsSource([join(dir, "home")], {}, () => {}, [join(dir, "nowhere")]);
   assert.ok((await names(again)).includes("x.image"));

@@ -37,6 +37,8 @@ Examples:
     if (ctx.positionals.length === 0) throw new UsageError("backup needs at least one PATH");
     const { repo, state, chunker } = await ctx.openRepo();
     const skipped: SkipNote[] = [];
+    // Never Locket's own cache, wherever the paths reach it (source.ts).
+    const skipFolders = [locketCache(ctx.env)];
     const roots = await fsSource(
       ctx.positionals,
       {
@@ -45,14 +47,14 @@ Examples:
         include: ctx.values.include as string[] | undefined,
       },
       (n) => skipped.push(n),
-      [locketCache(ctx.env)],
+      skipFolders,
     );
     // The totals only feed the bar's percentage and ETA, so they are measured beside the backup
     // rather than before it (another lstat of every file first), and not at all when nothing
     // is shown; until they are known the bar shows bytes and files so far.
     let total: { files: number; bytes: number } | undefined;
     if (ctx.progress.shown) {
-      measure(ctx.positionals).then(
+      measure(ctx.positionals, skipFolders).then(
         (t) => {
           total = t;
         },
