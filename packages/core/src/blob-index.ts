@@ -65,6 +65,12 @@ export class BlobIndex {
     return n < 0 ? undefined : (this.types[n] as BlobType);
   }
 
+  /** The length of blob `id` (32 bytes) when it is indexed as a blob of type `type`, else -1. */
+  lengthOfId(id: Uint8Array, type: BlobType): number {
+    const n = this.ids.indexOf(id);
+    return n >= 0 && this.types[n] === type ? this.fields[n * 4 + 3] : -1;
+  }
+
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
     const n = this.ids.indexOfHex(id);

@@ -1,4 +1,4 @@
-import { parseHexId, toHex } from "./bytes.ts";
+import { equalBytes, parseHexId, toHex } from "./bytes.ts";
 import { ID_BYTES } from "./format/blob.ts";
 
 const EMPTY = 0;
@@ -128,4 +128,59 @@ export class IdSet {
       this.slots[this.find(this.ids.subarray(n * ID_BYTES, (n + 1) * ID_BYTES))] = n + 1;
     }
   }
+}
+
+/**
+ * A set of 32-byte IDs that can shrink, for a few thousand IDs at a time (the packer's blobs
+ * queued and not yet indexed): a Map keyed by each ID's first 30 bits, a small integer, so no
+ * hex string is made per question (a day's backup asks about every changed page several times).
+ * IDs are held by reference: the caller must not change their bytes while they are in the set.
+ */
+export class IdRefSet {
+  private readonly byKey = new Map<number, Uint8Array | Uint8Array[]>();
+  private count = 0;
+
+  /** Number of IDs held. */
+  get size(): number {
+    return this.count;
+  }
+
+  has(id: Uint8Array): boolean {
+    const held = this.byKey.get(keyOf(id));
+    if (held === undefined) return false;
+    if (!Array.isArray(held)) return equalBytes(held, id);
+    return held.some((other) => equalBytes(other, id));
+  }
+
+  /** Adds `id` (32 bytes), which the caller knows is not held. */
+  add(id: Uint8Array): void {
+    this.count++;
+    const key = keyOf(id);
+    const held = this.byKey.get(key);
+    if (held === undefined) this.byKey.set(key, id);
+    else if (Array.isArray(held)) held.push(id);
+    else this.byKey.set(key, [held, id]);
+  }
+
+  /** Removes `id` where it is held. */
+  delete(id: Uint8Array): void {
+    const key = keyOf(id);
+    const held = this.byKey.get(key);
+    if (held === undefined) return;
+    if (!Array.isArray(held)) {
+      if (!equalBytes(held, id)) return;
+      this.byKey.delete(key);
+      this.count--;
+      return;
+    }
+    const rest = held.filter((other) => !equalBytes(other, id));
+    this.count -= held.length - rest.length;
+    if (rest.length === 0) this.byKey.delete(key);
+    else this.byKey.set(key, rest.length === 1 ? rest[0] : rest);
+  }
+}
+
+/** An ID's first 30 bits: a small integer on every platform V8 runs on. */
+function keyOf(id: Uint8Array): number {
+  return id[0] | (id[1] << 8) | (id[2] << 16) | ((id[3] & 0x3f) << 24);
 }

@@ -244,6 +244,14 @@ export class Repository {
     return this.index.hasId(id);
   }
 
+  /**
+   * The length of blob `id` (32 bytes) when a live pack holds it as a blob of type `type` (what a
+   * backup may reuse), else -1.
+   */
+  liveLengthOf(id: Uint8Array, type: BlobType): number {
+    return this.index.lengthOfId(id, type);
+  }
+
   /** Whether blob `id` (hex) can be read, from a live pack or a condemned one. */
   readable(id: string): boolean {
     return this.index.has(id) || this.condemnedIndex.has(id);

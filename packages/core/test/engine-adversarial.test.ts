@@ -181,7 +181,7 @@ async function storeBlobs(
   for (const b of blobs) {
     const id = blobId(p, repo.keys.id, b.type, b.bytes);
     ids.push(toHex(id));
-    if (!packer.has(toHex(id))) await packer.add(b.type, id, b.bytes, true);
+    if (!packer.hasId(id)) await packer.add(b.type, id, b.bytes, true);
   }
   await packer.flush();
   if (packer.stored.length) await repo.saveIndex(packer.stored);

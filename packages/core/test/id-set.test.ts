@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { toHex } from "../src/bytes.ts";
-import { IdSet } from "../src/id-set.ts";
+import { IdRefSet, IdSet } from "../src/id-set.ts";
 
 describe("IdSet", () => {
   it("agrees with a Set of hex strings on 60 000 random IDs, through several growths", () => {
@@ -66,5 +66,66 @@ describe("IdSet", () => {
     assert.equal(set.has(new Uint8Array(31)), false);
     assert.throws(() => set.add(new Uint8Array(33)), RangeError);
     assert.equal(set.size, 1);
+  });
+});
+
+describe("IdRefSet", () => {
+  /** An ID whose first 30 bits are `key`'s and whose other bits come from `rest`. */
+  const sharing = (key: Uint8Array, rest: Uint8Array): Uint8Array => {
+    const id = new Uint8Array(rest);
+    id.set(key.subarray(0, 3));
+    id[3] = (key[3] & 0x3f) | (rest[3] & 0xc0);
+    return id;
+  };
+
+  it("agrees with a Set of hex strings through adds and deletes of random IDs", () => {
+    const set = new IdRefSet();
+    const reference = new Set<string>();
+    const ids: Uint8Array[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      const id = new Uint8Array(randomBytes(32));
+      set.add(id);
+      reference.add(toHex(id));
+      ids.push(id);
+      if (i % 3 === 0) {
+        const gone = ids[Math.floor(i / 2)];
+        set.delete(gone);
+        reference.delete(toHex(gone));
+      }
+    }
+    assert.equal(set.size, reference.size);
+    for (const id of ids) assert.equal(set.has(id), reference.has(toHex(id)));
+    for (let i = 0; i < 2000; i++) assert.equal(set.has(randomBytes(32)), false);
+  });
+
+  it("tells apart IDs whose first 30 bits are equal, in adds, lookups and deletes", () => {
+    const set = new IdRefSet();
+    const first = new Uint8Array(randomBytes(32));
+    // Same key: one differs only in byte 3's two high bits (not part of the key), two further on.
+    const highBits = new Uint8Array(first);
+    highBits[3] ^= 0xc0;
+    const later = sharing(first, new Uint8Array(randomBytes(32)));
+    const third = sharing(first, new Uint8Array(randomBytes(32)));
+    const absent = sharing(first, new Uint8Array(randomBytes(32)));
+    for (const id of [first, highBits, later, third]) set.add(id);
+    assert.equal(set.size, 4);
+    assert.equal(set.has(absent), false, "same key, never added");
+    set.delete(absent);
+    assert.equal(set.size, 4, "deleting an ID not held changes nothing");
+    set.delete(highBits);
+    assert.deepEqual(
+      [first, highBits, later, third].map((id) => set.has(id)),
+      [true, false, true, true],
+    );
+    set.delete(first);
+    set.delete(third);
+    assert.deepEqual(
+      [first, highBits, later, third].map((id) => set.has(id)),
+      [false, false, true, false],
+    );
+    assert.equal(set.has(new Uint8Array(later)), true, "found by value, not by reference");
+    set.delete(later);
+    assert.equal(set.size, 0);
+    assert.equal(set.has(later), false);
   });
 });

@@ -135,18 +135,14 @@ export async function backup(
   };
 
   const chunker = opts.chunker ?? localChunker(repo.p, repo.keys);
-  const storeBlob = async (
-    type: BlobType,
-    data: Uint8Array,
-    compress: boolean,
-    id = blobId(repo.p, repo.keys.id, type, data),
-  ) => {
-    const hex = toHex(id);
-    if (!packer.has(hex)) {
+  /** Stores a list or tree blob unless it is stored already; its ID as hex. */
+  const storeBlob = async (type: BlobType, data: Uint8Array, compress: boolean) => {
+    const id = blobId(repo.p, repo.keys.id, type, data);
+    if (!packer.hasId(id)) {
       await packer.add(type, id, data, compress);
       progress.newBytes += data.length;
     }
-    return { id, hex };
+    return toHex(id);
   };
 
   // The file cache: a file whose platform cache key (size, mtime, inode, ...) equals the parent
@@ -285,7 +281,7 @@ export async function backup(
     }
     const lists: string[] = [];
     for (const list of splitIdLists(ids.bytes, (i) => ids.isDelta(i)))
-      lists.push((await storeBlob(BLOB_LIST, list, false)).hex);
+      lists.push(await storeBlob(BLOB_LIST, list, false));
     return { ...base, lists };
   };
 
@@ -361,12 +357,12 @@ export async function backup(
     const base = { type: "dir" as const, name: d.name, mode: d.mode, mtimeMs: d.mtimeMs };
     const encoded = encodeTree(nodes);
     if (encoded.length <= TREE_SPLIT_BYTES) {
-      return { ...base, subtree: (await storeBlob(BLOB_TREE, encoded, true)).hex };
+      return { ...base, subtree: await storeBlob(BLOB_TREE, encoded, true) };
     }
     const nameHash = (name: string) => repo.p.hmacSha256(repo.keys.id, utf8(name));
     const subtrees: string[] = [];
     for (const part of splitTreeNodes(nodes, nameHash)) {
-      subtrees.push((await storeBlob(BLOB_TREE, encodeTree(part), true)).hex);
+      subtrees.push(await storeBlob(BLOB_TREE, encodeTree(part), true));
     }
     return { ...base, subtrees };
   };
@@ -383,7 +379,7 @@ export async function backup(
         })
       : undefined;
     const rootNodes = await nodesOf(roots, (r) => r.name, parentRoots);
-    tree = (await storeBlob(BLOB_TREE, encodeTree(rootNodes), true)).hex;
+    tree = await storeBlob(BLOB_TREE, encodeTree(rootNodes), true);
     await packer.flush();
     await Promise.all(closing);
   } catch (err) {

@@ -1,4 +1,4 @@
-import { ByteReader, ByteWriter, fromHex, releaseBuffer, toHex } from "../bytes.ts";
+import { ByteReader, ByteWriter, fromHex, releaseBuffer } from "../bytes.ts";
 import { AAD, NONCE_BYTES } from "../crypto/seal.ts";
 import { LocketError } from "../errors.ts";
 import { type BlobType, MAX_BLOB_BYTES } from "../format/blob.ts";
@@ -11,6 +11,7 @@ import {
   writeEntries,
 } from "../format/pack.ts";
 import { encodePayloadInPlaceAsync, PAYLOAD_HEADER_BYTES } from "../format/payload.ts";
+import { IdRefSet } from "../id-set.ts";
 import type { Repository } from "../repository.ts";
 import type { AddressedWriter } from "../storage/object-writer.ts";
 
@@ -84,8 +85,8 @@ class Growable {
  */
 export class Packer {
   private readonly repo: Repository;
-  /** Blobs queued and not yet in the repository's index (hex IDs). */
-  private readonly pending = new Set<string>();
+  /** Blobs queued and not yet in the repository's index. */
+  private readonly pending = new IdRefSet();
   // Reused buffers: allocating a fresh half-megabyte buffer per segment made V8 run a full
   // collection every few megabytes (external memory pressure).
   private readonly segmentPool: Growable[] = [];
@@ -144,14 +145,9 @@ export class Packer {
     return this.storedPacks;
   }
 
-  /** Whether blob `id` (hex) is stored or queued already. */
-  has(id: string): boolean {
-    return this.pending.has(id) || this.repo.has(id);
-  }
-
-  /** `has` for an ID as bytes: most are indexed already, and are found without a hex string. */
+  /** Whether blob `id` (32 bytes) is stored or queued already. */
   hasId(id: Uint8Array): boolean {
-    return this.repo.hasId(id) || this.pending.has(toHex(id));
+    return this.repo.hasId(id) || this.pending.has(id);
   }
 
   /** Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. */
@@ -163,7 +159,7 @@ export class Packer {
         `a blob of ${data.length} bytes exceeds the ${MAX_BLOB_BYTES}-byte limit`,
       );
     }
-    this.pending.add(toHex(id));
+    this.pending.add(id);
     if (this.segmentEntries.length > 0 && compress !== this.segmentCompress) {
       await this.sealSegment();
     }
@@ -235,7 +231,7 @@ export class Packer {
       const { name, size } = await pack.finish();
       // Only a pack that is durable enters the index (and so the dedup set of later backups).
       this.repo.addPack(name, entries);
-      for (const e of entries) this.pending.delete(toHex(e.id));
+      for (const e of entries) this.pending.delete(e.id);
       const encoded = new ByteWriter(entries.length * PACK_ENTRY_BYTES);
       writeEntries(encoded, entries);
       this.storedPacks.push({ packId: fromHex(name), encodedEntries: encoded.finish() });

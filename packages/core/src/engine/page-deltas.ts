@@ -597,9 +597,7 @@ export class PageDeltas {
     const base = this.parentHasBase[page]
       ? this.parentBases.subarray(32 * page, 32 * page + 32)
       : this.parentIds.subarray(32 * page, 32 * page + 32);
-    const hex = toHex(base);
-    const loc = this.repo.has(hex) ? this.repo.lookup(hex) : undefined;
-    return loc?.type === BLOB_DATA && loc.length === this.pageSize ? base : undefined;
+    return this.repo.liveLengthOf(base, BLOB_DATA) === this.pageSize ? base : undefined;
   }
 
   /** Whether the parent listed `id` itself (not a delta) for page `page`. */

@@ -2232,7 +2232,7 @@ async function joinRuns(p0: Primitives, root: Uint8Array, runs: readonly Uint8Ar
   const ids: string[] = [];
   for (const run of runs) {
     const id = blobId(p0, repo.keys.id, BLOB_TREE, run);
-    if (!packer.has(toHex(id))) await packer.add(BLOB_TREE, id, run, false);
+    if (!packer.hasId(id)) await packer.add(BLOB_TREE, id, run, false);
     ids.push(toHex(id));
   }
   await packer.flush();

@@ -644,7 +644,7 @@ const checks: Record<string, Check> = {
         for (const run of runs) {
           decodeTree(run);
           const id = blobId(prim, repo.keys.id, 1, run);
-          if (!packer.has(toHex(id))) await packer.add(1, id, run, false);
+          if (!packer.hasId(id)) await packer.add(1, id, run, false);
           ids.push(toHex(id));
         }
         await packer.flush();
