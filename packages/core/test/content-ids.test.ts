@@ -18,4 +18,19 @@ describe("ContentIds", () => {
     all.fill(0);
     assert.notDeepEqual(ids.at(5), new Uint8Array(32));
   });
+
+  it("pushFrom appends the ID at an offset, as push of a view there does", () => {
+    const all = randomBytes(32 * 200 + 5, 32);
+    const a = new ContentIds();
+    const b = new ContentIds();
+    for (let i = 0; i < 200; i++) {
+      const at = 5 + 32 * i;
+      if (i % 3 === 0) a.push(all.subarray(at, at + 32), true);
+      else a.pushFrom(all, at);
+      b.push(all.subarray(at, at + 32), i % 3 === 0);
+    }
+    assert.deepEqual(a.bytes, b.bytes);
+    assert.deepEqual(a.bytes, all.subarray(5));
+    for (let i = 0; i < 200; i++) assert.equal(a.isDelta(i), i % 3 === 0, `entry ${i}`);
+  });
 });

@@ -21,6 +21,15 @@ export class ContentIds {
     this.length++;
   }
 
+  /** Appends the ID at `bytes[at..at+32]` (not a delta's), without a view of it. */
+  pushFrom(bytes: Uint8Array, at: number): void {
+    if (this.length === this.deltas.length) this.grow();
+    const to = this.length * ID_BYTES;
+    for (let i = 0; i < ID_BYTES; i++) this.buf[to + i] = bytes[at + i];
+    this.deltas[this.length] = 0;
+    this.length++;
+  }
+
   /** ID `i`, a view (valid until the next push). */
   at(i: number): Uint8Array {
     return this.buf.subarray(i * ID_BYTES, (i + 1) * ID_BYTES);

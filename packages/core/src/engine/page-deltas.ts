@@ -419,7 +419,6 @@ export class PageDeltas {
   ): Promise<PageBatchResult> {
     const n = batch.lengths.length;
     const plans = new Uint8Array(n);
-    const baseFor = new Array<Uint8Array | undefined>(n);
     const starts = new Array<number>(n + 1);
     starts[0] = 0;
     let lo = -1;
@@ -432,11 +431,13 @@ export class PageDeltas {
       const id = batch.ids.subarray(32 * k, 32 * k + 32);
       // An ID the chunker took from the certified image without hashing is trusted only to name
       // a blob stored already: a page to store is hashed here, whatever the image said.
-      if (same?.[k] === 2 && !packer.hasId(id)) {
+      let known = packer.hasId(id);
+      if (!known && same?.[k] === 2) {
         const { p, keys } = this.repo;
         id.set(blobId(p, keys.id, BLOB_DATA, batch.bytes.subarray(starts[k], starts[k + 1])));
+        known = packer.hasId(id);
       }
-      if (packer.hasId(id)) {
+      if (known) {
         plans[k] = Plan.Known;
         continue;
       }
@@ -444,8 +445,7 @@ export class PageDeltas {
         plans[k] = Plan.Again;
         continue;
       }
-      baseFor[k] = len === this.pageSize ? this.baseOf(first + k) : undefined;
-      if (baseFor[k] === undefined) {
+      if (len !== this.pageSize || this.baseOf(first + k) === undefined) {
         plans[k] = Plan.Whole;
         continue;
       }
@@ -470,15 +470,17 @@ export class PageDeltas {
     };
     for (let k = 0; k < n; k++) {
       const page = first + k;
-      const id = batch.ids.subarray(32 * k, 32 * k + 32);
-      const chunk = batch.bytes.subarray(starts[k], starts[k + 1]);
       if (plans[k] === Plan.Known) {
-        ids.push(id);
+        // Most pages of a day: no view of their bytes or ID is made (views that lived across
+        // an await below were a third of what the main thread's collections kept).
+        ids.pushFrom(batch.ids, 32 * k);
         // A page whose content is not what the parent listed here becomes this page's base; an
         // image not certified gets every page that is not in it already.
-        if (this.certified ? !this.parentListed(page, id) : !same?.[k]) toImage(k);
+        if (this.certified ? !this.parentListed(page, batch.ids, 32 * k) : !same?.[k]) toImage(k);
         continue;
       }
+      const id = batch.ids.subarray(32 * k, 32 * k + 32);
+      const chunk = batch.bytes.subarray(starts[k], starts[k + 1]);
       if (plans[k] === Plan.Again) {
         const delta = this.parentIds.subarray(32 * page, 32 * page + 32);
         const base = this.parentBases.subarray(32 * page, 32 * page + 32);
@@ -488,7 +490,7 @@ export class PageDeltas {
         continue;
       }
       if (plans[k] === Plan.Delta) {
-        const base = baseFor[k]!;
+        const base = this.baseIdOf(page);
         const found = hints
           ? this.hinted(hints, k, base)
           : this.computed(chunk, bases.subarray(page * this.pageSize - at), base);
@@ -594,16 +596,22 @@ export class PageDeltas {
    */
   private baseOf(page: number): Uint8Array | undefined {
     if (page >= this.parentPages) return undefined;
-    const base = this.parentHasBase[page]
-      ? this.parentBases.subarray(32 * page, 32 * page + 32)
-      : this.parentIds.subarray(32 * page, 32 * page + 32);
+    const base = this.baseIdOf(page);
     return this.repo.liveLengthOf(base, BLOB_DATA) === this.pageSize ? base : undefined;
   }
 
-  /** Whether the parent listed `id` itself (not a delta) for page `page`. */
-  private parentListed(page: number, id: Uint8Array): boolean {
+  /** The ID `baseOf` checks for page `page` (below the parent's page count), unchecked. */
+  private baseIdOf(page: number): Uint8Array {
+    const ids = this.parentHasBase[page] ? this.parentBases : this.parentIds;
+    return ids.subarray(32 * page, 32 * page + 32);
+  }
+
+  /** Whether the parent listed the ID at `ids[at..at+32]` itself (not a delta) for page `page`. */
+  private parentListed(page: number, ids: Uint8Array, at: number): boolean {
     if (page >= this.parentPages || this.parentHasBase[page]) return false;
-    return equalBytes(this.parentIds.subarray(32 * page, 32 * page + 32), id);
+    const parent = this.parentIds;
+    for (let i = 0; i < 32; i++) if (parent[32 * page + i] !== ids[at + i]) return false;
+    return true;
   }
 }
 
