@@ -131,7 +131,7 @@ export class IdSet {
 }
 
 /**
- * A set of 32-byte IDs that can shrink, for a few thousand IDs at a time (the packer's blobs
+ * A set of 32-byte IDs that can shrink, for the IDs of a few packs at a time (the packer's blobs
  * queued and not yet indexed): a Map keyed by each ID's first 30 bits, a small integer, so no
  * hex string is made per question (a day's backup asks about every changed page several times).
  * IDs are held by reference: the caller must not change their bytes while they are in the set.
@@ -152,7 +152,7 @@ export class IdRefSet {
     return held.some((other) => equalBytes(other, id));
   }
 
-  /** Adds `id` (32 bytes), which the caller knows is not held. */
+  /** Adds `id` (32 bytes). Callers add an ID once; a duplicate is harmless (delete drops both). */
   add(id: Uint8Array): void {
     this.count++;
     const key = keyOf(id);

@@ -128,4 +128,14 @@ describe("IdRefSet", () => {
     assert.equal(set.size, 0);
     assert.equal(set.has(later), false);
   });
+
+  it("keeps the one ID under a key when asked to delete another ID with that key", () => {
+    const set = new IdRefSet();
+    const held = new Uint8Array(randomBytes(32));
+    const other = sharing(held, new Uint8Array(randomBytes(32)));
+    set.add(held);
+    set.delete(other);
+    assert.equal(set.has(held), true);
+    assert.equal(set.size, 1);
+  });
 });

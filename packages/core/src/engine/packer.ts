@@ -78,7 +78,7 @@ class Growable {
  * what makes an interrupted backup harmless.
  *
  * Bytes are copied once, into a reused segment buffer, when a blob is added: callers may reuse
- * their buffers afterwards. Sealed segments go to storage as they come (`createAddressed`):
+ * their data buffers afterwards (not the ID's: see `add`). Sealed segments go to storage as they come (`createAddressed`):
  * a pack is never whole in memory where the storage can write it in parts (local folders), and
  * the pack is named by a hash taken as it is written. Where an operation fails, `abort` removes
  * the pack being written.
@@ -150,7 +150,10 @@ export class Packer {
     return this.repo.hasId(id) || this.pending.has(id);
   }
 
-  /** Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. */
+  /**
+   * Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. `id`
+   * is kept by reference until the blob's pack is stored: its bytes must not change until then.
+   */
   async add(type: BlobType, id: Uint8Array, data: Uint8Array, compress: boolean): Promise<void> {
     // Readers refuse larger blobs; storing one would make the whole index unreadable.
     if (data.length > MAX_BLOB_BYTES) {
