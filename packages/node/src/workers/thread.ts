@@ -14,7 +14,6 @@ import {
   concat,
   deltaPays,
   deriveKeys,
-  equalBytes,
   LocketError,
   openAndCheck,
   type PageDeltaHints,
@@ -253,7 +252,7 @@ class DeltaHints {
   private readonly known: Uint8Array;
   /** Pages added so far. */
   private pages = 0;
-  private window = new Uint8Array(IMAGE_WINDOW_BYTES);
+  private readonly window = Buffer.alloc(IMAGE_WINDOW_BYTES);
   private windowStart = 0;
   private windowEnd = 0;
   private at: number[] = [];
@@ -300,22 +299,22 @@ class DeltaHints {
    * not hashed), else its keyed hash.
    */
   add(page: Uint8Array): Uint8Array {
+    // Every page of a database passes here on every backup: no view is made of the image's page,
+    // its given ID or its known ID unless the page changed (a day's backup is ~95 k pages).
     const k = this.pages++;
-    const old = page.length === this.pageSize ? this.imageAt(this.pos) : undefined;
+    const at = page.length === this.pageSize ? this.imageAt(this.pos) : -1;
     this.pos += page.length;
-    const same = old !== undefined && bytesEqual(old, page);
-    const given =
-      same && 32 * k + 32 <= this.imageIds.length
-        ? this.imageIds.subarray(32 * k, 32 * k + 32)
-        : undefined;
+    const n = this.pageSize;
+    const same = at >= 0 && this.window.compare(page, 0, n, at, at + n) === 0;
     // Zeros: no ID known for that page.
-    const trusted = given?.some((b) => b !== 0) === true;
-    const id = trusted && given ? given : blobId(p, keys.id, BLOB_DATA, page);
+    const trusted = same && hasNonZero(this.imageIds, 32 * k);
+    const id = trusted
+      ? this.imageIds.subarray(32 * k, 32 * k + 32)
+      : blobId(p, keys.id, BLOB_DATA, page);
     this.same.push(trusted ? 2 : same ? 1 : 0);
-    const known =
-      32 * k + 32 <= this.known.length && equalBytes(this.known.subarray(32 * k, 32 * k + 32), id);
     // A page equal to the image needs no delta (it would be all zeros), nor one the parent had.
-    this.at.push(old && !same && !known ? this.delta(page, old) : -1);
+    const delta = at >= 0 && !same && !idAt(this.known, 32 * k, id);
+    this.at.push(delta ? this.delta(page, this.window.subarray(at, at + n)) : -1);
     return id;
   }
 
@@ -358,8 +357,11 @@ class DeltaHints {
     } catch {}
   }
 
-  /** The image's page at file offset `at`, or undefined past its end or on a read error. */
-  private imageAt(at: number): Uint8Array | undefined {
+  /**
+   * Where the image's page at file offset `at` starts in the window, after reading the window
+   * there when needed; -1 past the image's end or on a read error.
+   */
+  private imageAt(at: number): number {
     const n = this.pageSize;
     if (at < this.windowStart || at + n > this.windowEnd) {
       try {
@@ -368,17 +370,24 @@ class DeltaHints {
       } catch {
         this.windowEnd = at;
       }
-      if (at + n > this.windowEnd) return undefined;
+      if (at + n > this.windowEnd) return -1;
     }
-    return this.window.subarray(at - this.windowStart, at - this.windowStart + n);
+    return at - this.windowStart;
   }
 }
 
-/** Whether `a` and `b` hold the same bytes (native: a page is compared on every backup). */
-function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(
-    Buffer.from(b.buffer, b.byteOffset, b.length),
-  );
+/** Whether `ids` holds 32 bytes at `at` and not all of them are zero. */
+function hasNonZero(ids: Uint8Array, at: number): boolean {
+  if (at + 32 > ids.length) return false;
+  for (let i = at; i < at + 32; i++) if (ids[i] !== 0) return true;
+  return false;
+}
+
+/** Whether `ids` holds `id` (32 bytes) at `at`. */
+function idAt(ids: Uint8Array, at: number, id: Uint8Array): boolean {
+  if (at + 32 > ids.length) return false;
+  for (let i = 0; i < 32; i++) if (ids[at + i] !== id[i]) return false;
+  return true;
 }
 
 /** Bytes of the base image read at once by DeltaHints. */
