@@ -73,7 +73,15 @@ export class BlobIndex {
 
   /** The location of blob `id` (hex), or undefined. */
   get(id: string): BlobLocation | undefined {
-    const n = this.ids.indexOfHex(id);
+    return this.locationOf(this.ids.indexOfHex(id));
+  }
+
+  /** `get` for an ID as bytes (32 of them). */
+  getId(id: Uint8Array): BlobLocation | undefined {
+    return this.locationOf(this.ids.indexOf(id));
+  }
+
+  private locationOf(n: number): BlobLocation | undefined {
     if (n < 0) return undefined;
     const f = n * 4;
     return {

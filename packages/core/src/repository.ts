@@ -1,5 +1,5 @@
 import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
-import { concat, fromHex, releasable, toHex } from "./bytes.ts";
+import { concat, equalBytes, fromHex, releasable, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { checkFreshness } from "./engine/freshness.ts";
@@ -50,9 +50,9 @@ import {
 import { AddressedWriter, BufferedObjectWriter } from "./storage/object-writer.ts";
 import type { ObjectKind, Storage } from "./storage/storage.ts";
 
-/** A blob a reader will take, by ID (hex), with its location. */
+/** A blob a reader will take, by ID (32 bytes), with its location. */
 export interface BlobRef {
-  readonly id: string;
+  readonly id: Uint8Array;
   readonly loc: BlobLocation;
 }
 
@@ -65,19 +65,22 @@ export interface SegmentRead {
 /** A decoded segment in the cache, with the blobs already checked against their IDs. */
 interface OpenSegment {
   readonly payload: Uint8Array;
-  /** The blobs checked (hex ID), each at the place it was checked. */
-  readonly checked: ReadonlyMap<string, BlobLocation>;
+  /** The blobs checked, by their offset in the payload: each at the place it was checked. */
+  readonly checked: ReadonlyMap<number, BlobRef>;
 }
 
 /** Whether `loc` is where blob `id` was checked, so a check never vouches for another place. */
-function checkedAt(checked: ReadonlyMap<string, BlobLocation>, id: string, loc: BlobLocation) {
-  const c = checked.get(id);
+function checkedAt(checked: ReadonlyMap<number, BlobRef>, id: Uint8Array, loc: BlobLocation) {
+  const c = checked.get(loc.offset);
   return (
-    c !== undefined && c.type === loc.type && c.offset === loc.offset && c.length === loc.length
+    c !== undefined &&
+    c.loc.type === loc.type &&
+    c.loc.length === loc.length &&
+    equalBytes(c.id, id)
   );
 }
 
-const NOTHING_CHECKED: ReadonlyMap<string, BlobLocation> = new Map();
+const NOTHING_CHECKED: ReadonlyMap<number, BlobRef> = new Map();
 
 /** A segment in the cache: its promise, its size, and its value once it has arrived. */
 interface CachedSegment {
@@ -260,6 +263,11 @@ export class Repository {
   /** Where blob `id` (hex) can be read: a live pack, else a condemned one; undefined if neither. */
   lookup(id: string): BlobLocation | undefined {
     return this.index.get(id) ?? this.condemnedIndex.get(id);
+  }
+
+  /** `lookup` for an ID as bytes (32 of them). */
+  lookupId(id: Uint8Array): BlobLocation | undefined {
+    return this.index.getId(id) ?? this.condemnedIndex.getId(id);
   }
 
   /** `lookup(id)?.type`, without building a location (a restore asks once per page). */
@@ -455,8 +463,16 @@ export class Repository {
   async loadBlob(id: string, expectType?: BlobType): Promise<Uint8Array> {
     const loc = this.lookup(id);
     if (!loc) throw new IntegrityError(`blob ${id} is referenced but no index lists it`);
+    return this.loadBlobAt(fromHex(id), loc, expectType);
+  }
+
+  /**
+   * `loadBlob` for a blob given by its ID's bytes whose location the caller looked up already
+   * (`lookupId(id)`). @throws {IntegrityError} as loadBlob does.
+   */
+  async loadBlobAt(id: Uint8Array, loc: BlobLocation, expectType?: BlobType): Promise<Uint8Array> {
     if (expectType !== undefined && loc.type !== expectType) {
-      throw new IntegrityError(`blob ${id} has type ${loc.type}, expected ${expectType}`);
+      throw new IntegrityError(`blob ${toHex(id)} has type ${loc.type}, expected ${expectType}`);
     }
     return this.blobIn(id, loc, await this.loadSegment(loc));
   }
@@ -469,17 +485,18 @@ export class Repository {
    */
   readyBlob(id: string, expectType?: BlobType): Uint8Array | undefined {
     const loc = this.lookup(id);
-    return loc && this.readyBlobAt(id, loc, segmentKey(loc), expectType);
+    return loc && this.readyBlobAt(fromHex(id), loc, segmentKey(loc), expectType);
   }
 
   /**
-   * `readyBlob` for a blob whose location the caller looked up already (`lookup(id)`, and
-   * `segmentKey` of it as `key`): a restore plans its reads with the locations and takes
-   * 100 000 pages this way. The blob is verified against `id` at `loc` all the same.
+   * `readyBlob` for a blob given by its ID's bytes whose location the caller looked up already
+   * (`lookupId(id)`, and `segmentKey` of it as `key`): a restore plans its reads with the
+   * locations and takes 100 000 pages this way, with no hex string per page. The blob is
+   * verified against `id` at `loc` all the same.
    * @throws {IntegrityError} as loadBlob does.
    */
   readyBlobAt(
-    id: string,
+    id: Uint8Array,
     loc: BlobLocation,
     key: string,
     expectType?: BlobType,
@@ -487,23 +504,23 @@ export class Repository {
     const opened = this.segments.get(key)?.value;
     if (!opened) return undefined;
     if (expectType !== undefined && loc.type !== expectType) {
-      throw new IntegrityError(`blob ${id} has type ${loc.type}, expected ${expectType}`);
+      throw new IntegrityError(`blob ${toHex(id)} has type ${loc.type}, expected ${expectType}`);
     }
     return this.blobIn(id, loc, opened);
   }
 
   /** Blob `id` at `loc` in its opened segment, verified against its keyed ID unless the opener did. */
-  private blobIn(id: string, loc: BlobLocation, { payload, checked }: OpenSegment): Uint8Array {
+  private blobIn(id: Uint8Array, loc: BlobLocation, { payload, checked }: OpenSegment): Uint8Array {
     if (loc.offset + loc.length > payload.length) {
-      throw new IntegrityError(`blob ${id} lies outside its segment`, `data/${loc.pack}`);
+      throw new IntegrityError(`blob ${toHex(id)} lies outside its segment`, `data/${loc.pack}`);
     }
     const plain = payload.subarray(loc.offset, loc.offset + loc.length);
     // The opener may have checked this blob already, at this very place, off the main thread.
     if (checkedAt(checked, id, loc)) return plain;
     const actual = blobId(this.p, this.keys.id, loc.type, plain);
-    if (toHex(actual) !== id) {
+    if (!equalBytes(actual, id)) {
       throw new IntegrityError(
-        `blob ${id} does not match its ID (swapped or forged data)`,
+        `blob ${toHex(id)} does not match its ID (swapped or forged data)`,
         `data/${loc.pack}`,
       );
     }
@@ -535,7 +552,7 @@ export class Repository {
       start: s.loc.segmentOffset - start,
       length: s.loc.segmentLength,
       blobs: s.blobs.map((b) => ({
-        id: fromHex(b.id),
+        id: b.id,
         type: b.loc.type,
         offset: b.loc.offset,
         length: b.loc.length,
@@ -548,9 +565,9 @@ export class Repository {
     todo.forEach((s, i) => {
       const one = opened.then(async (all) => {
         const { payload, matches } = await all[i];
-        const checked = new Map<string, BlobLocation>();
+        const checked = new Map<number, BlobRef>();
         s.blobs.forEach((b, j) => {
-          if (matches[j]) checked.set(b.id, b.loc);
+          if (matches[j]) checked.set(b.loc.offset, b);
         });
         return { payload, checked };
       });

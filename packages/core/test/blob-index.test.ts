@@ -37,10 +37,12 @@ describe("BlobIndex", () => {
     for (let i = 0; i < 1000; i++) assert.equal(index.hasId(randomBytes(32)), false);
     for (const [hex, expected] of [...reference].slice(0, 1000)) {
       const id = Buffer.from(hex, "hex");
+      assert.deepEqual(index.getId(id), expected);
       assert.equal(index.lengthOfId(id, expected.type), expected.length);
       assert.equal(index.lengthOfId(id, ((expected.type + 1) % 3) as 0 | 1 | 2), -1, "other type");
     }
     assert.equal(index.lengthOfId(randomBytes(32), 0), -1);
+    assert.equal(index.getId(randomBytes(32)), undefined);
     assert.equal(index.hasId(Buffer.from([...reference.keys()][0], "hex").subarray(0, 31)), false);
   });
 

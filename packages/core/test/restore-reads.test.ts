@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { segmentKey } from "../src/blob-index.ts";
+import { concat } from "../src/bytes.ts";
 import type { Primitives } from "../src/crypto/primitives.ts";
 import { backup } from "../src/engine/backup.ts";
 import { MemoryPageBaseStore } from "../src/engine/page-deltas.ts";
@@ -51,6 +52,25 @@ async function mediaAndDatabase(database = true) {
   const reader = await Repository.open(storage, p, KEY);
   await reader.loadIndex();
   return { storage, reader, files: await latestFiles(reader), packBytes, packs };
+}
+
+/**
+ * `storage`'s repository opened afresh with a local segment opener, counting the keyed hashes
+ * the reader itself computes (the opener's are not counted).
+ */
+async function countingReader(storage: MemoryStorage) {
+  const hashed = { count: 0 };
+  const counting: Primitives = {
+    ...p,
+    hmacSha256: (key, ...data) => {
+      hashed.count++;
+      return p.hmacSha256(key, ...data);
+    },
+  };
+  const reader = await Repository.open(storage, counting, KEY);
+  await reader.loadIndex();
+  reader.useSegmentOpener(localSegmentOpener(p, reader.keys));
+  return { reader, hashed };
 }
 
 /** The files of `repo`'s latest snapshot, in the order a restore reads them. */
@@ -154,23 +174,42 @@ describe("restore reads", () => {
       parent: null,
     });
 
-    let hashedHere = 0;
-    const counting: Primitives = {
-      ...p,
-      hmacSha256: (key, ...data) => {
-        hashedHere++;
-        return p.hmacSha256(key, ...data);
-      },
-    };
-    const reader = await Repository.open(storage, counting, KEY);
-    await reader.loadIndex();
-    reader.useSegmentOpener(localSegmentOpener(p, reader.keys));
+    const { reader, hashed } = await countingReader(storage);
     const files = await latestFiles(reader);
-    hashedHere = 0;
+    hashed.count = 0;
     const restored: Uint8Array[] = [];
     for await (const ev of readFiles(reader, files)) if (!ev.done) restored.push(ev.chunk);
     assert.deepEqual(Buffer.concat(restored), Buffer.from(db));
-    assert.equal(hashedHere, 0, "blobs hashed by the reader instead of the segment opener");
+    assert.equal(hashed.count, 0, "blobs hashed by the reader instead of the segment opener");
+  });
+
+  it("trust the opener's check of a blob only for that ID at that place, and plan no more than given", async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, p, KEY);
+    await backup(repo, sourceTree({ "chat.db": fakeSqlite(300, 6) }), { host: "h", paths: ["x"] });
+    const { reader, hashed } = await countingReader(storage);
+    const [file] = await latestFiles(reader);
+    const ids = await reader.contentIdBytes(file.node);
+    const reads = new BlobReads(reader, ids.subarray(0, 64));
+    for (let i = 0; i < 2; i++) {
+      const next = reads.next(BLOB_DATA);
+      if (!(next instanceof Uint8Array)) await next;
+    }
+    assert.throws(() => reads.next(BLOB_DATA), RangeError, "a third call past two planned IDs");
+    const first = ids.subarray(0, 32);
+    const loc = reader.lookupId(first)!;
+    hashed.count = 0;
+    assert.ok(reader.readyBlobAt(first, loc, segmentKey(loc), BLOB_DATA));
+    assert.equal(hashed.count, 0, "checked by the opener at this place");
+    // Another ID said to live at that place (a forged index entry): hashed here, and refused.
+    const other = new Uint8Array(first);
+    other[31] ^= 1;
+    assert.throws(
+      () => reader.readyBlobAt(other, loc, segmentKey(loc), BLOB_DATA),
+      (err: unknown) => err instanceof IntegrityError && /does not match its ID/.test(err.message),
+    );
+    assert.equal(hashed.count, 1);
+    await assert.rejects(reader.loadBlobAt(first, loc, BLOB_TREE), IntegrityError);
   });
 
   it("give the memory of evicted segments back with `release`, and still restore byte for byte", async () => {
@@ -225,14 +264,14 @@ describe("restore reads", () => {
 
   it("keep each blob a releasing BlobReads returns whole until the second call after it", async () => {
     const { reader, files } = await mediaAndDatabase();
-    const ids = (await Promise.all(files.map((f) => reader.contentIds(f.node)))).flat();
+    const ids = await Promise.all(files.map((f) => reader.contentIdBytes(f.node)));
     for (const cache of [64 * 1024, 1 << 20, 4 << 20]) {
       reader.segmentCacheBytes = cache;
-      const reads = new BlobReads(reader, ids, { release: true });
+      const reads = new BlobReads(reader, concat(...ids), { release: true });
       let last: { blob: Uint8Array; copy: Buffer } | undefined;
       let detached = 0;
-      for (const id of ids) {
-        const next = reads.next(id, BLOB_DATA);
+      for (let i = 0; i < ids.reduce((n, part) => n + part.length / 32, 0); i++) {
+        const next = reads.next(BLOB_DATA);
         const blob = next instanceof Uint8Array ? next : await next;
         // The blob of the call before this one is still what it was.
         if (last) assert.deepEqual(Buffer.from(last.blob), last.copy, `cache ${cache}`);

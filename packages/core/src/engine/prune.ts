@@ -1,4 +1,4 @@
-import { fromHex, toHex } from "../bytes.ts";
+import { concat, fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_LIST } from "../format/blob.ts";
 import {
@@ -257,13 +257,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // Read ahead as a restore does, within the segment cache (reading a whole pack ahead made a
   // small cache drop segments before they were used, and read them twice), the segments opened
   // by the segment opener (worker threads in Node) while earlier blobs are repacked.
-  const order = repack.flatMap((r) => r.entries.map((e) => toHex(e.id)));
-  const reads = new BlobReads(repo, order);
-  let at = 0;
+  const reads = new BlobReads(repo, concat(...repack.flatMap((r) => r.entries.map((e) => e.id))));
   try {
     for (const r of repack) {
       for (const e of r.entries) {
-        const next = reads.next(order[at++], e.type);
+        const next = reads.next(e.type);
         const plain = next instanceof Uint8Array ? next : await next;
         await packer.add(e.type, e.id, plain, true);
         repackedBytes += e.length;
@@ -330,9 +328,9 @@ async function markUsed(
     const lists = new Set<string>();
     for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
     const fresh = [...lists].filter((l) => !used.hasHex(l));
-    const reads = new BlobReads(repo, fresh);
+    const reads = new BlobReads(repo, concat(...fresh.map(fromHex)));
     for (const list of fresh) {
-      const next = reads.next(list, BLOB_LIST);
+      const next = reads.next(BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
       used.addHex(list);
       const ids = await repo.listIdBytes(list);

@@ -1,5 +1,5 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
-import { releaseWhole, xorInto } from "../bytes.ts";
+import { concat, fromHex, releaseWhole, toHex, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
@@ -81,31 +81,47 @@ export async function* readFiles(
   // a round trip each before any data moved.
   const lists = new BlobReads(
     repo,
-    files.flatMap((f) => f.node.lists ?? []),
+    concat(...files.flatMap((f) => f.node.lists ?? []).map(fromHex)),
   );
-  const ids: string[][] = [];
+  // Every file's content IDs, back to back (32 bytes each): a database's 126 k pages as hex
+  // strings, and the objects planned from them, were most of the main thread's work.
+  const parts: Uint8Array[] = [];
+  const starts = [0];
+  let end = 0;
   for (const f of files) {
+    const own = (f.node.content ?? []).map(fromHex);
     for (const list of f.node.lists ?? []) {
-      const next = lists.next(list, BLOB_LIST);
+      const next = lists.next(BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
+      own.push(await repo.listIdBytes(list)); // checked as a list, from the cache
     }
-    ids.push(await repo.contentIds(f.node));
+    for (const part of own) {
+      parts.push(part);
+      end += part.length;
+    }
+    starts.push(end);
   }
   // A delta's base follows it in the content list, so the plan reads both in list order.
-  const reads = new BlobReads(repo, ids.flat(), options);
+  const all = concat(...parts);
+  parts.length = 0;
+  const reads = new BlobReads(repo, all, options);
   const pages = new Slabs();
   try {
     for (let f = 0; f < files.length; f++) {
       const { node, path } = files[f];
-      const fileIds = ids[f];
-      // Let go of what is read: every garbage collection during the restore traces what is kept.
-      ids[f] = [];
       let size = 0;
-      for (const { id, base } of repo.entriesOf(fileIds, path)) {
-        const next = reads.next(id, base === undefined ? BLOB_DATA : BLOB_DELTA);
+      for (let at = starts[f]; at < starts[f + 1]; at += 32) {
+        const id = all.subarray(at, at + 32);
+        const delta = repo.typeOfId(id) === BLOB_DELTA;
+        if (delta && at + 32 === starts[f + 1]) {
+          throw new IntegrityError(`file ${path}: delta blob ${toHex(id)} has no base after it`);
+        }
+        const next = reads.next(delta ? BLOB_DELTA : BLOB_DATA);
         let chunk = next instanceof Uint8Array ? next : await next;
-        if (base !== undefined)
-          chunk = applyDelta(chunk, await reads.next(base, BLOB_DATA), id, path, pages);
+        if (delta) {
+          chunk = applyDelta(chunk, await reads.next(BLOB_DATA), id, path, pages);
+          at += 32;
+        }
         size += chunk.length;
         if (size > node.size) break;
         yield { file: f, chunk };
@@ -130,13 +146,13 @@ export async function* readFiles(
 function applyDelta(
   delta: Uint8Array,
   base: Uint8Array,
-  id: string,
+  id: Uint8Array,
   path: string,
   slabs: Slabs,
 ): Uint8Array {
   if (delta.length !== base.length) {
     throw new IntegrityError(
-      `file ${path}: delta blob ${id} is ${delta.length} bytes, its base ${base.length}`,
+      `file ${path}: delta blob ${toHex(id)} is ${delta.length} bytes, its base ${base.length}`,
     );
   }
   const out = slabs.take(delta.length);
@@ -217,8 +233,8 @@ function decodedBound(s: SegmentRead): number {
  */
 export class BlobReads {
   private readonly repo: Repository;
-  /** The IDs to read, in order; each is let go once planned. */
-  private readonly source: (string | undefined)[];
+  /** The IDs to read, in order, 32 bytes each. */
+  private readonly source: Uint8Array;
   private readonly plan = new SegmentPlan();
   /** Runs of segments to fetch, in order; each is dropped once requested. */
   private readonly runs: PlannedSegment[][] = [];
@@ -240,9 +256,10 @@ export class BlobReads {
   /** With `release`: the payloads evicted from the repository's cache, not released yet. */
   private readonly evictions?: EvictionLog;
 
-  constructor(repo: Repository, ids: Iterable<string>, options: { release?: boolean } = {}) {
+  /** `ids`: the blobs to read, in order, 32 bytes each (the reader keeps the buffer). */
+  constructor(repo: Repository, ids: Uint8Array, options: { release?: boolean } = {}) {
     this.repo = repo;
-    this.source = [...ids];
+    this.source = ids;
     const { readAheadBytes, maxRequestBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
     this.maxRequestBytes = maxRequestBytes;
@@ -286,7 +303,7 @@ export class BlobReads {
     const at = this.before[Math.max(this.segment, 0)] ?? this.total;
     const window = this.readAheadBytes / 2;
     while (
-      this.plannedIds < this.source.length &&
+      this.plannedIds < this.source.length / 32 &&
       (this.call >= this.plannedIds - PLAN_PIECE_IDS / 2 ||
         this.total - at < this.readAheadBytes + window)
     ) {
@@ -296,12 +313,10 @@ export class BlobReads {
 
   private planPiece(window: number): void {
     const from = this.plannedIds;
-    const to = Math.min(this.source.length, from + PLAN_PIECE_IDS);
+    const to = Math.min(this.source.length / 32, from + PLAN_PIECE_IDS);
     const first = this.plan.segments.length;
-    for (let k = from; k < to; k++) {
-      this.plan.add(this.repo, this.source[k]!);
-      this.source[k] = undefined;
-    }
+    for (let k = from; k < to; k++)
+      this.plan.add(this.repo, this.source.subarray(32 * k, 32 * k + 32));
     const segments = this.plan.segments.slice(first) as PlannedSegment[];
     this.plan.segments.fill(undefined, first);
     for (const s of segments) {
@@ -322,24 +337,26 @@ export class BlobReads {
   }
 
   /**
-   * Blob `id` (hex) of type `type`, the next one of the plan, verified: at once when its segment
+   * The next blob of the plan, verified, which must be of type `type`: at once when its segment
    * has arrived, else a promise of it.
    * @throws {IntegrityError} when it is missing or damaged.
+   * @throws {RangeError} when every planned blob was taken already.
    */
-  next(id: string, type: BlobType): Uint8Array | Promise<Uint8Array> {
+  next(type: BlobType): Uint8Array | Promise<Uint8Array> {
+    if (this.call >= this.source.length / 32) {
+      throw new RangeError("BlobReads.next: every planned blob was taken already");
+    }
     this.release();
     this.planAhead();
-    // The segment the plan has for this call; one of an unplanned ID counts as the last one's.
-    const call = this.call;
-    const { entryOf, ids, locs } = this.plan;
-    const planned = call < entryOf.length ? entryOf[this.call++] : -1;
+    const call = this.call++;
+    const id = this.source.subarray(32 * call, 32 * call + 32);
+    const { entryOf, locs } = this.plan;
+    // The segment the plan has for this call (-1: not indexed; loadBlob reports it).
+    const planned = entryOf[call];
     if (planned >= 0) this.segment = planned;
     // Let go of what is taken: every garbage collection during the restore traces what is kept.
-    const loc = planned >= 0 && ids[call] === id ? locs[call] : undefined;
-    if (call < ids.length) {
-      ids[call] = undefined;
-      locs[call] = undefined;
-    }
+    const loc = locs[call];
+    locs[call] = undefined;
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
     while (this.nextRun < this.runs.length && this.runBefore[this.nextRun] <= horizon) {
       const run = this.runs[this.nextRun];
@@ -347,10 +364,11 @@ export class BlobReads {
       for (const s of run) this.plan.forget(s.key);
       this.repo.prefetchRun(run);
     }
-    const ready = loc
-      ? this.repo.readyBlobAt(id, loc, this.keys[planned], type)
-      : this.repo.readyBlob(id, type);
-    return ready ?? this.repo.loadBlob(id, type);
+    if (!loc) return this.repo.loadBlob(toHex(id), type);
+    return (
+      this.repo.readyBlobAt(id, loc, this.keys[planned], type) ??
+      this.repo.loadBlobAt(id, loc, type)
+    );
   }
 }
 
@@ -490,29 +508,39 @@ class SegmentPlan {
   readonly segments: (PlannedSegment | undefined)[] = [];
   /** For each ID added, the index in `segments` of the entry that holds it (-1: not indexed). */
   readonly entryOf: number[] = [];
-  /** For each ID added: the ID, and its location (undefined: not indexed). */
-  readonly ids: (string | undefined)[] = [];
+  /** For each ID added, its location (undefined: not indexed). */
   readonly locs: (BlobLocation | undefined)[] = [];
   /** Keys of the last RECENT_SEGMENTS entries, and their entry indexes. */
   private readonly recent = new Map<string, number>();
-  private readonly bySegment = new Map<string, { blobs: BlobRef[]; ids: Set<string> }>();
+  /** Per segment, the blobs wanted from it, and their offsets in it (one blob per offset). */
+  private readonly bySegment = new Map<string, { blobs: BlobRef[]; offsets: Set<number> }>();
+  /** The last blob's segment and its key: consecutive pages share a segment, and one string. */
+  private lastLoc: BlobLocation | undefined;
+  private lastKey = "";
 
-  add(repo: Repository, id: string): void {
-    const loc = repo.lookup(id);
-    this.ids.push(id);
+  /** Adds blob `id` (32 bytes, held by reference until the segment is read). */
+  add(repo: Repository, id: Uint8Array): void {
+    const loc = repo.lookupId(id);
     this.locs.push(loc);
     if (!loc) {
       this.entryOf.push(-1); // loadBlob reports it, in order
       return;
     }
-    const key = segmentKey(loc);
+    const last = this.lastLoc;
+    const key =
+      last?.pack === loc.pack && last.segmentOffset === loc.segmentOffset
+        ? this.lastKey
+        : segmentKey(loc);
+    this.lastLoc = loc;
+    this.lastKey = key;
     let segment = this.bySegment.get(key);
     if (!segment) {
-      segment = { blobs: [], ids: new Set() };
+      segment = { blobs: [], offsets: new Set() };
       this.bySegment.set(key, segment);
     }
-    if (!segment.ids.has(id)) {
-      segment.ids.add(id);
+    // The index gives an ID one location: the same offset is the same blob, met again.
+    if (!segment.offsets.has(loc.offset)) {
+      segment.offsets.add(loc.offset);
       segment.blobs.push({ id, loc });
     }
     // A segment of one of the last few entries is still in the cache: reading alternately from
