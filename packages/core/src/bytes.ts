@@ -55,6 +55,20 @@ export function parseHexId(hex: string, out: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Blob IDs given as hex (64 lowercase digits each), as their bytes back to back.
+ * @throws {RangeError} for anything that is not such an ID.
+ */
+export function idsFromHex(ids: readonly string[]): Uint8Array {
+  const out = new Uint8Array(32 * ids.length);
+  ids.forEach((id, i) => {
+    if (!parseHexId(id, out.subarray(32 * i, 32 * i + 32))) {
+      throw new RangeError(`not a blob id: ${JSON.stringify(id)}`);
+    }
+  });
+  return out;
+}
+
 /** Value of a lowercase hex digit's character code, or -1. */
 function lowerHexDigit(c: number): number {
   if (c >= 48 && c <= 57) return c - 48; // 0-9
@@ -112,6 +126,14 @@ export function releasable(buffer: ArrayBufferLike): buffer is ArrayBuffer {
 
 /** Concatenates byte arrays into a new one. */
 export function concat(...parts: Uint8Array[]): Uint8Array {
+  return concatAll(parts);
+}
+
+/**
+ * `concat` for parts in an array: a spread of 100 000 or more arguments overflows the stack, so
+ * callers with an unbounded number of parts (a restore's files, a prune's blobs) use this.
+ */
+export function concatAll(parts: readonly Uint8Array[]): Uint8Array {
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { fromHex, toHex } from "../src/bytes.ts";
+import { concatAll, fromHex, idsFromHex, toHex } from "../src/bytes.ts";
 
 describe("toHex and fromHex", () => {
   it("give node's own hex for every byte value and for lengths around the piece size", () => {
@@ -24,5 +24,23 @@ describe("toHex and fromHex", () => {
     assert.deepEqual(fromHex("0AfF"), Uint8Array.of(10, 255));
     assert.throws(() => fromHex("abc"), TypeError);
     assert.throws(() => fromHex("zz"), TypeError);
+  });
+});
+
+describe("concatAll and idsFromHex", () => {
+  it("join 300 000 parts, more than a spread of arguments can take", () => {
+    const parts = Array.from({ length: 300_000 }, (_, i) => Uint8Array.of(i & 255, i >> 8));
+    const joined = concatAll(parts);
+    assert.equal(joined.length, 600_000);
+    assert.deepEqual([...joined.subarray(2 * 299_999)], [299_999 & 255, (299_999 >> 8) & 255]);
+  });
+
+  it("give blob IDs' bytes back to back, and refuse what is not a lowercase 64-digit ID", () => {
+    const ids = Array.from({ length: 5 }, () => randomBytes(32).toString("hex"));
+    assert.equal(toHex(idsFromHex(ids)), ids.join(""));
+    assert.equal(idsFromHex([]).length, 0);
+    for (const bad of [ids[0].toUpperCase(), ids[0].slice(2), `${ids[0].slice(2)}zz`]) {
+      assert.throws(() => idsFromHex([ids[1], bad]), RangeError);
+    }
   });
 });

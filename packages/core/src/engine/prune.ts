@@ -1,4 +1,4 @@
-import { concat, fromHex, toHex } from "../bytes.ts";
+import { concatAll, fromHex, idsFromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
 import { BLOB_LIST } from "../format/blob.ts";
 import {
@@ -257,7 +257,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // Read ahead as a restore does, within the segment cache (reading a whole pack ahead made a
   // small cache drop segments before they were used, and read them twice), the segments opened
   // by the segment opener (worker threads in Node) while earlier blobs are repacked.
-  const reads = new BlobReads(repo, concat(...repack.flatMap((r) => r.entries.map((e) => e.id))));
+  const reads = new BlobReads(repo, concatAll(repack.flatMap((r) => r.entries.map((e) => e.id))));
   try {
     for (const r of repack) {
       for (const e of r.entries) {
@@ -328,7 +328,7 @@ async function markUsed(
     const lists = new Set<string>();
     for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
     const fresh = [...lists].filter((l) => !used.hasHex(l));
-    const reads = new BlobReads(repo, concat(...fresh.map(fromHex)));
+    const reads = new BlobReads(repo, idsFromHex(fresh));
     for (const list of fresh) {
       const next = reads.next(BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;

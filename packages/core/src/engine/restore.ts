@@ -1,5 +1,5 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
-import { concat, fromHex, releaseWhole, toHex, xorInto } from "../bytes.ts";
+import { concatAll, idsFromHex, releaseWhole, toHex, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
@@ -79,17 +79,14 @@ export async function* readFiles(
 ): AsyncGenerator<ReadEvent> {
   // The list blobs of every large file first, read ahead in order: loading them one by one cost
   // a round trip each before any data moved.
-  const lists = new BlobReads(
-    repo,
-    concat(...files.flatMap((f) => f.node.lists ?? []).map(fromHex)),
-  );
+  const lists = new BlobReads(repo, idsFromHex(files.flatMap((f) => f.node.lists ?? [])));
   // Every file's content IDs, back to back (32 bytes each): a database's 126 k pages as hex
   // strings, and the objects planned from them, were most of the main thread's work.
   const parts: Uint8Array[] = [];
   const starts = [0];
   let end = 0;
   for (const f of files) {
-    const own = (f.node.content ?? []).map(fromHex);
+    const own = f.node.content ? [idsFromHex(f.node.content)] : [];
     for (const list of f.node.lists ?? []) {
       const next = lists.next(BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
@@ -102,7 +99,7 @@ export async function* readFiles(
     starts.push(end);
   }
   // A delta's base follows it in the content list, so the plan reads both in list order.
-  const all = concat(...parts);
+  const all = concatAll(parts);
   parts.length = 0;
   const reads = new BlobReads(repo, all, options);
   const pages = new Slabs();
