@@ -65,22 +65,31 @@ export interface SegmentRead {
 /** A decoded segment in the cache, with the blobs already checked against their IDs. */
 interface OpenSegment {
   readonly payload: Uint8Array;
-  /** The blobs checked, by their offset in the payload: each at the place it was checked. */
-  readonly checked: ReadonlyMap<number, BlobRef>;
+  readonly checked: CheckedBlobs;
+}
+
+/**
+ * The blobs of a segment the opener checked: their IDs (a copy, 32 bytes each, so nothing the
+ * reader does to its own buffers changes what was checked), their locations, and by offset in
+ * the payload, their number here.
+ */
+interface CheckedBlobs {
+  readonly ids: Uint8Array;
+  readonly locs: readonly BlobLocation[];
+  readonly byOffset: ReadonlyMap<number, number>;
 }
 
 /** Whether `loc` is where blob `id` was checked, so a check never vouches for another place. */
-function checkedAt(checked: ReadonlyMap<number, BlobRef>, id: Uint8Array, loc: BlobLocation) {
-  const c = checked.get(loc.offset);
-  return (
-    c !== undefined &&
-    c.loc.type === loc.type &&
-    c.loc.length === loc.length &&
-    equalBytes(c.id, id)
-  );
+function checkedAt(checked: CheckedBlobs, id: Uint8Array, loc: BlobLocation): boolean {
+  const k = checked.byOffset.get(loc.offset);
+  if (k === undefined) return false;
+  const c = checked.locs[k];
+  if (c.type !== loc.type || c.length !== loc.length) return false;
+  for (let i = 0; i < 32; i++) if (checked.ids[32 * k + i] !== id[i]) return false;
+  return id.length === 32;
 }
 
-const NOTHING_CHECKED: ReadonlyMap<number, BlobRef> = new Map();
+const NOTHING_CHECKED: CheckedBlobs = { ids: new Uint8Array(0), locs: [], byOffset: new Map() };
 
 /** A segment in the cache: its promise, its size, and its value once it has arrived. */
 interface CachedSegment {
@@ -548,11 +557,20 @@ export class Repository {
       start = Math.min(start, loc.segmentOffset);
       end = Math.max(end, loc.segmentOffset + loc.segmentLength);
     }
-    const segments: SegmentToOpen[] = todo.map((s) => ({
+    // The wanted blobs' IDs copied, one buffer per segment: what the opener checks is what the
+    // cache later vouches for, whatever becomes of the reader's buffers.
+    const ids = todo.map((s) => {
+      const copy = new Uint8Array(32 * s.blobs.length);
+      s.blobs.forEach((b, j) => {
+        copy.set(b.id, 32 * j);
+      });
+      return copy;
+    });
+    const segments: SegmentToOpen[] = todo.map((s, i) => ({
       start: s.loc.segmentOffset - start,
       length: s.loc.segmentLength,
-      blobs: s.blobs.map((b) => ({
-        id: b.id,
+      blobs: s.blobs.map((b, j) => ({
+        id: ids[i].subarray(32 * j, 32 * j + 32),
         type: b.loc.type,
         offset: b.loc.offset,
         length: b.loc.length,
@@ -565,10 +583,11 @@ export class Repository {
     todo.forEach((s, i) => {
       const one = opened.then(async (all) => {
         const { payload, matches } = await all[i];
-        const checked = new Map<number, BlobRef>();
+        const byOffset = new Map<number, number>();
         s.blobs.forEach((b, j) => {
-          if (matches[j]) checked.set(b.loc.offset, b);
+          if (matches[j]) byOffset.set(b.loc.offset, j);
         });
+        const checked: CheckedBlobs = { ids: ids[i], locs: s.blobs.map((b) => b.loc), byOffset };
         return { payload, checked };
       });
       this.cacheSegment(s.loc, one).catch(() => {});

@@ -191,11 +191,12 @@ describe("restore reads", () => {
     const [file] = await latestFiles(reader);
     const ids = await reader.contentIdBytes(file.node);
     const reads = new BlobReads(reader, ids.subarray(0, 64));
+    assert.throws(() => reads.next(1, BLOB_DATA), RangeError, "out of step: the plan is at 0");
     for (let i = 0; i < 2; i++) {
-      const next = reads.next(BLOB_DATA);
+      const next = reads.next(i, BLOB_DATA);
       if (!(next instanceof Uint8Array)) await next;
     }
-    assert.throws(() => reads.next(BLOB_DATA), RangeError, "a third call past two planned IDs");
+    assert.throws(() => reads.next(2, BLOB_DATA), RangeError, "past the two planned IDs");
     const first = ids.subarray(0, 32);
     const loc = reader.lookupId(first)!;
     hashed.count = 0;
@@ -271,7 +272,7 @@ describe("restore reads", () => {
       let last: { blob: Uint8Array; copy: Buffer } | undefined;
       let detached = 0;
       for (let i = 0; i < ids.reduce((n, part) => n + part.length / 32, 0); i++) {
-        const next = reads.next(BLOB_DATA);
+        const next = reads.next(i, BLOB_DATA);
         const blob = next instanceof Uint8Array ? next : await next;
         // The blob of the call before this one is still what it was.
         if (last) assert.deepEqual(Buffer.from(last.blob), last.copy, `cache ${cache}`);

@@ -258,10 +258,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // small cache drop segments before they were used, and read them twice), the segments opened
   // by the segment opener (worker threads in Node) while earlier blobs are repacked.
   const reads = new BlobReads(repo, concatAll(repack.flatMap((r) => r.entries.map((e) => e.id))));
+  let taken = 0;
   try {
     for (const r of repack) {
       for (const e of r.entries) {
-        const next = reads.next(e.type);
+        const next = reads.next(taken++, e.type);
         const plain = next instanceof Uint8Array ? next : await next;
         await packer.add(e.type, e.id, plain, true);
         repackedBytes += e.length;
@@ -329,8 +330,8 @@ async function markUsed(
     for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
     const fresh = [...lists].filter((l) => !used.hasHex(l));
     const reads = new BlobReads(repo, idsFromHex(fresh));
-    for (const list of fresh) {
-      const next = reads.next(BLOB_LIST);
+    for (const [i, list] of fresh.entries()) {
+      const next = reads.next(i, BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
       used.addHex(list);
       const ids = await repo.listIdBytes(list);

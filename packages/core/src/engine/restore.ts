@@ -85,12 +85,14 @@ export async function* readFiles(
   const parts: Uint8Array[] = [];
   const starts = [0];
   let end = 0;
+  let listsTaken = 0;
   for (const f of files) {
     const own = f.node.content ? [idsFromHex(f.node.content)] : [];
     for (const list of f.node.lists ?? []) {
-      const next = lists.next(BLOB_LIST);
+      const next = lists.next(listsTaken++, BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
-      own.push(await repo.listIdBytes(list)); // checked as a list, from the cache
+      // Checked as a list, from the cache; copied, since the cache may let go of its segment.
+      own.push((await repo.listIdBytes(list)).slice());
     }
     for (const part of own) {
       parts.push(part);
@@ -113,10 +115,10 @@ export async function* readFiles(
         if (delta && at + 32 === starts[f + 1]) {
           throw new IntegrityError(`file ${path}: delta blob ${toHex(id)} has no base after it`);
         }
-        const next = reads.next(delta ? BLOB_DELTA : BLOB_DATA);
+        const next = reads.next(at / 32, delta ? BLOB_DELTA : BLOB_DATA);
         let chunk = next instanceof Uint8Array ? next : await next;
         if (delta) {
-          chunk = applyDelta(chunk, await reads.next(BLOB_DATA), id, path, pages);
+          chunk = applyDelta(chunk, await reads.next(at / 32 + 1, BLOB_DATA), id, path, pages);
           at += 32;
         }
         size += chunk.length;
@@ -218,8 +220,8 @@ function decodedBound(s: SegmentRead): number {
  * segments are requested up to READ_AHEAD_BYTES ahead of the reader (at most half the segment
  * cache, counted in decoded bytes where the blobs tell them), neighbouring segments of a pack
  * in one ranged read of about MAX_REQUEST_BYTES (at most a quarter of the cache), and the
- * segment opener checks every blob the reader will take (see SegmentPlan). `next` must be
- * called for the planned IDs, in order.
+ * segment opener checks every blob the reader will take (see SegmentPlan). `next` is called
+ * once per planned ID, in order, with its number in the plan and the type it must have.
  *
  * With `release`, the memory of the segments evicted from the cache is given back as the reader
  * moves on instead of waiting for the garbage collector: a blob that `next` returned then stays
@@ -253,7 +255,10 @@ export class BlobReads {
   /** With `release`: the payloads evicted from the repository's cache, not released yet. */
   private readonly evictions?: EvictionLog;
 
-  /** `ids`: the blobs to read, in order, 32 bytes each (the reader keeps the buffer). */
+  /**
+   * `ids`: the blobs to read, in order, 32 bytes each. The reader keeps the buffer for as long as
+   * it plans: its bytes must not change meanwhile.
+   */
   constructor(repo: Repository, ids: Uint8Array, options: { release?: boolean } = {}) {
     this.repo = repo;
     this.source = ids;
@@ -334,14 +339,15 @@ export class BlobReads {
   }
 
   /**
-   * The next blob of the plan, verified, which must be of type `type`: at once when its segment
-   * has arrived, else a promise of it.
+   * Blob number `index` of the plan (from 0), which must be the next one, verified, and of type
+   * `type`: at once when its segment has arrived, else a promise of it. The index keeps caller
+   * and plan in step: a blob out of step would pass its own ID's check and be another blob.
    * @throws {IntegrityError} when it is missing or damaged.
-   * @throws {RangeError} when every planned blob was taken already.
+   * @throws {RangeError} when `index` is not the next blob of the plan.
    */
-  next(type: BlobType): Uint8Array | Promise<Uint8Array> {
-    if (this.call >= this.source.length / 32) {
-      throw new RangeError("BlobReads.next: every planned blob was taken already");
+  next(index: number, type: BlobType): Uint8Array | Promise<Uint8Array> {
+    if (index !== this.call || index >= this.source.length / 32) {
+      throw new RangeError(`BlobReads.next: asked for blob ${index}, the plan is at ${this.call}`);
     }
     this.release();
     this.planAhead();
@@ -351,7 +357,7 @@ export class BlobReads {
     // The segment the plan has for this call (-1: not indexed; loadBlob reports it).
     const planned = entryOf[call];
     if (planned >= 0) this.segment = planned;
-    // Let go of what is taken: every garbage collection during the restore traces what is kept.
+    // Let go of the location taken: every garbage collection during the restore traces what is kept.
     const loc = locs[call];
     locs[call] = undefined;
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;
@@ -515,7 +521,7 @@ class SegmentPlan {
   private lastLoc: BlobLocation | undefined;
   private lastKey = "";
 
-  /** Adds blob `id` (32 bytes, held by reference until the segment is read). */
+  /** Adds blob `id` (32 bytes, held by reference until its segment is requested). */
   add(repo: Repository, id: Uint8Array): void {
     const loc = repo.lookupId(id);
     this.locs.push(loc);
