@@ -1,5 +1,5 @@
 import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
-import { concat, equalBytes, fromHex, releasable, toHex } from "./bytes.ts";
+import { concat, equalBytes, fromHex, idsFromHex, releasable, toHex } from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { checkFreshness } from "./engine/freshness.ts";
@@ -758,24 +758,33 @@ export class Repository {
    * @throws {IntegrityError} when a delta is last, with no base after it.
    */
   async contentEntries(node: FileNode): Promise<ContentEntry[]> {
-    return this.entriesOf(await this.contentIds(node), node.name);
-  }
-
-  /** `contentEntries` for IDs already expanded (see `contentIds`); `name` is for messages. */
-  entriesOf(ids: readonly string[], name: string): ContentEntry[] {
+    const ids = await this.contentIds(node);
+    const deltas = this.deltaEntries(idsFromHex(ids), node.name);
     const out: ContentEntry[] = [];
     for (let i = 0; i < ids.length; i++) {
-      if (this.typeOf(ids[i]) !== BLOB_DELTA) {
-        out.push({ id: ids[i] });
-        continue;
-      }
-      if (i + 1 === ids.length) {
-        throw new IntegrityError(`file ${name}: delta blob ${ids[i]} has no base after it`);
-      }
-      out.push({ id: ids[i], base: ids[i + 1] });
-      i++;
+      out.push(deltas[i] ? { id: ids[i], base: ids[++i] } : { id: ids[i] });
     }
     return out;
+  }
+
+  /**
+   * The rule that tells a file's entries apart (SPEC §8), for its content IDs as bytes (32 each):
+   * 1 at each delta blob's ID (its base's ID is next), 0 elsewhere (a data blob's ID, a base's,
+   * or an ID the index does not know: reading it reports it). Types come from the index.
+   * @throws {IntegrityError} naming `name` when a delta is last, with no base after it.
+   */
+  deltaEntries(ids: Uint8Array, name: string): Uint8Array {
+    const n = ids.length / 32;
+    const deltas = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const id = ids.subarray(32 * i, 32 * i + 32);
+      if (this.typeOfId(id) !== BLOB_DELTA) continue;
+      if (i + 1 === n) {
+        throw new IntegrityError(`file ${name}: delta blob ${toHex(id)} has no base after it`);
+      }
+      deltas[i++] = 1;
+    }
+    return deltas;
   }
 
   /** The data blob IDs (hex) of list blob `id`. @throws {IntegrityError} when damaged. */

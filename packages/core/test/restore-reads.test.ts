@@ -8,6 +8,7 @@ import { MemoryPageBaseStore } from "../src/engine/page-deltas.ts";
 import { BlobReads, type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
 import { IntegrityError } from "../src/errors.ts";
 import { BLOB_DATA, BLOB_TREE } from "../src/format/blob.ts";
+import type { FileNode } from "../src/format/tree.ts";
 import { Repository } from "../src/repository.ts";
 import { localSegmentOpener } from "../src/segment-opener.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
@@ -211,6 +212,42 @@ describe("restore reads", () => {
     );
     assert.equal(hashed.count, 1);
     await assert.rejects(reader.loadBlobAt(first, loc, BLOB_TREE), IntegrityError);
+  });
+
+  it("refuse a file whose last ID is a page delta with no base after it, before reading it", async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, p, KEY);
+    const pageBases = new MemoryPageBaseStore();
+    const db = fakeSqlite(40, 2);
+    const run = () =>
+      backup(repo, sourceTree({ "chat.db": db }), { host: "h", paths: ["x"], pageBases });
+    await run();
+    db.fill(7, 5 * 4096 + 300, 5 * 4096 + 340);
+    await run();
+    const [file] = await latestFiles(repo);
+    const entries = await repo.contentEntries(file.node);
+    const delta = entries.find((e) => e.base !== undefined);
+    assert.ok(delta, "the second backup stored a page delta");
+    const broken: FileToRead = {
+      path: "broken.db",
+      node: {
+        ...(file.node as FileNode),
+        lists: undefined,
+        content: [entries[0].id, delta.id],
+        size: 8192,
+      },
+    };
+    const chunks: Uint8Array[] = [];
+    await assert.rejects(
+      (async () => {
+        for await (const ev of readFiles(repo, [broken])) if (!ev.done) chunks.push(ev.chunk);
+      })(),
+      (err: unknown) =>
+        err instanceof IntegrityError &&
+        /broken\.db: delta blob [0-9a-f]{64} has no base after it/.test(err.message),
+    );
+    assert.equal(chunks.length, 0, "nothing of the file was given out");
+    await assert.rejects(repo.contentEntries(broken.node), IntegrityError);
   });
 
   it("give the memory of evicted segments back with `release`, and still restore byte for byte", async () => {

@@ -108,18 +108,16 @@ export async function* readFiles(
   try {
     for (let f = 0; f < files.length; f++) {
       const { node, path } = files[f];
+      const first = starts[f] / 32;
+      const deltas = repo.deltaEntries(all.subarray(starts[f], starts[f + 1]), path);
       let size = 0;
-      for (let at = starts[f]; at < starts[f + 1]; at += 32) {
-        const id = all.subarray(at, at + 32);
-        const delta = repo.typeOfId(id) === BLOB_DELTA;
-        if (delta && at + 32 === starts[f + 1]) {
-          throw new IntegrityError(`file ${path}: delta blob ${toHex(id)} has no base after it`);
-        }
-        const next = reads.next(at / 32, delta ? BLOB_DELTA : BLOB_DATA);
+      for (let i = 0; i < deltas.length; i++) {
+        const next = reads.next(first + i, deltas[i] ? BLOB_DELTA : BLOB_DATA);
         let chunk = next instanceof Uint8Array ? next : await next;
-        if (delta) {
-          chunk = applyDelta(chunk, await reads.next(at / 32 + 1, BLOB_DATA), id, path, pages);
-          at += 32;
+        if (deltas[i]) {
+          const id = all.subarray(32 * (first + i), 32 * (first + i + 1));
+          i++; // its base
+          chunk = applyDelta(chunk, await reads.next(first + i, BLOB_DATA), id, path, pages);
         }
         size += chunk.length;
         if (size > node.size) break;
