@@ -13,8 +13,9 @@ import {
 } from "node:fs";
 import { type FileHandle, mkdir, open, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
-import { DatabaseSync } from "node:sqlite";
+import type { DatabaseSync } from "node:sqlite";
 import type { PageBaseImage, PageBaseStore } from "@locket/core";
+import { BUSY, takeLock } from "./file-lock.ts";
 import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
 
 /**
@@ -232,31 +233,6 @@ function removeDurably(path: string): boolean {
     return DIR_FSYNC_UNSUPPORTED.has((err as NodeJS.ErrnoException).code ?? "");
   } finally {
     if (fd !== undefined) closeSync(fd);
-  }
-}
-
-/** What takeLock gives when another connection holds the lock. */
-const BUSY = "held by another backup";
-
-/**
- * Lock file `file` held: an open connection in an exclusive transaction; BUSY when another
- * connection (of this process or another) holds it, or why it cannot be taken. SQLite's locks are the operating system's
- * (fcntl, LockFileEx), released when the connection closes or the process ends; SQLite also keeps
- * two connections of one process apart, which fcntl alone does not. The file stays: deleting a
- * lock file while another process may be opening it would let two hold locks on two files.
- */
-function takeLock(file: string): DatabaseSync | string {
-  let db: DatabaseSync | undefined;
-  try {
-    db = new DatabaseSync(file, { timeout: 0 });
-    db.exec("BEGIN EXCLUSIVE");
-    return db;
-  } catch (err) {
-    try {
-      db?.close();
-    } catch {}
-    // SQLITE_BUSY (5): another connection holds it.
-    return (err as { errcode?: number }).errcode === 5 ? BUSY : (err as Error).message;
   }
 }
 

@@ -14,6 +14,7 @@ import {
   sqlitePageSize,
   VanishedError,
 } from "@locket/core";
+import { takeLock } from "./file-lock.ts";
 
 /** Media selection, like WhatsApp's "include videos". */
 export interface MediaPolicy {
@@ -226,12 +227,14 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     }
   }
   let dir: string | undefined;
+  let lock: DatabaseSync | string | undefined;
   let released = false;
   const release = async () => {
     if (released) return;
     released = true;
     if (db.isTransaction) db.exec("COMMIT");
     db.close();
+    if (typeof lock === "object") lock.close();
     if (dir) await rm(dir, { recursive: true, force: true });
   };
   try {
@@ -241,7 +244,10 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
       (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
     if (!wal || (await walBytes(path)) === 0) return { path, close: release };
     db.exec("COMMIT");
-    dir = await mkdtemp(join(tmpdir(), "locket-sqlite-"));
+    await removeStaleCopies();
+    dir = await mkdtemp(join(tmpdir(), COPY_PREFIX));
+    // Held while the copy is in use, so another backup can tell a copy left by a killed one.
+    lock = takeLock(join(dir, COPY_LOCK));
     const copy = join(dir, "copy.db");
     await sqliteBackup(db, copy, { rate: 0x7fffffff });
     return { path: copy, close: release };
@@ -249,6 +255,55 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     await release();
     throw err;
   }
+}
+
+/** The folders, in the system's temporary folder, that hold private copies of live databases. */
+const COPY_PREFIX = "locket-sqlite-";
+/** In each copy folder: the lock its backup holds while it uses the copy (see takeLock). */
+const COPY_LOCK = "in-use.lock";
+/** A backup takes its copy folder's lock right after making the folder: younger ones are left. */
+const COPY_LOCK_GRACE_MS = 60_000;
+/** A copy folder without a lock file (made by an earlier version) is stale after a day. */
+const UNLOCKED_COPY_MS = 24 * 3_600_000;
+
+/**
+ * Removes the copy folders in `root` that killed backups left behind (a backup removes its own
+ * when it is done with the database, or fails): each holds a whole copy of a database, which
+ * nothing else would delete until the system clears its temporary folder. A folder is stale when
+ * its lock can be taken (the operating system released it with the process that held it) and it
+ * is over a minute old, or, with no lock file, over a day old. Folders of other users, and any
+ * that cannot be looked at, are left. Returns how many were removed; never throws.
+ */
+export async function removeStaleCopies(root = tmpdir(), now = Date.now()): Promise<number> {
+  let names: string[];
+  try {
+    names = (await readdir(root)).filter((n) => n.startsWith(COPY_PREFIX));
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    const dir = join(root, name);
+    try {
+      const st = await lstat(dir);
+      if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
+      const age = now - st.mtimeMs;
+      const lockFile = join(dir, COPY_LOCK);
+      if ((await fileStamp(lockFile)) !== "none") {
+        if (age < COPY_LOCK_GRACE_MS) continue;
+        const lock = takeLock(lockFile);
+        if (typeof lock === "string") continue; // in use (BUSY), or cannot tell
+        lock.close();
+      } else if (age < UNLOCKED_COPY_MS) {
+        continue;
+      }
+      await rm(dir, { recursive: true, force: true });
+      removed++;
+    } catch {
+      // Gone meanwhile, or not ours to look at.
+    }
+  }
+  return removed;
 }
 
 /** `fn` over `items` with at most `limit` calls pending; the results in the items' order. */

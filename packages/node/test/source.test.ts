@@ -4,8 +4,8 @@
  */
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { mkdir, rm, symlink, writeFile } from "node:fs/promises";
-import { join } from "node:path";
+import { mkdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
 import {
@@ -18,8 +18,9 @@ import {
   VanishedError,
 } from "@locket/core";
 import { restoreToMemory } from "../../core/test/helpers.ts";
+import { BUSY, takeLock } from "../src/file-lock.ts";
 import { nodePrimitives } from "../src/primitives.ts";
-import { fsSource, measure, type SkipNote } from "../src/source.ts";
+import { fsSource, measure, removeStaleCopies, type SkipNote } from "../src/source.ts";
 import { scratch } from "./harness.ts";
 
 const KEY = new Uint8Array(32).fill(3);
@@ -151,6 +152,9 @@ test("localFile: a database with a live WAL is a private copy until closed; a pl
 
     const copy = await file("chat.db").localFile!();
     assert.notEqual(copy.path, dbPath, "the WAL's pages are in a copy");
+    // While in use, its folder's lock is held: another backup tells it from a killed one's.
+    assert.equal(takeLock(join(dirname(copy.path), "in-use.lock")), BUSY);
+    assert.ok(existsSync(copy.path));
     const check = new DatabaseSync(copy.path, { readOnly: true });
     assert.equal((check.prepare("SELECT count(*) AS n FROM m").get() as { n: number }).n, 1);
     check.close();
@@ -213,4 +217,43 @@ test("fsSource leaves out Locket's own cache wherever it is met, by any path to 
   // A cache that does not exist yet changes nothing.
   const [again] = await fsSource([join(dir, "home")], {}, () => {}, [join(dir, "nowhere")]);
   assert.ok((await names(again)).includes("x.image"));
+});
+
+test("removeStaleCopies removes the database copies of killed backups, and only those", async (t) => {
+  const root = await scratch(t, "stale-copies");
+  const hourAgo = new Date(Date.now() - 3_600_000);
+  const make = async (name: string, mtime: Date) => {
+    const dir = join(root, name);
+    await mkdir(dir);
+    await writeFile(join(dir, "copy.db"), "a copy");
+    await utimes(dir, mtime, mtime);
+    return dir;
+  };
+  // Locks taken by this process are let go of here: the backups that made them are "gone".
+  const gone = await make("locket-sqlite-gone", hourAgo);
+  const goneLock = takeLock(join(gone, "in-use.lock"));
+  if (typeof goneLock === "object") goneLock.close();
+  await utimes(gone, hourAgo, hourAgo);
+  const held = await make("locket-sqlite-held", hourAgo);
+  const heldLock = takeLock(join(held, "in-use.lock"));
+  assert.equal(typeof heldLock, "object", "a lock this test holds");
+  await utimes(held, hourAgo, hourAgo);
+  const young = await make("locket-sqlite-young", new Date());
+  const youngLock = takeLock(join(young, "in-use.lock"));
+  if (typeof youngLock === "object") youngLock.close();
+  const oldUnlocked = await make("locket-sqlite-old", new Date(Date.now() - 2 * 86_400_000));
+  const recentUnlocked = await make("locket-sqlite-recent", hourAgo);
+  const other = await make("other-tool-tmp", new Date(Date.now() - 2 * 86_400_000));
+  await writeFile(join(root, "locket-sqlite-file"), "not a folder");
+  try {
+    assert.equal(await removeStaleCopies(root), 2);
+    assert.deepEqual(
+      [gone, held, young, oldUnlocked, recentUnlocked, other].map((d) => existsSync(d)),
+      [false, true, true, false, true, true],
+    );
+    assert.ok(existsSync(join(root, "locket-sqlite-file")));
+  } finally {
+    if (typeof heldLock === "object") heldLock.close();
+  }
+  assert.equal(await removeStaleCopies(join(root, "missing")), 0, "a root that is not there");
 });
