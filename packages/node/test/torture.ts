@@ -1,0 +1,218 @@
+// The kill torture: backups, forgets and prunes of a changing chat data set, many of them killed
+// with SIGKILL at a random moment, each followed by `locket check`; now and then, and at the end,
+// every snapshot still listed is restored and compared byte for byte with the data set as it was
+// backed up, and `check --read-data` reads everything. `npm test` runs a few rounds
+// (torture.test.ts); `npm run test:torture -- --rounds N` runs as many as asked
+// (scripts/torture.ts), and docs/reliability.md holds the figures of a long run.
+import { randomBytes } from "node:crypto";
+import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { hashTree } from "../src/compare.ts";
+import { simulateDay, writeDemoData } from "../src/demo-data.ts";
+import { type CliResult, cliEnv, locket, parseJson, show, start } from "./harness.ts";
+
+export interface TortureOptions {
+  /** Rounds: each changes the data (usually) and runs one command, perhaps killed. */
+  readonly rounds: number;
+  /** Seed of the choices (commands, kill times, days); the same seed makes the same choices. */
+  readonly seed?: number;
+  /** Messages in the first version of the data set (default 4000). */
+  readonly messages?: number;
+  /** MiB of media in the first version (default 6). */
+  readonly mediaMb?: number;
+  /** Restore every listed snapshot and compare after this many rounds (default 10), and at the end. */
+  readonly verifyEvery?: number;
+  /** Where to work (a fresh temporary folder by default, removed at the end). */
+  readonly dir?: string;
+  /** Each round's outcome, as it happens. */
+  readonly log?: (line: string) => void;
+}
+
+/** What a run did; `failures` lists every broken promise (empty when all held). */
+export interface TortureResult {
+  readonly rounds: number;
+  /** Commands run, by command: how many ran to the end and how many were killed. */
+  readonly commands: Record<string, { completed: number; killed: number }>;
+  /** `check` runs after a round, all of which must pass. */
+  readonly checks: number;
+  /** Snapshots restored and compared byte for byte with what was backed up. */
+  readonly restoresVerified: number;
+  /** `check --read-data` runs. */
+  readonly readDataChecks: number;
+  readonly failures: readonly string[];
+  readonly seconds: number;
+}
+
+/** A small seeded PRNG (mulberry32): the same seed gives the same rounds. */
+function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+type Command = "backup" | "forget" | "prune" | "prune-now";
+
+const ARGS: Record<Command, readonly string[]> = {
+  backup: ["backup"],
+  forget: ["forget", "--keep-last", "3"],
+  prune: ["prune"],
+  // Deletes condemned packs at once: the documented single-user use (no backup runs meanwhile).
+  "prune-now": ["prune", "--keep-delete", "0"],
+};
+
+export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
+  const t0 = Date.now();
+  const seed = opts.seed ?? 1;
+  const rand = prng(seed);
+  const log = opts.log ?? (() => {});
+  const own = opts.dir === undefined;
+  const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), "locket-torture-")));
+  const data = join(dir, "data");
+  const repo = join(dir, "repo");
+  const env = cliEnv(join(dir, "home"), { LOCKET_REPOSITORY: repo });
+  const paths = [join(data, "chat.db"), join(data, "Media")];
+  const commands: Record<string, { completed: number; killed: number }> = {};
+  const failures: string[] = [];
+  // What each completed backup saw: its snapshot ID, and the data set's files then.
+  const expected = new Map<string, Map<string, string>>();
+  // How long each command took when it ran to the end, to pick kill times within it.
+  const lastMs: Record<Command, number> = {
+    backup: 3000,
+    forget: 800,
+    prune: 1500,
+    "prune-now": 1500,
+  };
+  let checks = 0;
+  let restoresVerified = 0;
+  let readDataChecks = 0;
+
+  const fail = (what: string, r?: CliResult) => {
+    failures.push(r ? `${what}\n${show(r)}` : what);
+    log(`FAIL ${what}`);
+  };
+
+  const listed = async (round: number): Promise<string[]> => {
+    const r = await locket(["snapshots", "--json"], env);
+    if (r.status !== 0) {
+      fail(`round ${round}: snapshots`, r);
+      return [];
+    }
+    return (parseJson(r).snapshots as { id: string }[]).map((s) => s.id);
+  };
+
+  const verify = async (round: number): Promise<void> => {
+    for (const id of await listed(round)) {
+      const want = expected.get(id);
+      if (!want) {
+        fail(`round ${round}: snapshot ${id} was made by no backup of this run`);
+        continue;
+      }
+      const target = join(dir, `restore-${round}-${id.slice(0, 8)}`);
+      const r = await locket(["restore", id, "--target", target, "--json"], env);
+      if (r.status !== 0) {
+        fail(`round ${round}: restore ${id}`, r);
+        continue;
+      }
+      const got = await hashTree(target);
+      const diff = [...new Set([...want.keys(), ...got.keys()])].filter(
+        (p) => want.get(p) !== got.get(p),
+      );
+      if (diff.length > 0)
+        fail(`round ${round}: snapshot ${id} restores other bytes: ${diff.join(", ")}`);
+      else restoresVerified++;
+      await rm(target, { recursive: true, force: true });
+    }
+    const deep = await locket(["check", "--read-data", "--json"], env);
+    readDataChecks++;
+    if (deep.status !== 0) fail(`round ${round}: check --read-data`, deep);
+  };
+
+  try {
+    await mkdir(data, { recursive: true });
+    writeDemoData(data, { messages: opts.messages ?? 4000, mediaMb: opts.mediaMb ?? 6, seed });
+    const init = await locket(["init", "--repo", repo, "--json"], env);
+    if (init.status !== 0) throw new Error(`init failed\n${show(init)}`);
+
+    for (let round = 1; round <= opts.rounds; round++) {
+      if (rand() < 0.75) {
+        simulateDay(data, {
+          newMessages: 50 + Math.floor(rand() * 400),
+          statusUpdates: rand() * 0.03,
+          recent: rand() < 0.5,
+          newMedia: Math.floor(rand() * 3),
+          seed: seed * 100_000 + round,
+        });
+      }
+      const x = rand();
+      const command: Command =
+        x < 0.7 ? "backup" : x < 0.8 ? "forget" : x < 0.92 ? "prune" : "prune-now";
+      const args = command === "backup" ? [...ARGS.backup, ...paths] : ARGS[command];
+      // Killed in 60 % of the rounds, at a moment spread over the command's usual run.
+      const killAfter = rand() < 0.6 ? Math.floor(rand() * lastMs[command] * 1.2) : undefined;
+      const before = command === "backup" ? await backedUp(data) : undefined;
+      const { child, done } = start([...args, "--json"], env, { timeoutMs: 120_000 });
+      const timer =
+        killAfter === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfter);
+      const r = await done;
+      clearTimeout(timer);
+      commands[command] ??= { completed: 0, killed: 0 };
+      const tally = commands[command];
+      if (r.signal === "SIGKILL") {
+        tally.killed++;
+        log(`round ${round}: ${command} killed after ${killAfter} ms`);
+        // Killed after its snapshot was stored: that snapshot must restore what it saw.
+        if (before)
+          for (const id of await listed(round)) if (!expected.has(id)) expected.set(id, before);
+      } else if (r.status === 0) {
+        tally.completed++;
+        lastMs[command] = r.ms;
+        if (command === "backup" && before) expected.set(String(parseJson(r).snapshot), before);
+        log(`round ${round}: ${command} done in ${r.ms} ms`);
+      } else {
+        fail(`round ${round}: ${command} failed`, r);
+      }
+      const check = await locket(["check", "--json"], env);
+      checks++;
+      if (check.status !== 0) fail(`round ${round}: check after ${command}`, check);
+      if (round % (opts.verifyEvery ?? 10) === 0) await verify(round);
+    }
+    // A last backup that runs to the end, then everything restored and read.
+    const last = await locket(["backup", ...paths, "--json"], env);
+    if (last.status !== 0) fail("final backup", last);
+    else expected.set(String(parseJson(last).snapshot), await backedUp(data));
+    await verify(opts.rounds + 1);
+  } finally {
+    if (own) await rm(dir, { recursive: true, force: true });
+  }
+  return {
+    rounds: opts.rounds,
+    commands,
+    checks,
+    restoresVerified,
+    readDataChecks,
+    failures,
+    seconds: Math.round((Date.now() - t0) / 100) / 10,
+  };
+}
+
+/**
+ * The files a backup of `data`'s chat.db and Media takes, by the path a restore gives them: not
+ * the `-wal` and `-shm` files SQLite leaves beside a WAL database when a process that had it
+ * open is killed (a backup folds a live WAL into its copy of the database; a killed backup
+ * leaves them as any killed SQLite reader does, and the next opener of the database clears them).
+ */
+async function backedUp(data: string): Promise<Map<string, string>> {
+  const all = await hashTree(data);
+  return new Map([...all].filter(([p]) => p === "chat.db" || p.startsWith("Media/")));
+}
+
+/** A seed from the clock, for runs that should differ (printed, so a failure can be replayed). */
+export function freshSeed(): number {
+  return randomBytes(4).readUInt32LE(0) >>> 1;
+}
