@@ -1,4 +1,4 @@
-import type { BigIntStats } from "node:fs";
+import { type BigIntStats, rmSync } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -227,15 +227,21 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     }
   }
   let dir: string | undefined;
-  let lock: DatabaseSync | string | undefined;
+  let lock: DatabaseSync | undefined;
   let released = false;
   const release = async () => {
     if (released) return;
     released = true;
-    if (db.isTransaction) db.exec("COMMIT");
-    db.close();
-    if (typeof lock === "object") lock.close();
-    if (dir) await rm(dir, { recursive: true, force: true });
+    try {
+      if (db.isTransaction) db.exec("COMMIT");
+      db.close();
+    } finally {
+      try {
+        lock?.close();
+      } catch {}
+      // Best effort: a copy left behind is removed by a later backup (removeStaleCopies).
+      if (dir) await rm(dir, { recursive: true, force: true }).catch(() => {});
+    }
   };
   try {
     db.exec("BEGIN");
@@ -247,7 +253,11 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     await removeStaleCopies();
     dir = await mkdtemp(join(tmpdir(), COPY_PREFIX));
     // Held while the copy is in use, so another backup can tell a copy left by a killed one.
-    lock = takeLock(join(dir, COPY_LOCK));
+    // Where it cannot be taken (a filesystem without locks), no lock file stays: other backups
+    // then leave the folder for a day, not a minute.
+    const taken = takeLock(join(dir, COPY_LOCK));
+    if (typeof taken === "string") rmSync(join(dir, COPY_LOCK), { force: true });
+    else lock = taken;
     const copy = join(dir, "copy.db");
     await sqliteBackup(db, copy, { rate: 0x7fffffff });
     return { path: copy, close: release };
@@ -259,6 +269,8 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
 
 /** The folders, in the system's temporary folder, that hold private copies of live databases. */
 const COPY_PREFIX = "locket-sqlite-";
+/** A copy folder's name: the prefix and the six characters mkdtemp adds. */
+const COPY_NAME = /^locket-sqlite-[A-Za-z0-9]{6}$/;
 /** In each copy folder: the lock its backup holds while it uses the copy (see takeLock). */
 const COPY_LOCK = "in-use.lock";
 /** A backup takes its copy folder's lock right after making the folder: younger ones are left. */
@@ -277,7 +289,7 @@ const UNLOCKED_COPY_MS = 24 * 3_600_000;
 export async function removeStaleCopies(root = tmpdir(), now = Date.now()): Promise<number> {
   let names: string[];
   try {
-    names = (await readdir(root)).filter((n) => n.startsWith(COPY_PREFIX));
+    names = (await readdir(root)).filter((n) => COPY_NAME.test(n));
   } catch {
     return 0;
   }
@@ -286,7 +298,8 @@ export async function removeStaleCopies(root = tmpdir(), now = Date.now()): Prom
     const dir = join(root, name);
     try {
       const st = await lstat(dir);
-      if (!st.isDirectory() || st.uid !== process.getuid?.()) continue;
+      const uid = process.getuid?.(); // none on Windows, whose temporary folder is per user
+      if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
       const age = now - st.mtimeMs;
       const lockFile = join(dir, COPY_LOCK);
       if ((await fileStamp(lockFile)) !== "none") {

@@ -3,11 +3,13 @@
  * be left out with a note, never crash the backup, and never be re-created in the user's folder.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import {
   backup,
   MemoryStorage,
@@ -22,6 +24,8 @@ import { BUSY, takeLock } from "../src/file-lock.ts";
 import { nodePrimitives } from "../src/primitives.ts";
 import { fsSource, measure, removeStaleCopies, type SkipNote } from "../src/source.ts";
 import { scratch } from "./harness.ts";
+
+const LOCK_MODULE = fileURLToPath(new URL("../src/file-lock.ts", import.meta.url));
 
 const KEY = new Uint8Array(32).fill(3);
 
@@ -230,28 +234,43 @@ test("removeStaleCopies removes the database copies of killed backups, and only 
     return dir;
   };
   // Locks taken by this process are let go of here: the backups that made them are "gone".
-  const gone = await make("locket-sqlite-gone", hourAgo);
+  const gone = await make("locket-sqlite-gone00", hourAgo);
   const goneLock = takeLock(join(gone, "in-use.lock"));
   if (typeof goneLock === "object") goneLock.close();
   await utimes(gone, hourAgo, hourAgo);
-  const held = await make("locket-sqlite-held", hourAgo);
+  const held = await make("locket-sqlite-held00", hourAgo);
   const heldLock = takeLock(join(held, "in-use.lock"));
   assert.equal(typeof heldLock, "object", "a lock this test holds");
   await utimes(held, hourAgo, hourAgo);
-  const young = await make("locket-sqlite-young", new Date());
+  const young = await make("locket-sqlite-young0", new Date());
   const youngLock = takeLock(join(young, "in-use.lock"));
   if (typeof youngLock === "object") youngLock.close();
-  const oldUnlocked = await make("locket-sqlite-old", new Date(Date.now() - 2 * 86_400_000));
+  const oldUnlocked = await make("locket-sqlite-old000", new Date(Date.now() - 2 * 86_400_000));
   const recentUnlocked = await make("locket-sqlite-recent", hourAgo);
   const other = await make("other-tool-tmp", new Date(Date.now() - 2 * 86_400_000));
-  await writeFile(join(root, "locket-sqlite-file"), "not a folder");
+  const notOurs = await make("locket-sqlite-not-mkdtemp", new Date(Date.now() - 2 * 86_400_000));
+  await writeFile(join(root, "locket-sqlite-file00"), "not a folder");
   try {
     assert.equal(await removeStaleCopies(root), 2);
     assert.deepEqual(
-      [gone, held, young, oldUnlocked, recentUnlocked, other].map((d) => existsSync(d)),
-      [false, true, true, false, true, true],
+      [gone, held, young, oldUnlocked, recentUnlocked, other, notOurs].map((d) => existsSync(d)),
+      [false, true, true, false, true, true, true],
     );
-    assert.ok(existsSync(join(root, "locket-sqlite-file")));
+    assert.ok(existsSync(join(root, "locket-sqlite-file00")));
+    // Asking closed a second connection to the held lock's file: another process still finds
+    // it held (SQLite keeps the descriptor while this process's lock lives).
+    const probe = spawnSync(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `import { takeLock, BUSY } from ${JSON.stringify(pathToFileURL(LOCK_MODULE).href)};
+         process.stdout.write(String(takeLock(process.argv[1]) === BUSY));`,
+        join(held, "in-use.lock"),
+      ],
+      { encoding: "utf8" },
+    );
+    assert.equal(probe.stdout, "true", probe.stderr);
   } finally {
     if (typeof heldLock === "object") heldLock.close();
   }
