@@ -97,17 +97,19 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
     log(`FAIL ${what}`);
   };
 
-  const listed = async (round: number): Promise<string[]> => {
+  const listed = async (round: number): Promise<{ id: string; seq: number }[]> => {
     const r = await locket(["snapshots", "--json"], env);
     if (r.status !== 0) {
       fail(`round ${round}: snapshots`, r);
       return [];
     }
-    return (parseJson(r).snapshots as { id: string }[]).map((s) => s.id);
+    return parseJson(r).snapshots as { id: string; seq: number }[];
   };
+  // The snapshots listed after the last round: none may vanish but what a forget may drop.
+  let previous: { id: string; seq: number }[] = [];
 
   const verify = async (round: number): Promise<void> => {
-    for (const id of await listed(round)) {
+    for (const { id } of await listed(round)) {
       const want = expected.get(id);
       if (!want) {
         fail(`round ${round}: snapshot ${id} was made by no backup of this run`);
@@ -155,28 +157,43 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
       const args = command === "backup" ? [...ARGS.backup, ...paths] : ARGS[command];
       // Killed in 60 % of the rounds, at a moment spread over the command's usual run.
       const killAfter = rand() < 0.6 ? Math.floor(rand() * lastMs[command] * 1.2) : undefined;
-      const before = command === "backup" ? await backedUp(data) : undefined;
+      const given = command === "backup" ? await backedUp(data) : undefined;
       const { child, done } = start([...args, "--json"], env, { timeoutMs: 120_000 });
+      let killed = false;
       const timer =
-        killAfter === undefined ? undefined : setTimeout(() => child.kill("SIGKILL"), killAfter);
+        killAfter === undefined
+          ? undefined
+          : setTimeout(() => {
+              killed = true;
+              child.kill("SIGKILL");
+            }, killAfter);
       const r = await done;
       clearTimeout(timer);
       commands[command] ??= { completed: 0, killed: 0 };
       const tally = commands[command];
-      if (r.signal === "SIGKILL") {
+      if (killed && r.signal === "SIGKILL") {
         tally.killed++;
         log(`round ${round}: ${command} killed after ${killAfter} ms`);
-        // Killed after its snapshot was stored: that snapshot must restore what it saw.
-        if (before)
-          for (const id of await listed(round)) if (!expected.has(id)) expected.set(id, before);
       } else if (r.status === 0) {
         tally.completed++;
         lastMs[command] = r.ms;
-        if (command === "backup" && before) expected.set(String(parseJson(r).snapshot), before);
+        if (given) expected.set(String(parseJson(r).snapshot), given);
         log(`round ${round}: ${command} done in ${r.ms} ms`);
       } else {
+        // Not killed by the torture: a failure, a crash, or a hang that its timeout ended.
         fail(`round ${round}: ${command} failed`, r);
       }
+      const now = await listed(round);
+      const ids = new Set(now.map((snap) => snap.id));
+      // A backup killed after storing its snapshot: that snapshot must restore what it saw.
+      if (given) for (const id of ids) if (!expected.has(id)) expected.set(id, given);
+      // Only a forget drops snapshots, and never the 3 newest (--keep-last 3), however it ends.
+      const newest = [...previous].sort((a, b) => b.seq - a.seq).slice(0, 3);
+      for (const snap of command === "forget" ? newest : previous) {
+        if (!ids.has(snap.id))
+          fail(`round ${round}: snapshot ${snap.id} vanished after ${command}`);
+      }
+      previous = now;
       const check = await locket(["check", "--json"], env);
       checks++;
       if (check.status !== 0) fail(`round ${round}: check after ${command}`, check);
