@@ -4,10 +4,11 @@
 // backed up, and `check --read-data` reads everything. `npm test` runs a few rounds
 // (torture.test.ts); `npm run test:torture -- --rounds N` runs as many as asked
 // (scripts/torture.ts), and docs/reliability.md holds the figures of a long run.
-import { randomBytes } from "node:crypto";
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { createHash, randomBytes } from "node:crypto";
+import { lstat, mkdir, mkdtemp, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { DatabaseSync } from "node:sqlite";
 import { hashTree } from "../src/compare.ts";
 import { simulateDay, writeDemoData } from "../src/demo-data.ts";
 import { type CliResult, cliEnv, locket, parseJson, show, start } from "./harness.ts";
@@ -40,6 +41,10 @@ export interface TortureResult {
   readonly restoresVerified: number;
   /** `check --read-data` runs. */
   readonly readDataChecks: number;
+  /** Backups run while an app had committed pages in the database's WAL (a private copy). */
+  readonly liveWriterBackups: number;
+  /** Private database copies in the temporary folder at the end (all under a minute old). */
+  readonly copiesLeft: number;
   readonly failures: readonly string[];
   readonly seconds: number;
 }
@@ -75,12 +80,14 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
   const dir = opts.dir ?? (await mkdtemp(join(tmpdir(), "locket-torture-")));
   const data = join(dir, "data");
   const repo = join(dir, "repo");
-  const env = cliEnv(join(dir, "home"), { LOCKET_REPOSITORY: repo });
+  // The commands' own temporary folder: the database copies killed backups leave are counted.
+  const tmp = join(dir, "tmp");
+  const env = cliEnv(join(dir, "home"), { LOCKET_REPOSITORY: repo, TMPDIR: tmp });
   const paths = [join(data, "chat.db"), join(data, "Media")];
   const commands: Record<string, { completed: number; killed: number }> = {};
   const failures: string[] = [];
-  // What each completed backup saw: its snapshot ID, and the data set's files then.
-  const expected = new Map<string, Map<string, string>>();
+  // What each completed backup was given, by its snapshot ID.
+  const expected = new Map<string, Given>();
   // How long each command took when it ran to the end, to pick kill times within it.
   const lastMs: Record<Command, number> = {
     backup: 3000,
@@ -91,6 +98,8 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
   let checks = 0;
   let restoresVerified = 0;
   let readDataChecks = 0;
+  let liveWriterBackups = 0;
+  let copiesLeft = 0;
 
   const fail = (what: string, r?: CliResult) => {
     failures.push(r ? `${what}\n${show(r)}` : what);
@@ -122,9 +131,16 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
         continue;
       }
       const got = await hashTree(target);
-      const diff = [...new Set([...want.keys(), ...got.keys()])].filter(
-        (p) => want.get(p) !== got.get(p),
+      const diff = [...new Set([...want.files.keys(), ...got.keys()])].filter(
+        (p) => want.files.get(p) !== got.get(p) && !(want.liveDb && p === "chat.db"),
       );
+      if (want.liveDb) {
+        const db = new DatabaseSync(join(target, "chat.db"));
+        const ok = db.prepare("PRAGMA integrity_check").get() as { integrity_check: string };
+        if (ok.integrity_check !== "ok" || contentOf(db) !== want.liveDb)
+          diff.push("chat.db (rows)");
+        db.close();
+      }
       if (diff.length > 0)
         fail(`round ${round}: snapshot ${id} restores other bytes: ${diff.join(", ")}`);
       else restoresVerified++;
@@ -137,6 +153,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
 
   try {
     await mkdir(data, { recursive: true });
+    await mkdir(tmp, { recursive: true });
     writeDemoData(data, { messages: opts.messages ?? 4000, mediaMb: opts.mediaMb ?? 6, seed });
     const init = await locket(["init", "--repo", repo, "--json"], env);
     if (init.status !== 0) throw new Error(`init failed\n${show(init)}`);
@@ -157,7 +174,11 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
       const args = command === "backup" ? [...ARGS.backup, ...paths] : ARGS[command];
       // Killed in 60 % of the rounds, at a moment spread over the command's usual run.
       const killAfter = rand() < 0.6 ? Math.floor(rand() * lastMs[command] * 1.2) : undefined;
-      const given = command === "backup" ? await backedUp(data) : undefined;
+      // A third of the backups run while an app has committed pages in the WAL (not yet in the
+      // database file): the backup then reads a private copy, made with SQLite's backup API.
+      const live = command === "backup" && rand() < 0.3 ? liveWriter(data, round) : undefined;
+      if (live) liveWriterBackups++;
+      const given = command === "backup" ? await givenTo(data, live) : undefined;
       const { child, done } = start([...args, "--json"], env, { timeoutMs: 120_000 });
       let killed = false;
       const timer =
@@ -169,6 +190,7 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
             }, killAfter);
       const r = await done;
       clearTimeout(timer);
+      live?.close();
       commands[command] ??= { completed: 0, killed: 0 };
       const tally = commands[command];
       if (killed && r.signal === "SIGKILL") {
@@ -199,11 +221,23 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
       if (check.status !== 0) fail(`round ${round}: check after ${command}`, check);
       if (round % (opts.verifyEvery ?? 10) === 0) await verify(round);
     }
-    // A last backup that runs to the end, then everything restored and read.
+    // A last backup that runs to the end, with a live writer (so it makes a copy, and first
+    // removes those of killed backups), then everything restored and read.
+    const live = liveWriter(data, opts.rounds + 1);
+    const given = await givenTo(data, live);
     const last = await locket(["backup", ...paths, "--json"], env);
+    live.close();
     if (last.status !== 0) fail("final backup", last);
-    else expected.set(String(parseJson(last).snapshot), await backedUp(data));
+    else expected.set(String(parseJson(last).snapshot), given);
     await verify(opts.rounds + 1);
+    // Copies of killed backups over a minute old: the last backup must have removed them.
+    for (const name of await readdir(tmp)) {
+      if (!name.startsWith("locket-sqlite-")) continue;
+      copiesLeft++;
+      const age = Date.now() - (await lstat(join(tmp, name))).mtimeMs;
+      if (age > 90_000)
+        fail(`a killed backup's database copy ${name} is still there, ${age} ms old`);
+    }
   } finally {
     if (own) await rm(dir, { recursive: true, force: true });
   }
@@ -213,9 +247,60 @@ export async function runTorture(opts: TortureOptions): Promise<TortureResult> {
     checks,
     restoresVerified,
     readDataChecks,
+    liveWriterBackups,
+    copiesLeft,
     failures,
     seconds: Math.round((Date.now() - t0) / 100) / 10,
   };
+}
+
+/**
+ * What a backup was given: the files' hashes by the path a restore gives them, and, when an app
+ * had committed pages in the database's WAL, the database's content (its rows, see contentOf):
+ * then the database file alone is not what the backup stores.
+ */
+interface Given {
+  readonly files: Map<string, string>;
+  readonly liveDb?: string;
+}
+
+async function givenTo(data: string, live: DatabaseSync | undefined): Promise<Given> {
+  const files = await backedUp(data);
+  return live ? { files, liveDb: contentOf(live) } : { files };
+}
+
+/**
+ * An app's connection to `data`'s database with rows committed to the WAL and not checkpointed
+ * into the database file; closing it checkpoints them.
+ */
+function liveWriter(data: string, round: number): DatabaseSync {
+  const db = new DatabaseSync(join(data, "chat.db"));
+  db.exec("PRAGMA wal_autocheckpoint = 0");
+  db.exec("CREATE TABLE IF NOT EXISTS torture_live (round INTEGER, payload BLOB)");
+  const insert = db.prepare("INSERT INTO torture_live VALUES (?, randomblob(3000))");
+  for (let i = 0; i < 20; i++) insert.run(round);
+  return db;
+}
+
+/** A hash of every row of every table, as `db` sees them (committed WAL pages included). */
+function contentOf(db: DatabaseSync): string {
+  const h = createHash("sha256");
+  const tables = db
+    .prepare(
+      "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
+    .all() as { name: string }[];
+  for (const { name } of tables) {
+    h.update(`${name}\n`);
+    for (const row of db.prepare(`SELECT * FROM "${name}"`).iterate()) {
+      h.update(
+        JSON.stringify(row, (_, v) =>
+          v instanceof Uint8Array ? Buffer.from(v).toString("base64") : v,
+        ),
+      );
+    }
+  }
+  return h.digest("hex");
 }
 
 /**
