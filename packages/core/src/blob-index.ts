@@ -53,13 +53,7 @@ export class BlobIndex {
     return this.ids.has(id);
   }
 
-  /** The type of blob `id` (hex), or undefined: `get(id)?.type` without building a location. */
-  typeOf(id: string): BlobType | undefined {
-    const n = this.ids.indexOfHex(id);
-    return n < 0 ? undefined : (this.types[n] as BlobType);
-  }
-
-  /** `typeOf` for an ID as bytes (32 of them). */
+  /** The type of blob `id` (32 bytes), or undefined: `getId(id)?.type` without building a location. */
   typeOfId(id: Uint8Array): BlobType | undefined {
     const n = this.ids.indexOf(id);
     return n < 0 ? undefined : (this.types[n] as BlobType);

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, it } from "node:test";
+import { concatAll } from "../src/bytes.ts";
 import { AlreadyExistsError, NotFoundError, OutOfRangeError, StorageError } from "../src/errors.ts";
 import {
   OBJECT_KINDS,
@@ -18,17 +19,6 @@ import {
 export interface StorageFixture {
   readonly storage: Storage;
   readonly cleanup: () => Promise<void>;
-}
-
-/** The parts one after the other, in a new array. */
-function concatAll(parts: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, part) => n + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** A random valid object name (64 lowercase hex digits). */

@@ -254,8 +254,8 @@ export class BlobReads {
   private readonly evictions?: EvictionLog;
 
   /**
-   * `ids`: the blobs to read, in order, 32 bytes each. The reader keeps the buffer for as long as
-   * it plans: its bytes must not change meanwhile.
+   * `ids`: the blobs to read, in order, 32 bytes each. The reader keeps the buffer until its last
+   * `next`: its bytes must not change before then.
    */
   constructor(repo: Repository, ids: Uint8Array, options: { release?: boolean } = {}) {
     this.repo = repo;
