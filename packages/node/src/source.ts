@@ -1,4 +1,4 @@
-import { type BigIntStats, rmSync } from "node:fs";
+import { type BigIntStats, rmSync, writeFileSync } from "node:fs";
 import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -256,8 +256,12 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     // Where it cannot be taken (a filesystem without locks), no lock file stays: other backups
     // then leave the folder for a day, not a minute.
     const taken = takeLock(join(dir, COPY_LOCK));
-    if (typeof taken === "string") rmSync(join(dir, COPY_LOCK), { force: true });
-    else lock = taken;
+    if (typeof taken === "string") {
+      rmSync(join(dir, COPY_LOCK), { force: true });
+      writeFileSync(join(dir, COPY_UNLOCKED), "");
+    } else {
+      lock = taken;
+    }
     const copy = join(dir, "copy.db");
     await sqliteBackup(db, copy, { rate: 0x7fffffff });
     return { path: copy, close: release };
@@ -275,16 +279,19 @@ const COPY_NAME = /^locket-sqlite-[A-Za-z0-9]{6}$/;
 const COPY_LOCK = "in-use.lock";
 /** A backup takes its copy folder's lock right after making the folder: younger ones are left. */
 const COPY_LOCK_GRACE_MS = 60_000;
-/** A copy folder without a lock file (made by an earlier version) is stale after a day. */
+/** Marks a copy folder whose lock could not be taken (a filesystem without locks). */
+const COPY_UNLOCKED = "unlocked";
+/** Such a folder is left for a day: its copy may be in use. */
 const UNLOCKED_COPY_MS = 24 * 3_600_000;
 
 /**
  * Removes the copy folders in `root` that killed backups left behind (a backup removes its own
  * when it is done with the database, or fails): each holds a whole copy of a database, which
- * nothing else would delete until the system clears its temporary folder. A folder is stale when
- * its lock can be taken (the operating system released it with the process that held it) and it
- * is over a minute old, or, with no lock file, over a day old. Folders of other users, and any
- * that cannot be looked at, are left. Returns how many were removed; never throws.
+ * nothing else would delete until the system clears its temporary folder. A folder over a minute
+ * old is stale when its lock can be taken (the operating system released it with the process
+ * that held it) or when it has no lock file (its backup was killed before taking it); one marked
+ * as unlocked (its backup could not take a lock) only when over a day old. Folders of other
+ * users, and any that cannot be looked at, are left. Returns how many were removed; never throws.
  */
 export async function removeStaleCopies(root = tmpdir(), now = Date.now()): Promise<number> {
   let names: string[];
@@ -301,14 +308,14 @@ export async function removeStaleCopies(root = tmpdir(), now = Date.now()): Prom
       const uid = process.getuid?.(); // none on Windows, whose temporary folder is per user
       if (!st.isDirectory() || (uid !== undefined && st.uid !== uid)) continue;
       const age = now - st.mtimeMs;
+      if (age < COPY_LOCK_GRACE_MS) continue;
       const lockFile = join(dir, COPY_LOCK);
       if ((await fileStamp(lockFile)) !== "none") {
-        if (age < COPY_LOCK_GRACE_MS) continue;
         const lock = takeLock(lockFile);
         if (typeof lock === "string") continue; // in use (BUSY), or cannot tell
         lock.close();
-      } else if (age < UNLOCKED_COPY_MS) {
-        continue;
+      } else if ((await fileStamp(join(dir, COPY_UNLOCKED))) !== "none") {
+        if (age < UNLOCKED_COPY_MS) continue;
       }
       await rm(dir, { recursive: true, force: true });
       removed++;

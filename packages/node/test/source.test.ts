@@ -245,16 +245,30 @@ test("removeStaleCopies removes the database copies of killed backups, and only 
   const young = await make("locket-sqlite-young0", new Date());
   const youngLock = takeLock(join(young, "in-use.lock"));
   if (typeof youngLock === "object") youngLock.close();
+  // Killed before taking its lock: no lock file.
+  const lockless = await make("locket-sqlite-nolock", hourAgo);
+  const locklessYoung = await make("locket-sqlite-nolck2", new Date());
+  // Marked unlocked by a backup that could not take a lock: left for a day.
   const oldUnlocked = await make("locket-sqlite-old000", new Date(Date.now() - 2 * 86_400_000));
+  await writeFile(join(oldUnlocked, "unlocked"), "");
+  await utimes(
+    oldUnlocked,
+    new Date(Date.now() - 2 * 86_400_000),
+    new Date(Date.now() - 2 * 86_400_000),
+  );
   const recentUnlocked = await make("locket-sqlite-recent", hourAgo);
+  await writeFile(join(recentUnlocked, "unlocked"), "");
+  await utimes(recentUnlocked, hourAgo, hourAgo);
   const other = await make("other-tool-tmp", new Date(Date.now() - 2 * 86_400_000));
   const notOurs = await make("locket-sqlite-not-mkdtemp", new Date(Date.now() - 2 * 86_400_000));
   await writeFile(join(root, "locket-sqlite-file00"), "not a folder");
   try {
-    assert.equal(await removeStaleCopies(root), 2);
+    assert.equal(await removeStaleCopies(root), 3);
     assert.deepEqual(
-      [gone, held, young, oldUnlocked, recentUnlocked, other, notOurs].map((d) => existsSync(d)),
-      [false, true, true, false, true, true, true],
+      [gone, held, young, lockless, locklessYoung, oldUnlocked, recentUnlocked, other, notOurs].map(
+        (d) => existsSync(d),
+      ),
+      [false, true, true, false, true, false, true, true, true],
     );
     assert.ok(existsSync(join(root, "locket-sqlite-file00")));
     // Asking closed a second connection to the held lock's file: another process still finds
