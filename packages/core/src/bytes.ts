@@ -161,6 +161,16 @@ export function fromUtf8(b: Uint8Array): string {
   return decoder.decode(b);
 }
 
+/**
+ * Whether `a` holds at `at` the 32 bytes `b` holds at `bt` (false where either ends sooner),
+ * without a view of either: for the comparisons made once per page or blob.
+ */
+export function sameIdAt(a: Uint8Array, at: number, b: Uint8Array, bt = 0): boolean {
+  if (at + 32 > a.length || bt + 32 > b.length) return false;
+  for (let i = 0; i < 32; i++) if (a[at + i] !== b[bt + i]) return false;
+  return true;
+}
+
 /** Byte-wise equality; not constant-time (use `Primitives.timingSafeEqual` for secrets). */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

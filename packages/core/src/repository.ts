@@ -1,5 +1,13 @@
 import { BlobIndex, type BlobLocation, segmentKey } from "./blob-index.ts";
-import { concatAll, equalBytes, fromHex, idsFromHex, releasable, toHex } from "./bytes.ts";
+import {
+  concatAll,
+  equalBytes,
+  fromHex,
+  idsFromHex,
+  releasable,
+  sameIdAt,
+  toHex,
+} from "./bytes.ts";
 import { deriveKeys, type RepoKeys } from "./crypto/keys.ts";
 import type { Primitives } from "./crypto/primitives.ts";
 import { checkFreshness } from "./engine/freshness.ts";
@@ -69,13 +77,13 @@ interface OpenSegment {
 }
 
 /**
- * The blobs of a segment the opener checked: their IDs (a copy, 32 bytes each, so nothing the
- * reader does to its own buffers changes what was checked), their locations, and by offset in
- * the payload, their number here.
+ * The blobs of a segment the opener checked: the blobs asked for, their IDs (a copy, 32 bytes
+ * each, so nothing the reader does to its own buffers changes what was checked), and by offset in
+ * the payload, the number of the one checked there.
  */
 interface CheckedBlobs {
+  readonly blobs: readonly BlobRef[];
   readonly ids: Uint8Array;
-  readonly locs: readonly BlobLocation[];
   readonly byOffset: ReadonlyMap<number, number>;
 }
 
@@ -83,13 +91,12 @@ interface CheckedBlobs {
 function checkedAt(checked: CheckedBlobs, id: Uint8Array, loc: BlobLocation): boolean {
   const k = checked.byOffset.get(loc.offset);
   if (k === undefined) return false;
-  const c = checked.locs[k];
+  const c = checked.blobs[k].loc;
   if (c.type !== loc.type || c.length !== loc.length) return false;
-  for (let i = 0; i < 32; i++) if (checked.ids[32 * k + i] !== id[i]) return false;
-  return id.length === 32;
+  return id.length === 32 && sameIdAt(checked.ids, 32 * k, id);
 }
 
-const NOTHING_CHECKED: CheckedBlobs = { ids: new Uint8Array(0), locs: [], byOffset: new Map() };
+const NOTHING_CHECKED: CheckedBlobs = { blobs: [], ids: new Uint8Array(0), byOffset: new Map() };
 
 /** A segment in the cache: its promise, its size, and its value once it has arrived. */
 interface CachedSegment {
@@ -582,7 +589,7 @@ export class Repository {
         s.blobs.forEach((b, j) => {
           if (matches[j]) byOffset.set(b.loc.offset, j);
         });
-        const checked: CheckedBlobs = { ids: ids[i], locs: s.blobs.map((b) => b.loc), byOffset };
+        const checked: CheckedBlobs = { blobs: s.blobs, ids: ids[i], byOffset };
         return { payload, checked };
       });
       this.cacheSegment(s.loc, one).catch(() => {});

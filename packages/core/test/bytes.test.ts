@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { concatAll, fromHex, idsFromHex, toHex } from "../src/bytes.ts";
+import { concatAll, fromHex, idsFromHex, sameIdAt, toHex } from "../src/bytes.ts";
 
 describe("toHex and fromHex", () => {
   it("give node's own hex for every byte value and for lengths around the piece size", () => {
@@ -42,5 +42,20 @@ describe("concatAll and idsFromHex", () => {
     for (const bad of [ids[0].toUpperCase(), ids[0].slice(2), `${ids[0].slice(2)}zz`]) {
       assert.throws(() => idsFromHex([ids[1], bad]), RangeError);
     }
+  });
+});
+
+describe("sameIdAt", () => {
+  it("compares 32 bytes at two offsets, and is false where either array ends sooner", () => {
+    const a = new Uint8Array(randomBytes(100));
+    const b = new Uint8Array(40);
+    b.set(a.subarray(10, 42), 8);
+    assert.equal(sameIdAt(a, 10, b, 8), true);
+    assert.equal(sameIdAt(b, 8, a, 10), true);
+    assert.equal(sameIdAt(a, 10, a.subarray(10, 42)), true, "offset 0 by default");
+    b[39] ^= 1;
+    assert.equal(sameIdAt(a, 10, b, 8), false, "the last byte differs");
+    assert.equal(sameIdAt(a, 70, a, 70), false, "a ends before 32 bytes");
+    assert.equal(sameIdAt(a, 0, b, 9), false, "b ends before 32 bytes");
   });
 });

@@ -8,9 +8,10 @@ export const BUSY = "held by another process or connection";
 
 /**
  * Lock file `file` held: an open connection in an exclusive transaction; BUSY when another
- * connection (of this process or another) holds it, or why it cannot be taken. SQLite's locks are the operating system's
- * (fcntl, LockFileEx), released when the connection closes or the process ends; SQLite also keeps
- * two connections of one process apart, which fcntl alone does not. The file stays: deleting a
+ * connection (of this process or another) holds it, or why it cannot be taken. SQLite's locks
+ * are the operating system's (fcntl, LockFileEx), released when the connection closes or the
+ * process ends; SQLite also keeps two connections of one process apart, which fcntl alone does
+ * not. The file stays: deleting a
  * lock file while another process may be opening it would let two hold locks on two files.
  */
 export function takeLock(file: string): DatabaseSync | string {

@@ -78,9 +78,9 @@ class Growable {
  * what makes an interrupted backup harmless.
  *
  * Bytes are copied once, into a reused segment buffer, when a blob is added: callers may reuse
- * their data buffers afterwards (not the ID's: see `add`). Sealed segments go to storage as they come (`createAddressed`):
- * a pack is never whole in memory where the storage can write it in parts (local folders), and
- * the pack is named by a hash taken as it is written. Where an operation fails, `abort` removes
+ * their data buffers afterwards (not the ID's: see `add`). Sealed segments go to storage as they
+ * come (`createAddressed`): a pack is never whole in memory where the storage can write it in
+ * parts (local folders), and the pack is named by a hash taken as it is written. Where an operation fails, `abort` removes
  * the pack being written.
  */
 export class Packer {

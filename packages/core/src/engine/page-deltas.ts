@@ -1,4 +1,4 @@
-import { ByteWriter, equalBytes, xorInto } from "../bytes.ts";
+import { ByteWriter, equalBytes, sameIdAt, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, blobId } from "../format/blob.ts";
 import type { FileNode } from "../format/tree.ts";
@@ -606,9 +606,7 @@ export class PageDeltas {
   /** Whether the parent listed the ID at `ids[at..at+32]` itself (not a delta) for page `page`. */
   private parentListed(page: number, ids: Uint8Array, at: number): boolean {
     if (page >= this.parentPages || this.parentHasBase[page]) return false;
-    const parent = this.parentIds;
-    for (let i = 0; i < 32; i++) if (parent[32 * page + i] !== ids[at + i]) return false;
-    return true;
+    return sameIdAt(this.parentIds, 32 * page, ids, at);
   }
 }
 

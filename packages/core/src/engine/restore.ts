@@ -86,17 +86,17 @@ export async function* readFiles(
   const starts = [0];
   let end = 0;
   let listsTaken = 0;
+  const add = (part: Uint8Array) => {
+    parts.push(part);
+    end += part.length;
+  };
   for (const f of files) {
-    const own = f.node.content ? [idsFromHex(f.node.content)] : [];
+    if (f.node.content) add(idsFromHex(f.node.content));
     for (const list of f.node.lists ?? []) {
       const next = lists.next(listsTaken++, BLOB_LIST);
       if (!(next instanceof Uint8Array)) await next;
       // Checked as a list, from the cache; copied, since the cache may let go of its segment.
-      own.push((await repo.listIdBytes(list)).slice());
-    }
-    for (const part of own) {
-      parts.push(part);
-      end += part.length;
+      add((await repo.listIdBytes(list)).slice());
     }
     starts.push(end);
   }
@@ -355,7 +355,7 @@ export class BlobReads {
     // The segment the plan has for this call (-1: not indexed; loadBlob reports it).
     const planned = entryOf[call];
     if (planned >= 0) this.segment = planned;
-    // Let go of the location taken: every garbage collection during the restore traces what is kept.
+    // Let go of the location taken: every collection during the restore traces what is kept.
     const loc = locs[call];
     locs[call] = undefined;
     const horizon = (this.before[Math.max(this.segment, 0)] ?? this.total) + this.readAheadBytes;

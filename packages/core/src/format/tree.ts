@@ -154,8 +154,8 @@ export function splitTreeNodes(
 }
 
 /**
- * Splits a file's content IDs (32 bytes each, back to back) into list blob bodies: a list ends after an ID whose first byte is
- * zero (1 in 256, so about 8 KiB per list) or at LIST_MAX_IDS. The boundaries depend only on the
+ * Splits a file's content IDs (32 bytes each, back to back) into list blob bodies: a list ends
+ * after an ID whose first byte is zero (1 in 256, so about 8 KiB per list) or at LIST_MAX_IDS. The boundaries depend only on the
  * IDs, so an unchanged run of pages yields the same list blob every day.
  *
  * `paired(i)` says that ID `i` is a delta blob and ID `i + 1` its base: the two stay in one

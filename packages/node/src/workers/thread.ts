@@ -19,6 +19,7 @@ import {
   type PageDeltaHints,
   releaseBuffer,
   releaseWhole,
+  sameIdAt,
   xorInto,
 } from "@locket/core";
 import { nodePrimitives } from "../primitives.ts";
@@ -313,7 +314,7 @@ class DeltaHints {
       : blobId(p, keys.id, BLOB_DATA, page);
     this.same.push(trusted ? 2 : same ? 1 : 0);
     // A page equal to the image needs no delta (it would be all zeros), nor one the parent had.
-    const delta = at >= 0 && !same && !idAt(this.known, 32 * k, id);
+    const delta = at >= 0 && !same && !sameIdAt(this.known, 32 * k, id);
     this.at.push(delta ? this.delta(page, this.window.subarray(at, at + n)) : -1);
     return id;
   }
@@ -381,13 +382,6 @@ function hasNonZero(ids: Uint8Array, at: number): boolean {
   if (at + 32 > ids.length) return false;
   for (let i = at; i < at + 32; i++) if (ids[i] !== 0) return true;
   return false;
-}
-
-/** Whether `ids` holds `id` (32 bytes) at `at`. */
-function idAt(ids: Uint8Array, at: number, id: Uint8Array): boolean {
-  if (at + 32 > ids.length) return false;
-  for (let i = 0; i < 32; i++) if (ids[at + i] !== id[i]) return false;
-  return true;
 }
 
 /** Bytes of the base image read at once by DeltaHints. */
