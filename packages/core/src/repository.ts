@@ -19,7 +19,14 @@ import {
   UsageError,
   WrongKeyError,
 } from "./errors.ts";
-import { BLOB_DELTA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "./format/blob.ts";
+import {
+  BLOB_DELTA,
+  BLOB_LIST,
+  BLOB_LIST_PATCH,
+  BLOB_TREE,
+  type BlobType,
+  blobId,
+} from "./format/blob.ts";
 import {
   decodeConfig,
   encodeConfig,
@@ -38,6 +45,7 @@ import {
   type PackListing,
   sealIndex,
 } from "./format/index-file.ts";
+import { applyListPatch, listPatchBase } from "./format/list-patch.ts";
 import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
 import {
@@ -796,15 +804,47 @@ export class Repository {
     return this.listBody(id);
   }
 
-  /** The plaintext of list blob `id`: 32-byte IDs back to back. @throws {IntegrityError} when damaged. */
+  /**
+   * The IDs of list blob `id`, 32 bytes each back to back: its plaintext, or for a list patch
+   * (SPEC §8) the IDs it makes from its base, read here. @throws {IntegrityError} when damaged.
+   */
   private async listBody(id: string): Promise<Uint8Array> {
-    const body = await this.loadBlob(id, BLOB_LIST);
+    if (this.lookup(id)?.type !== BLOB_LIST_PATCH)
+      return this.checkedList(id, await this.loadBlob(id, BLOB_LIST));
+    const patch = await this.loadBlob(id, BLOB_LIST_PATCH);
+    const base = toHex(this.listPatchBase(id, patch));
+    return this.applyListPatch(id, patch, await this.loadBlob(base, BLOB_LIST));
+  }
+
+  /** List blob `id`'s plaintext `body`, checked. @throws {IntegrityError} when malformed. */
+  checkedList(id: string, body: Uint8Array): Uint8Array {
     try {
       checkIdList(body);
     } catch (err) {
       throw new IntegrityError(`list ${id} is malformed: ${(err as Error).message}`);
     }
     return body;
+  }
+
+  /** The base list a list patch names. @throws {IntegrityError} when the patch is too short. */
+  listPatchBase(id: string, patch: Uint8Array): Uint8Array {
+    try {
+      return listPatchBase(patch);
+    } catch (err) {
+      throw new IntegrityError(`list patch ${id} is malformed: ${(err as Error).message}`);
+    }
+  }
+
+  /**
+   * The IDs list patch `id` makes from its base's plaintext `base` (a list blob, type checked by
+   * the caller). @throws {IntegrityError} when the patch or the base is malformed.
+   */
+  applyListPatch(id: string, patch: Uint8Array, base: Uint8Array): Uint8Array {
+    try {
+      return applyListPatch(patch, base);
+    } catch (err) {
+      throw new IntegrityError(`list patch ${id} is malformed: ${(err as Error).message}`);
+    }
   }
 
   /**

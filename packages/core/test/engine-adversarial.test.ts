@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { ByteWriter, concat, fromUtf8, toHex, utf8 } from "../src/bytes.ts";
+import { ByteWriter, concat, fromHex as fromHexId, fromUtf8, toHex, utf8 } from "../src/bytes.ts";
 import { AAD, seal } from "../src/crypto/seal.ts";
 import { backup } from "../src/engine/backup.ts";
 import { check } from "../src/engine/check.ts";
@@ -19,6 +19,7 @@ import {
   BLOB_DATA,
   BLOB_DELTA,
   BLOB_LIST,
+  BLOB_LIST_PATCH,
   BLOB_TREE,
   type BlobType,
   blobId,
@@ -684,6 +685,75 @@ describe("hostile trees and lists (crafted with the repository's real keys)", ()
       ),
       JSON.stringify(report.errors),
     );
+  });
+
+  it("a list patch reads through its base; one whose base is a patch, a data blob or missing, or that copies past its base, fails readFile and check", async () => {
+    const { storage, repo, result } = await setup();
+    const pages = [randomBytes(4096, 11), randomBytes(4096, 12), randomBytes(4096, 13)];
+    const [a, b, c] = await storeBlobs(
+      repo,
+      pages.map((bytes) => ({ type: BLOB_DATA, bytes })),
+    );
+    const idBytes = (...hex: string[]) => concat(...hex.map(fromHexId));
+    const [baseList] = await storeBlobs(repo, [{ type: BLOB_LIST, bytes: idBytes(a, b) }]);
+    // Copy ID 0 of the base, then one new ID: [a, c].
+    const ops = (base: string, from = 0) =>
+      concat(
+        fromHexId(base),
+        Uint8Array.of(0, from, 0, 1, 0),
+        Uint8Array.of(1, 1, 0),
+        fromHexId(c),
+      );
+    const [good, onData, past, onMissing] = await storeBlobs(repo, [
+      { type: BLOB_LIST_PATCH, bytes: ops(baseList) },
+      { type: BLOB_LIST_PATCH, bytes: ops(a) },
+      { type: BLOB_LIST_PATCH, bytes: ops(baseList, 2) },
+      { type: BLOB_LIST_PATCH, bytes: ops("cd".repeat(32)) },
+    ]);
+    const [patchOfPatch] = await storeBlobs(repo, [{ type: BLOB_LIST_PATCH, bytes: ops(good) }]);
+    const node = (lists: string[]): FileNode => ({
+      type: "file",
+      name: "chat.db",
+      mode: 0o644,
+      mtimeMs: 0,
+      size: 8192,
+      lists,
+    });
+    assert.deepEqual(
+      concat(...(await collect(readFile(repo, node([good]))))),
+      concat(pages[0], pages[2]),
+    );
+    for (const bad of [patchOfPatch, onData, past, onMissing]) {
+      await rejectsIntegrity(collect(readFile(repo, node([bad]))));
+    }
+    // check names the file of each snapshot whose list patch does not read.
+    const saved: string[] = [];
+    for (const [k, bad] of [patchOfPatch, onData, past, onMissing].entries()) {
+      const [tree] = await storeBlobs(repo, [
+        {
+          type: BLOB_TREE,
+          bytes: treeBytes([
+            fileNode({ name: "chat.db", size: 8192, content: undefined, lists: [bad] }),
+          ]),
+        },
+      ]);
+      const { name } = await repo.saveSnapshot({
+        ...result.snapshot,
+        seq: 2 + k,
+        parent: k === 0 ? result.id : saved[k - 1],
+        tree,
+      });
+      saved.push(name);
+    }
+    const report = await check(await Repository.open(storage, p, KEY));
+    for (const name of saved) {
+      assert.ok(
+        report.errors.some(
+          (e) => e.object.startsWith(`snapshots/${name}`) || e.message.includes(name),
+        ),
+        `${name}: ${JSON.stringify(report.errors)}`,
+      );
+    }
   });
 
   it("a file whose content names a tree blob fails readFile (blob types are not interchangeable)", async () => {

@@ -9,7 +9,13 @@ import { crc16xmodem, formatRecoveryKey, parseRecoveryKey } from "../src/crypto/
 import { webPrimitives } from "../src/crypto/web.ts";
 import { backup } from "../src/engine/backup.ts";
 import { NotFoundError, UsageError, WrongKeyError } from "../src/errors.ts";
-import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType } from "../src/format/blob.ts";
+import {
+  BLOB_DATA,
+  BLOB_LIST,
+  BLOB_LIST_PATCH,
+  BLOB_TREE,
+  type BlobType,
+} from "../src/format/blob.ts";
 import { sealSnapshot } from "../src/format/snapshot.ts";
 import type { FileNode } from "../src/format/tree.ts";
 import { Repository } from "../src/repository.ts";
@@ -73,12 +79,13 @@ async function blobTypes(storage: MemoryStorage): Promise<Map<string, BlobType>>
 }
 
 function newBlobsByType(before: Map<string, BlobType>, after: Map<string, BlobType>) {
-  const counts = { data: 0, tree: 0, list: 0 };
+  const counts = { data: 0, tree: 0, list: 0, listPatch: 0 };
   for (const [id, type] of after) {
     if (before.has(id)) continue;
     if (type === BLOB_DATA) counts.data++;
     else if (type === BLOB_TREE) counts.tree++;
     else if (type === BLOB_LIST) counts.list++;
+    else if (type === BLOB_LIST_PATCH) counts.listPatch++;
   }
   return counts;
 }
@@ -226,8 +233,13 @@ describe("deduplication", () => {
 
     assert.equal(added.data, touched.length, "exactly the rewritten pages are new");
     assert.equal(added.tree, 1, "only the root tree changes");
-    assert.ok(added.list >= 1 && added.list <= 2 * touched.length, `${added.list} lists`);
-    assert.equal(second.snapshot.summary.newBlobs, added.data + added.tree + added.list);
+    // Each list that holds a changed page is stored as a patch of the parent's (SPEC §8).
+    assert.equal(added.list, 0, "no list is stored whole");
+    assert.ok(
+      added.listPatch >= 1 && added.listPatch <= touched.length,
+      `${added.listPatch} list patches`,
+    );
+    assert.equal(second.snapshot.summary.newBlobs, added.data + added.tree + added.listPatch);
     // About 10 pages plus lists, not the 12 MiB database.
     assert.ok(
       second.snapshot.summary.addedBytes < 400_000,

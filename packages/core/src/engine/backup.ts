@@ -1,7 +1,14 @@
 import { toHex, utf8 } from "../bytes.ts";
 import { sqlitePageSize } from "../chunker/sqlite.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
-import { BLOB_DATA, BLOB_LIST, BLOB_TREE, type BlobType, blobId } from "../format/blob.ts";
+import {
+  BLOB_DATA,
+  BLOB_LIST,
+  BLOB_LIST_PATCH,
+  BLOB_TREE,
+  type BlobType,
+  blobId,
+} from "../format/blob.ts";
 import type { Snapshot } from "../format/snapshot.ts";
 import {
   encodeTree,
@@ -16,6 +23,7 @@ import type { Repository, SnapshotRef } from "../repository.ts";
 import { type ChunkJob, type FileChunker, localChunker } from "./chunker.ts";
 import { ContentIds } from "./content-ids.ts";
 import { nextSeq } from "./freshness.ts";
+import { ListBases } from "./list-bases.ts";
 import { Packer } from "./packer.ts";
 import { type PageBaseStore, PageDeltas, type ParentPages } from "./page-deltas.ts";
 import {
@@ -74,6 +82,8 @@ type FilePlan =
       readonly job: ChunkJob;
       /** The parent's version, when the file turns out to be a database (loaded on first call). */
       readonly parentPages?: () => Promise<ParentPages>;
+      /** The parent snapshot's node of the file, whose lists are bases for its list patches. */
+      readonly parent?: FileNode;
     };
 
 /**
@@ -144,6 +154,13 @@ export async function backup(
     }
     return toHex(id);
   };
+
+  // A parent whose lists cannot be read (damaged, pruned) only means whole lists.
+  const listBases = (parent: FileNode) =>
+    ListBases.load(repo, parent).catch((err: unknown) => {
+      if (err instanceof IntegrityError) return undefined;
+      throw err;
+    });
 
   // The file cache: a file whose platform cache key (size, mtime, inode, ...) equals the parent
   // snapshot's node is not read again; its content IDs are reused if every blob is still indexed.
@@ -279,9 +296,12 @@ export async function backup(
     if (ids.length <= INLINE_CONTENT_MAX) {
       return { ...base, content: Array.from({ length: ids.length }, (_, i) => toHex(ids.at(i))) };
     }
+    const bases = plan.parent?.lists ? await listBases(plan.parent) : undefined;
     const lists: string[] = [];
-    for (const list of splitIdLists(ids.bytes, (i) => ids.isDelta(i)))
-      lists.push(await storeBlob(BLOB_LIST, list, false));
+    for (const list of splitIdLists(ids.bytes, (i) => ids.isDelta(i))) {
+      const patch = bases?.patchFor(list);
+      lists.push(await storeBlob(patch ? BLOB_LIST_PATCH : BLOB_LIST, patch ?? list, false));
+    }
     return { ...base, lists };
   };
 
@@ -327,7 +347,7 @@ export async function backup(
             return parent.imagePageSize === pageSize ? parent.imageIds : undefined;
           };
           const job = chunker.start(e, baseImage ? { baseImage, knownPages, imagePages } : {});
-          plans.set(next, { job, parentPages });
+          plans.set(next, { job, parentPages, parent });
         }
         const e = entries[i];
         const node =

@@ -1,6 +1,5 @@
-import { concatAll, fromHex, idsFromHex, toHex } from "../bytes.ts";
+import { concatAll, fromHex, toHex } from "../bytes.ts";
 import { IntegrityError, UsageError } from "../errors.ts";
-import { BLOB_LIST } from "../format/blob.ts";
 import {
   type CondemnedPack,
   entriesOf,
@@ -13,7 +12,7 @@ import type { PackEntry } from "../format/pack.ts";
 import { IdSet } from "../id-set.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { Packer } from "./packer.ts";
-import { BlobReads } from "./restore.ts";
+import { BlobReads, readLists } from "./restore.ts";
 
 /**
  * Age after which a prune removes what interrupted writes left in storage (a local repository's
@@ -329,12 +328,11 @@ async function markUsed(
     const lists = new Set<string>();
     for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
     const fresh = [...lists].filter((l) => !used.hasHex(l));
-    const reads = new BlobReads(repo, idsFromHex(fresh));
+    // A list patch needs its base list kept, not the IDs of the base it does not copy.
+    const bodies = await readLists(repo, fresh, (base) => used.addHex(base));
     for (const [i, list] of fresh.entries()) {
-      const next = reads.next(i, BLOB_LIST);
-      if (!(next instanceof Uint8Array)) await next;
       used.addHex(list);
-      const ids = await repo.listIdBytes(list);
+      const ids = bodies[i];
       for (let at = 0; at < ids.length; at += 32) used.add(ids.subarray(at, at + 32));
     }
     for (const node of nodes) {

@@ -1,7 +1,13 @@
 import { type BlobLocation, segmentKey } from "../blob-index.ts";
 import { concatAll, idsFromHex, releaseWhole, toHex, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
-import { BLOB_DATA, BLOB_DELTA, BLOB_LIST, type BlobType } from "../format/blob.ts";
+import {
+  BLOB_DATA,
+  BLOB_DELTA,
+  BLOB_LIST,
+  BLOB_LIST_PATCH,
+  type BlobType,
+} from "../format/blob.ts";
 import type { FileNode, TreeNode } from "../format/tree.ts";
 import type { BlobRef, EvictionLog, Repository, SegmentRead } from "../repository.ts";
 import { SEGMENT_TARGET_BYTES } from "./packer.ts";
@@ -79,7 +85,10 @@ export async function* readFiles(
 ): AsyncGenerator<ReadEvent> {
   // The list blobs of every large file first, read ahead in order: loading them one by one cost
   // a round trip each before any data moved.
-  const lists = new BlobReads(repo, idsFromHex(files.flatMap((f) => f.node.lists ?? [])));
+  const lists = await readLists(
+    repo,
+    files.flatMap((f) => f.node.lists ?? []),
+  );
   // Every file's content IDs, back to back (32 bytes each): a database's 126 k pages as hex
   // strings, and the objects planned from them, were most of the main thread's work.
   const parts: Uint8Array[] = [];
@@ -92,14 +101,10 @@ export async function* readFiles(
   };
   for (const f of files) {
     if (f.node.content) add(idsFromHex(f.node.content));
-    for (const list of f.node.lists ?? []) {
-      const next = lists.next(listsTaken++, BLOB_LIST);
-      if (!(next instanceof Uint8Array)) await next;
-      // Checked as a list, from the cache; copied, since the cache may let go of its segment.
-      add((await repo.listIdBytes(list)).slice());
-    }
+    for (let k = f.node.lists?.length ?? 0; k > 0; k--) add(lists[listsTaken++]);
     starts.push(end);
   }
+  lists.length = 0;
   // A delta's base follows it in the content list, so the plan reads both in list order.
   const all = concatAll(parts);
   parts.length = 0;
@@ -133,6 +138,54 @@ export async function* readFiles(
   } finally {
     reads.close();
   }
+}
+
+/**
+ * The IDs of list blobs `lists` (hex), in order, as `Repository.listIdBytes` gives them (new
+ * memory, 32 bytes per ID), read ahead: first the lists, then the bases their list patches name
+ * (SPEC §8), so a database's ~400 lists cost a few ranged reads rather than a round trip each.
+ * `onBase` hears the ID of each patch's base (hex), once per patch.
+ * @throws {IntegrityError} when a list, a patch or a base is missing, damaged or malformed.
+ */
+export async function readLists(
+  repo: Repository,
+  lists: readonly string[],
+  onBase?: (id: string) => void,
+): Promise<Uint8Array[]> {
+  const ids = idsFromHex(lists);
+  const out: Uint8Array[] = [];
+  /** For each list patch: its place in `out`, and its base's ID. */
+  const patches: { at: number; base: string }[] = [];
+  const reads = new BlobReads(repo, ids);
+  try {
+    for (let i = 0; i < lists.length; i++) {
+      const patch = repo.typeOfId(ids.subarray(32 * i, 32 * i + 32)) === BLOB_LIST_PATCH;
+      const next = reads.next(i, patch ? BLOB_LIST_PATCH : BLOB_LIST);
+      // Copied: the cache may let go of the segment, and a view would hold all of it.
+      const body = (next instanceof Uint8Array ? next : await next).slice();
+      out.push(patch ? body : repo.checkedList(lists[i], body));
+      if (patch) patches.push({ at: i, base: toHex(repo.listPatchBase(lists[i], body)) });
+    }
+  } finally {
+    reads.close();
+  }
+  if (patches.length === 0) return out;
+  const bases = [...new Set(patches.map((p) => p.base))];
+  const baseReads = new BlobReads(repo, idsFromHex(bases));
+  const bodies = new Map<string, Uint8Array>();
+  try {
+    for (const [k, base] of bases.entries()) {
+      const next = baseReads.next(k, BLOB_LIST);
+      bodies.set(base, repo.checkedList(base, next instanceof Uint8Array ? next : await next));
+    }
+  } finally {
+    baseReads.close();
+  }
+  for (const { at, base } of patches) {
+    onBase?.(base);
+    out[at] = repo.applyListPatch(lists[at], out[at], bodies.get(base)!);
+  }
+  return out;
 }
 
 /**

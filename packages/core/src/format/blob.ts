@@ -9,7 +9,9 @@ export const BLOB_LIST = 2;
  * a data blob of the same length that the file's content list names right after it).
  */
 export const BLOB_DELTA = 3;
-export type BlobType = 0 | 1 | 2 | 3;
+/** A list blob written as changes to an earlier list blob (format/list-patch.ts). */
+export const BLOB_LIST_PATCH = 4;
+export type BlobType = 0 | 1 | 2 | 3 | 4;
 
 /** Bytes of a blob ID. */
 export const ID_BYTES = 32;
@@ -18,10 +20,16 @@ export const MAX_BLOB_BYTES = 8 * 1024 * 1024;
 
 /** Whether `t` is a known blob type. */
 export function isBlobType(t: number): t is BlobType {
-  return t === BLOB_DATA || t === BLOB_TREE || t === BLOB_LIST || t === BLOB_DELTA;
+  return (
+    t === BLOB_DATA ||
+    t === BLOB_TREE ||
+    t === BLOB_LIST ||
+    t === BLOB_DELTA ||
+    t === BLOB_LIST_PATCH
+  );
 }
 
-const TYPE_PREFIX = [Uint8Array.of(0), Uint8Array.of(1), Uint8Array.of(2), Uint8Array.of(3)];
+const TYPE_PREFIX = [0, 1, 2, 3, 4].map((t) => Uint8Array.of(t));
 
 /** A blob's keyed ID: HMAC-SHA256(idKey, type || plaintext). Reveals nothing without the key. */
 export function blobId(

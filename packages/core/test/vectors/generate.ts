@@ -32,6 +32,7 @@ import {
   BLOB_DATA,
   BLOB_DELTA,
   BLOB_LIST,
+  BLOB_LIST_PATCH,
   BLOB_TREE,
   type BlobType,
   blobId,
@@ -44,6 +45,7 @@ import {
   openIndex,
   sealIndex,
 } from "../../src/format/index-file.ts";
+import { applyListPatch, makeListPatch } from "../../src/format/list-patch.ts";
 import { type PackEntry, writeEntries } from "../../src/format/pack.ts";
 import { decodePayload, encodePayload } from "../../src/format/payload.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "../../src/format/snapshot.ts";
@@ -165,7 +167,8 @@ type Kind =
   | "tree-split"
   | "tree-join"
   | "id-lists"
-  | "memo";
+  | "memo"
+  | "list-patch";
 type Expect = "ok" | "error" | "null" | "wrong_key";
 type Value = string | number | Uint8Array | readonly number[];
 type Meta = readonly (readonly [string, Value])[];
@@ -1376,8 +1379,8 @@ async function genInvalidPacks(): Promise<void> {
   await forge(
     "pack-invalid-unknown-type",
     "integrity",
-    { entry: (e) => ({ ...e, type: 4 }) },
-    "entry of blob type 4",
+    { entry: (e) => ({ ...e, type: 5 }) },
+    "entry of blob type 5",
   );
   await forge("pack-invalid-count", "integrity", { count: 2 }, "header count 2 with one entry");
   await forge(
@@ -1651,9 +1654,9 @@ async function genIndex(packs: PackCase[]): Promise<void> {
   await bad(
     "index-invalid-unknown-type",
     "integrity",
-    stored(rawIndex(1, 1, undefined, entryBytes({ ...entries[0], type: 4 }))),
+    stored(rawIndex(1, 1, undefined, entryBytes({ ...entries[0], type: 5 }))),
     AAD.index,
-    "entry of blob type 4",
+    "entry of blob type 5",
   );
   await bad(
     "index-invalid-segment-length-27",
@@ -2482,6 +2485,81 @@ async function genIdLists(): Promise<void> {
   }
 }
 
+async function genListPatches(): Promise<void> {
+  const keys = await keysOf(ROOT_A);
+  const seed = utf8("list-patch");
+  const ids = idsByRule(seed, 8, []);
+  const base = concat(...ids.slice(0, 6));
+  const baseId = blobId(p, keys.id, BLOB_LIST, base);
+  const u16 = (n: number) => Uint8Array.of(n & 255, n >> 8);
+  const copy = (from: number, count: number) => concat(Uint8Array.of(0), u16(from), u16(count));
+  const fresh = (...body: Uint8Array[]) => concat(Uint8Array.of(1), u16(body.length), ...body);
+  // The list [0, 1, 6, 3, 4, 5, 7]: ID 2 changed to 6, ID 7 added at the end.
+  const list = concat(ids[0], ids[1], ids[6], ids[3], ids[4], ids[5], ids[7]);
+  const made = makeListPatch(list, baseId, base, (l, at) =>
+    ids.findIndex((id) => equalBytes(id, l.subarray(at, at + 32))),
+  );
+  const handmade = concat(baseId, copy(0, 2), fresh(ids[6]), copy(3, 3), fresh(ids[7]));
+  assert.ok(equalBytes(made, handmade), "makeListPatch gives the hand-made patch");
+  const ok: [string, Uint8Array, string][] = [
+    ["list-patch-copy-and-new", handmade, "copy 2, one new ID, copy 3, one new ID"],
+    ["list-patch-new-only", concat(baseId, fresh(ids[7], ids[6])), "new IDs only"],
+    ["list-patch-copy-whole", concat(baseId, copy(0, 6)), "the whole base"],
+    [
+      "list-patch-reorder",
+      concat(baseId, copy(4, 2), copy(0, 1), copy(0, 1)),
+      "copies in any order, twice",
+    ],
+  ];
+  const meta = (body: Uint8Array) =>
+    [
+      ["root_key", ROOT_A],
+      ["id_seed", seed],
+      ["base", base],
+      ["base_id", baseId],
+      ["patch_id", blobId(p, keys.id, BLOB_LIST_PATCH, body)],
+    ] as const;
+  for (const [name, body, comment] of ok) {
+    add({
+      name,
+      kind: "list-patch",
+      expect: "ok",
+      comment: `${comment}; ids: the list the patch makes`,
+      meta: [...meta(body), ["ids", applyListPatch(body, base)]],
+      body,
+    });
+  }
+  const bad: [string, Uint8Array, string][] = [
+    ["list-patch-invalid-no-op", baseId, "a base ID and no op"],
+    ["list-patch-invalid-short", concat(baseId, copy(0, 1)).subarray(0, 36), "a copy cut short"],
+    ["list-patch-invalid-op", concat(baseId, Uint8Array.of(2), u16(0), u16(1)), "op 2"],
+    ["list-patch-invalid-copy-zero", concat(baseId, copy(0, 0)), "a copy of 0 IDs"],
+    ["list-patch-invalid-copy-past", concat(baseId, copy(5, 2)), "a copy past the base's 6 IDs"],
+    ["list-patch-invalid-new-zero", concat(baseId, fresh(), copy(0, 1)), "0 new IDs"],
+    [
+      "list-patch-invalid-new-short",
+      concat(baseId, Uint8Array.of(1), u16(2), ids[7]),
+      "2 new IDs announced, 1 given",
+    ],
+    [
+      "list-patch-invalid-too-many",
+      concat(baseId, ...Array.from({ length: 171 }, () => copy(0, 6))),
+      "1026 IDs, over the 1024 of a list",
+    ],
+  ];
+  for (const [name, body, comment] of bad) {
+    assert.throws(() => applyListPatch(body, base), RangeError, name);
+    add({
+      name,
+      kind: "list-patch",
+      expect: "error",
+      comment: `${comment}: a reader rejects it`,
+      meta: [...meta(body)],
+      body,
+    });
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<void> {
@@ -2499,6 +2577,7 @@ async function main(): Promise<void> {
   await genTreeSplits();
   await genTreeJoins();
   await genIdLists();
+  await genListPatches();
   await genMemos();
 
   mkdirSync(DATA_DIR, { recursive: true });

@@ -21,7 +21,13 @@ import { webPrimitives } from "../../src/crypto/web.ts";
 import { Packer } from "../../src/engine/packer.ts";
 import { decodeDeltaMemo, sealDeltaMemo } from "../../src/engine/page-deltas.ts";
 import { LocketError } from "../../src/errors.ts";
-import { type BlobType, blobId, isBlobType } from "../../src/format/blob.ts";
+import {
+  BLOB_LIST,
+  BLOB_LIST_PATCH,
+  type BlobType,
+  blobId,
+  isBlobType,
+} from "../../src/format/blob.ts";
 import {
   type CondemnedPack,
   type ForgottenSnapshot,
@@ -29,6 +35,7 @@ import {
   openIndex,
   sealIndex,
 } from "../../src/format/index-file.ts";
+import { applyListPatch, listPatchBase } from "../../src/format/list-patch.ts";
 import { type PackEntry, sealPackTrailer } from "../../src/format/pack.ts";
 import { decodePayload, encodePayload } from "../../src/format/payload.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "../../src/format/snapshot.ts";
@@ -71,6 +78,8 @@ const MIN_CASES: Record<string, number> = {
   "memo/ok": 2,
   "memo/null": 4,
   "id-lists/ok": 4,
+  "list-patch/ok": 3,
+  "list-patch/error": 6,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -714,6 +723,21 @@ const checks: Record<string, Check> = {
       for (const id of parseIdList(l)) bytesEqual(id, ids[next++], "parseIdList");
     }
     assert.equal(next, count);
+  },
+
+  async "list-patch"(v, f) {
+    const base = f.hex("base");
+    for (const [pname, prim] of PRIMITIVES) {
+      const keys = await keysOf(prim, pname, f.hex("root_key"));
+      bytesEqual(blobId(prim, keys.id, BLOB_LIST, base), f.hex("base_id"), `${pname}: base id`);
+      bytesEqual(blobId(prim, keys.id, BLOB_LIST_PATCH, v.body), f.hex("patch_id"), `${pname}: id`);
+    }
+    if (v.expect === "error") {
+      assert.throws(() => applyListPatch(v.body, base), RangeError);
+      return;
+    }
+    bytesEqual(listPatchBase(v.body), f.hex("base_id"), "the patch names its base");
+    bytesEqual(applyListPatch(v.body, base), f.hex("ids"), "the list");
   },
 };
 

@@ -1,0 +1,126 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { concat } from "../src/bytes.ts";
+import {
+  applyListPatch,
+  listPatchBase,
+  makeListPatch,
+  OP_COPY,
+  OP_IDS,
+} from "../src/format/list-patch.ts";
+import { LIST_MAX_IDS } from "../src/format/tree.ts";
+import { randomBytes } from "./helpers.ts";
+
+const BASE_ID = new Uint8Array(32).fill(0xbb);
+
+/** `n` random IDs, back to back. */
+function ids(n: number, seed: number): Uint8Array {
+  return randomBytes(32 * n, seed);
+}
+
+/** An exact index of a base's IDs, as ListBases keeps (here by hex, to be plainly right). */
+function indexOf(base: Uint8Array) {
+  const at = new Map<string, number>();
+  for (let j = 0; j < base.length / 32; j++) {
+    at.set(Buffer.from(base.subarray(32 * j, 32 * j + 32)).toString("hex"), j);
+  }
+  return (list: Uint8Array, i: number) =>
+    at.get(Buffer.from(list.subarray(i, i + 32)).toString("hex")) ?? -1;
+}
+
+function copy(from: number, count: number): Uint8Array {
+  const op = new Uint8Array(5);
+  const v = new DataView(op.buffer);
+  op[0] = OP_COPY;
+  v.setUint16(1, from, true);
+  v.setUint16(3, count, true);
+  return op;
+}
+
+function literal(body: Uint8Array, count = body.length / 32): Uint8Array {
+  const op = new Uint8Array(3);
+  op[0] = OP_IDS;
+  new DataView(op.buffer).setUint16(1, count, true);
+  return concat(op, body);
+}
+
+describe("list patches", () => {
+  it("rebuild lists edited at random (changed, inserted, removed IDs) from their bases", () => {
+    for (let seed = 1; seed <= 60; seed++) {
+      const base = ids(1 + ((seed * 37) % 500), seed);
+      const parts: Uint8Array[] = [];
+      let fresh = 0;
+      for (let j = 0; j < base.length / 32; j++) {
+        const r = (seed * 7919 + j * 104729) % 100;
+        if (r < 10)
+          parts.push(ids(1, 1000 * seed + fresh++)); // changed
+        else if (r < 15) parts.push(base.subarray(32 * j, 32 * j + 32), ids(1, 5000 + fresh++));
+        else if (r < 18)
+          continue; // removed
+        else parts.push(base.subarray(32 * j, 32 * j + 32));
+      }
+      const list = concat(...parts).subarray(0, 32 * LIST_MAX_IDS);
+      if (list.length === 0) continue;
+      const patch = makeListPatch(list, BASE_ID, base, indexOf(base));
+      assert.deepEqual(listPatchBase(patch), BASE_ID);
+      assert.deepEqual(applyListPatch(patch, base), list, `seed ${seed}`);
+      // Deterministic: the same list and base give the same bytes, so the same blob ID.
+      assert.deepEqual(makeListPatch(list, BASE_ID, base, indexOf(base)), patch);
+    }
+  });
+
+  it("copy unchanged runs in one op and store only changed IDs", () => {
+    const base = ids(300, 1);
+    const list = base.slice();
+    list.set(ids(1, 2), 32 * 100);
+    const patch = makeListPatch(list, BASE_ID, base, indexOf(base));
+    // Base ID, copy 0..100, one new ID, copy 101..300.
+    assert.equal(patch.length, 32 + 5 + (3 + 32) + 5);
+    assert.deepEqual(
+      patch,
+      concat(BASE_ID, copy(0, 100), literal(list.subarray(3200, 3232)), copy(101, 199)),
+    );
+  });
+
+  it("treat a wrong index hint as a new ID, never as a wrong copy", () => {
+    const base = ids(50, 3);
+    const list = ids(50, 4); // nothing in common
+    const patch = makeListPatch(list, BASE_ID, base, () => 7);
+    assert.deepEqual(applyListPatch(patch, base), list);
+    assert.deepEqual(patch, concat(BASE_ID, literal(list)));
+  });
+
+  it("refuse malformed patches and bases with a RangeError", () => {
+    const base = ids(10, 5);
+    const bad: [string, Uint8Array, Uint8Array?][] = [
+      ["empty", new Uint8Array(0)],
+      ["a base ID and no op", BASE_ID],
+      ["an op cut short", concat(BASE_ID, copy(0, 1).subarray(0, 4))],
+      ["an unknown op", concat(BASE_ID, Uint8Array.of(2, 0, 0, 1, 0))],
+      ["a copy of 0 IDs", concat(BASE_ID, copy(0, 0))],
+      ["a copy past the base's end", concat(BASE_ID, copy(5, 6))],
+      ["a copy starting past the end", concat(BASE_ID, copy(10, 1))],
+      ["new IDs of count 0", concat(BASE_ID, literal(new Uint8Array(0)), copy(0, 1))],
+      ["new IDs cut short", concat(BASE_ID, literal(ids(2, 6), 3))],
+      ["a trailing byte", concat(BASE_ID, copy(0, 1), Uint8Array.of(0))],
+      ["a base that is not a list", concat(BASE_ID, copy(0, 1)), new Uint8Array(33)],
+      ["an empty base", concat(BASE_ID, literal(ids(1, 7))), new Uint8Array(0)],
+    ];
+    for (const [what, patch, b = base] of bad) {
+      assert.throws(() => applyListPatch(patch, b), RangeError, what);
+    }
+  });
+
+  it("refuse a patch that makes more than LIST_MAX_IDS IDs before allocating them", () => {
+    const base = ids(LIST_MAX_IDS, 8);
+    assert.equal(applyListPatch(concat(BASE_ID, copy(0, LIST_MAX_IDS)), base).length, 32768);
+    // 65 535 copies of the whole base would be 2 GiB of IDs from a 328 KB patch.
+    const ops = new Uint8Array(5 * 65_535);
+    for (let k = 0; k < 65_535; k++) ops.set(copy(0, LIST_MAX_IDS), 5 * k);
+    assert.throws(() => applyListPatch(concat(BASE_ID, ops), base), /over 1024 IDs/);
+    assert.throws(
+      () => applyListPatch(concat(BASE_ID, copy(0, 1), copy(0, LIST_MAX_IDS)), base),
+      /over 1024 IDs/,
+    );
+  });
+});
