@@ -82,8 +82,8 @@ type FilePlan =
       readonly job: ChunkJob;
       /** The parent's version, when the file turns out to be a database (loaded on first call). */
       readonly parentPages?: () => Promise<ParentPages>;
-      /** The parent snapshot's node of the file, whose lists are bases for its list patches. */
-      readonly parent?: FileNode;
+      /** The lists of the file's parent version, as bases for its list patches (loading). */
+      readonly listBases?: Promise<ListBases | undefined>;
     };
 
 /**
@@ -296,7 +296,7 @@ export async function backup(
     if (ids.length <= INLINE_CONTENT_MAX) {
       return { ...base, content: Array.from({ length: ids.length }, (_, i) => toHex(ids.at(i))) };
     }
-    const bases = plan.parent?.lists ? await listBases(plan.parent) : undefined;
+    const bases = await plan.listBases;
     const lists: string[] = [];
     for (const list of splitIdLists(ids.bytes, (i) => ids.isDelta(i))) {
       const patch = bases?.patchFor(list);
@@ -347,7 +347,10 @@ export async function backup(
             return parent.imagePageSize === pageSize ? parent.imageIds : undefined;
           };
           const job = chunker.start(e, baseImage ? { baseImage, knownPages, imagePages } : {});
-          plans.set(next, { job, parentPages, parent });
+          // Loaded while the file is read (it shares the segments the page deltas read).
+          const bases = parent?.lists ? listBases(parent) : undefined;
+          bases?.catch(() => {}); // rethrown where awaited
+          plans.set(next, { job, parentPages, listBases: bases });
         }
         const e = entries[i];
         const node =

@@ -1,4 +1,4 @@
-import { concatAll, sameIdAt } from "../bytes.ts";
+import { sameIdAt } from "../bytes.ts";
 import { ID_BYTES } from "./blob.ts";
 import { checkIdList, LIST_MAX_IDS } from "./tree.ts";
 
@@ -91,14 +91,21 @@ export function makeListPatch(
 ): Uint8Array {
   const n = list.length / ID_BYTES;
   const baseIds = base.length / ID_BYTES;
-  const parts: Uint8Array[] = [baseId];
+  // At most a copy op or a new ID with its op's header per ID: written in place.
+  const out = new Uint8Array(ID_BYTES + n * (COPY_BYTES + IDS_HEADER + ID_BYTES));
+  out.set(baseId);
+  let at = ID_BYTES;
+  const u16 = (v: number) => {
+    out[at++] = v & 0xff;
+    out[at++] = v >>> 8;
+  };
   let idsFrom = -1; // the first ID of the pending run of new IDs
   const flushIds = (end: number) => {
     if (idsFrom < 0) return;
-    const op = new Uint8Array(IDS_HEADER);
-    op[0] = OP_IDS;
-    new DataView(op.buffer).setUint16(1, end - idsFrom, true);
-    parts.push(op, list.subarray(idsFrom * ID_BYTES, end * ID_BYTES));
+    out[at++] = OP_IDS;
+    u16(end - idsFrom);
+    out.set(list.subarray(idsFrom * ID_BYTES, end * ID_BYTES), at);
+    at += (end - idsFrom) * ID_BYTES;
     idsFrom = -1;
   };
   for (let i = 0; i < n; ) {
@@ -116,14 +123,11 @@ export function makeListPatch(
       sameIdAt(list, (i + k) * ID_BYTES, base, (j + k) * ID_BYTES)
     )
       k++;
-    const op = new Uint8Array(COPY_BYTES);
-    const v = new DataView(op.buffer);
-    op[0] = OP_COPY;
-    v.setUint16(1, j, true);
-    v.setUint16(3, k, true);
-    parts.push(op);
+    out[at++] = OP_COPY;
+    u16(j);
+    u16(k);
     i += k;
   }
   flushIds(n);
-  return concatAll(parts);
+  return out.slice(0, at);
 }
