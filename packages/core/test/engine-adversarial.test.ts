@@ -4,8 +4,10 @@ import { ByteWriter, concat, fromHex as fromHexId, fromUtf8, toHex, utf8 } from 
 import { AAD, seal } from "../src/crypto/seal.ts";
 import { backup } from "../src/engine/backup.ts";
 import { check } from "../src/engine/check.ts";
+import { forget } from "../src/engine/forget.ts";
 import { checkFreshness } from "../src/engine/freshness.ts";
 import { PACK_TARGET_BYTES, Packer } from "../src/engine/packer.ts";
+import { prune } from "../src/engine/prune.ts";
 import { readFile, walk } from "../src/engine/restore.ts";
 import {
   IntegrityError,
@@ -754,6 +756,43 @@ describe("hostile trees and lists (crafted with the repository's real keys)", ()
         `${name}: ${JSON.stringify(report.errors)}`,
       );
     }
+  });
+
+  it("check reports a blob a snapshot needs whose only copy was in a pack a prune deleted", async () => {
+    const { storage, repo, result } = await setup();
+    const root = await repo.loadTree(result.snapshot.tree);
+    const notes = root.nodes.find((n) => n.name === "notes.txt");
+    assert.ok(notes?.type === "file" && notes.content);
+    const second = await run(await reader(storage), baseSpec(5));
+    await forget(await reader(storage), { ids: [result.id] });
+    await prune(await reader(storage), { keepDeleteMs: 0 });
+    const after = await reader(storage);
+    const lost = notes.content[0];
+    assert.ok(after.readable(lost), "the index still names the condemned pack");
+    assert.equal((await names(storage, "data")).includes(after.lookup(lost)!.pack), false);
+    // A snapshot that needs the lost blob (as a backup that deduplicated against it would).
+    const [tree] = await storeBlobs(after, [
+      {
+        type: BLOB_TREE,
+        bytes: treeBytes([
+          fileNode({ name: "notes.txt", size: notes.size, content: notes.content }),
+        ]),
+      },
+    ]);
+    const { name } = await after.saveSnapshot({
+      ...second.snapshot,
+      seq: second.snapshot.seq + 1,
+      parent: second.id,
+      tree,
+    });
+    const report = await check(await reader(storage));
+    assert.ok(
+      report.errors.some(
+        (e) =>
+          e.object === `snapshots/${name}:notes.txt` && /condemned and deleted/.test(e.message),
+      ),
+      JSON.stringify(report.errors),
+    );
   });
 
   it("a file whose content names a tree blob fails readFile (blob types are not interchangeable)", async () => {

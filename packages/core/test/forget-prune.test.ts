@@ -12,6 +12,7 @@ import { type PruneOptions, prune } from "../src/engine/prune.ts";
 import { StorageError } from "../src/errors.ts";
 import { BLOB_LIST_PATCH } from "../src/format/blob.ts";
 import type { Snapshot } from "../src/format/snapshot.ts";
+import type { DirNode } from "../src/format/tree.ts";
 import { Repository, type SnapshotRef } from "../src/repository.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import type { ObjectKind } from "../src/storage/storage.ts";
@@ -362,6 +363,42 @@ describe("prune", () => {
     await forget(await open(storage), { ids: [ids[0], ids[1]] });
     return { storage, specs, ids };
   }
+
+  it("keeps every ID of a list that one file lists whole and another file's patch uses as base", async () => {
+    const db1 = fakeSqlite(300, 1);
+    const db2 = new Uint8Array(db1);
+    for (let i = 0; i < 40; i++) rewritePage(db2, (i * 7) % 300, 1000 + i);
+    // A database changed, then put back as it was (a restore of an older version, backed up
+    // again); and a copy of the first version beside the changing one.
+    const cases: Spec[][] = [
+      [{ "chat.db": db1 }, { "chat.db": db2 }, { "chat.db": db1 }],
+      [
+        { a: { "chat.db": db1 }, z: { "copy.db": db1 } },
+        { a: { "chat.db": db2 }, z: { "copy.db": db1 } },
+      ],
+    ];
+    for (const specs of cases) {
+      const storage = new MemoryStorage();
+      await Repository.init(storage, p, KEY);
+      const ids: string[] = [];
+      for (const spec of specs) ids.push((await backupSpec(storage, spec)).id);
+      const patched = await open(storage);
+      const second = await patched.loadTree((await patched.findSnapshot(ids[1])).snapshot.tree);
+      const db =
+        "a" in specs[1] ? (await patched.dirNodes(second.nodes[0] as DirNode))[0] : second.nodes[0];
+      assert.ok(
+        db.type === "file" && db.lists?.some((l) => patched.lookup(l)?.type === BLOB_LIST_PATCH),
+        "the changed database's lists are patches of the first version's",
+      );
+      // The first snapshot goes: its lists stay as bases, and the last snapshot lists them whole.
+      await forget(await open(storage), { ids: [ids[0]] });
+      await prune(await open(storage), { keepDeleteMs: 0 });
+      for (const [k, id] of ids.entries()) {
+        if (k > 0) await restoresExactly(storage, id, specs[k]);
+      }
+      await assertClean(storage);
+    }
+  });
 
   it("condemns first, deletes after the delay, and the remaining snapshot restores", async () => {
     const { storage, specs, ids } = await forgottenRepo();

@@ -95,7 +95,12 @@ describe("list patches", () => {
     const bad: [string, Uint8Array, Uint8Array?][] = [
       ["empty", new Uint8Array(0)],
       ["a base ID and no op", BASE_ID],
-      ["an op cut short", concat(BASE_ID, copy(0, 1).subarray(0, 4))],
+      ["37 bytes, under a whole copy op", concat(BASE_ID, copy(0, 1).subarray(0, 4))],
+      [
+        "a copy cut short after a whole one",
+        concat(BASE_ID, copy(0, 1), copy(1, 1).subarray(0, 4)),
+      ],
+      ["new IDs' count cut short", concat(BASE_ID, copy(0, 1), Uint8Array.of(OP_IDS, 1))],
       ["an unknown op", concat(BASE_ID, Uint8Array.of(2, 0, 0, 1, 0))],
       ["a copy of 0 IDs", concat(BASE_ID, copy(0, 0))],
       ["a copy past the base's end", concat(BASE_ID, copy(5, 6))],
@@ -111,12 +116,19 @@ describe("list patches", () => {
     }
   });
 
+  it("refuse a patch longer than the largest one, a base ID and 1024 one-ID ops", () => {
+    const base = ids(10, 10);
+    const ops = (n: number) => Array.from({ length: n }, (_, k) => literal(ids(1, 100 + k)));
+    assert.equal(applyListPatch(concat(BASE_ID, ...ops(1024)), base).length, 32 * 1024);
+    assert.throws(() => applyListPatch(concat(BASE_ID, ...ops(1025)), base), /35907 bytes/);
+  });
+
   it("refuse a patch that makes more than LIST_MAX_IDS IDs before allocating them", () => {
     const base = ids(LIST_MAX_IDS, 8);
     assert.equal(applyListPatch(concat(BASE_ID, copy(0, LIST_MAX_IDS)), base).length, 32768);
-    // 65 535 copies of the whole base would be 2 GiB of IDs from a 328 KB patch.
-    const ops = new Uint8Array(5 * 65_535);
-    for (let k = 0; k < 65_535; k++) ops.set(copy(0, LIST_MAX_IDS), 5 * k);
+    // 1024 copies of the whole base would be 32 MiB of IDs from a 5 KB patch.
+    const ops = new Uint8Array(5 * 1024);
+    for (let k = 0; k < 1024; k++) ops.set(copy(0, LIST_MAX_IDS), 5 * k);
     assert.throws(() => applyListPatch(concat(BASE_ID, ops), base), /over 1024 IDs/);
     assert.throws(
       () => applyListPatch(concat(BASE_ID, copy(0, 1), copy(0, LIST_MAX_IDS)), base),

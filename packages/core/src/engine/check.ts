@@ -186,7 +186,8 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
   reading?.catch(() => {}); // awaited below
 
   let snapshots = 0;
-  const seen: Seen = { trees: new Set(), lists: new Set() };
+  const gone = new Set([...repo.condemned.keys()].filter((pack) => !stored.has(pack)));
+  const seen: Seen = { trees: new Set(), lists: new Set(), gone };
   const history: SnapshotRef[] = [];
   for await (const { name } of storage.list("snapshots")) {
     if (repo.forgotten.has(name)) {
@@ -268,6 +269,8 @@ function badDelta(repo: Repository, ids: readonly string[]): string | undefined 
 interface Seen {
   readonly trees: Set<string>;
   readonly lists: Set<string>;
+  /** Condemned packs no longer in storage (a prune deleted them): their blobs cannot be read. */
+  readonly gone: ReadonlySet<string>;
 }
 
 async function checkTree(
@@ -280,7 +283,9 @@ async function checkTree(
   const { errors } = found;
   if (seen.trees.has(treeId)) return;
   seen.trees.add(treeId);
-  const unreadable = (id: string) => !repo.readable(id);
+  // A blob whose only copy was in a condemned pack that a prune has deleted is gone too.
+  const inGone = (id: string) => seen.gone.has(repo.lookup(id)?.pack ?? "");
+  const unreadable = (id: string) => !repo.readable(id) || (seen.gone.size > 0 && inGone(id));
   for await (const { path, node } of walk(repo, treeId)) {
     if (node.type !== "file") continue;
     let missing = node.content?.find(unreadable);
@@ -305,7 +310,9 @@ async function checkTree(
     if (missing !== undefined) {
       errors.push({
         object: `snapshots/${snapshot}:${path.join("/")}`,
-        message: `data blob ${missing} is not indexed`,
+        message: repo.readable(missing)
+          ? `data blob ${missing} is only in pack ${repo.lookup(missing)?.pack}, which a prune condemned and deleted`
+          : `data blob ${missing} is not indexed`,
       });
     }
   }

@@ -47,25 +47,29 @@ export class ListBases {
     }
     const out = new ListBases();
     const live = [...bases].filter((id) => repo.liveLengthOf(fromHex(id), BLOB_LIST) >= 0);
-    out.where = new IdPlaces(live.length * LIST_MAX_IDS);
     for (let i = 0; i < live.length; i += LOAD_BATCH) {
       const batch = live.slice(i, i + LOAD_BATCH);
       const bodies = await Promise.all(
         batch.map(async (id) => repo.checkedList(id, await repo.loadBlob(id, BLOB_LIST))),
       );
-      for (const [k, body] of bodies.entries()) out.add(fromHex(batch[k]), body.slice());
+      for (const [k, body] of bodies.entries()) {
+        out.ids.push(fromHex(batch[k]));
+        out.bodies.push(body.slice());
+      }
     }
-    out.votes = new Uint32Array(out.ids.length);
+    out.index();
     return out;
   }
 
-  private add(id: Uint8Array, body: Uint8Array): void {
-    const b = this.ids.length;
-    this.ids.push(id);
-    this.bodies.push(body);
-    for (let j = 0; j < body.length / ID_BYTES; j++) {
-      this.where.set(body, j * ID_BYTES, b * LIST_MAX_IDS + j);
+  /** Indexes where every base ID is, in a table sized for the IDs loaded. */
+  private index(): void {
+    this.where = new IdPlaces(this.bodies.reduce((n, body) => n + body.length / ID_BYTES, 0));
+    for (const [b, body] of this.bodies.entries()) {
+      for (let j = 0; j < body.length / ID_BYTES; j++) {
+        this.where.set(body, j * ID_BYTES, b * LIST_MAX_IDS + j);
+      }
     }
+    this.votes = new Uint32Array(this.ids.length);
   }
 
   /** Bases known. */

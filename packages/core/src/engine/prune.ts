@@ -321,17 +321,21 @@ async function markUsed(
   onProgress: PruneOptions["onProgress"],
 ): Promise<IdSet> {
   const used = new IdSet();
+  // Lists whose IDs are marked. Not `used`: a list patch's base is used (kept) without its IDs,
+  // and a file elsewhere that lists that base itself needs them all.
+  const expanded = new IdSet();
   const markTree = async (id: string): Promise<void> => {
     if (!used.addHex(id)) return;
     const { nodes } = await repo.loadTree(id);
     // The tree's new list blobs first, read ahead together and opened off the main thread.
     const lists = new Set<string>();
     for (const n of nodes) if (n.type === "file") for (const l of n.lists ?? []) lists.add(l);
-    const fresh = [...lists].filter((l) => !used.hasHex(l));
+    const fresh = [...lists].filter((l) => !expanded.hasHex(l));
     // A list patch needs its base list kept, not the IDs of the base it does not copy.
     const bodies = await readLists(repo, fresh, (base) => used.addHex(base));
     for (const [i, list] of fresh.entries()) {
       used.addHex(list);
+      expanded.addHex(list);
       const ids = bodies[i];
       for (let at = 0; at < ids.length; at += 32) used.add(ids.subarray(at, at + 32));
     }

@@ -161,10 +161,12 @@ export async function readLists(
     for (let i = 0; i < lists.length; i++) {
       const patch = repo.typeOfId(ids.subarray(32 * i, 32 * i + 32)) === BLOB_LIST_PATCH;
       const next = reads.next(i, patch ? BLOB_LIST_PATCH : BLOB_LIST);
-      // Copied: the cache may let go of the segment, and a view would hold all of it.
-      const body = (next instanceof Uint8Array ? next : await next).slice();
-      out.push(patch ? body : repo.checkedList(lists[i], body));
-      if (patch) patches.push({ at: i, base: toHex(repo.listPatchBase(lists[i], body)) });
+      const view = next instanceof Uint8Array ? next : await next;
+      // Checked for size, then copied: the cache may let go of the segment, and a view would
+      // hold all of it.
+      if (patch) patches.push({ at: i, base: toHex(repo.listPatchBase(lists[i], view)) });
+      else repo.checkedList(lists[i], view);
+      out.push(view.slice());
     }
   } finally {
     reads.close();

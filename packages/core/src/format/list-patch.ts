@@ -20,9 +20,16 @@ export const OP_IDS = 1;
 const COPY_BYTES = 5;
 const IDS_HEADER = 3;
 
-/** The base list ID a patch names (a view into `patch`). @throws {RangeError} when too short. */
+/** The largest list patch: its base's ID and LIST_MAX_IDS new IDs, each with its own op. */
+export const MAX_LIST_PATCH_BYTES = ID_BYTES + LIST_MAX_IDS * (IDS_HEADER + ID_BYTES);
+
+/**
+ * The base list ID a patch names (a view into `patch`).
+ * @throws {RangeError} when the patch is shorter than a base ID and an op, or longer than
+ *   MAX_LIST_PATCH_BYTES.
+ */
 export function listPatchBase(patch: Uint8Array): Uint8Array {
-  if (patch.length < ID_BYTES + COPY_BYTES) {
+  if (patch.length < ID_BYTES + COPY_BYTES || patch.length > MAX_LIST_PATCH_BYTES) {
     throw new RangeError(`list patch of ${patch.length} bytes`);
   }
   return patch.subarray(0, ID_BYTES);

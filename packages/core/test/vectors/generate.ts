@@ -2531,7 +2531,22 @@ async function genListPatches(): Promise<void> {
   }
   const bad: [string, Uint8Array, string][] = [
     ["list-patch-invalid-no-op", baseId, "a base ID and no op"],
-    ["list-patch-invalid-short", concat(baseId, copy(0, 1)).subarray(0, 36), "a copy cut short"],
+    ["list-patch-invalid-short", concat(baseId, copy(0, 1)).subarray(0, 36), "36 bytes: under 37"],
+    [
+      "list-patch-invalid-copy-cut",
+      concat(baseId, copy(0, 1), copy(1, 1).subarray(0, 4)),
+      "a second copy cut short",
+    ],
+    [
+      "list-patch-invalid-new-header-cut",
+      concat(baseId, copy(0, 1), Uint8Array.of(1, 1)),
+      "new IDs whose count is cut short",
+    ],
+    [
+      "list-patch-invalid-too-long",
+      concat(baseId, ...Array.from({ length: 1025 }, () => fresh(ids[7]))),
+      "35 907 bytes: over the 35 872 of the largest patch",
+    ],
     ["list-patch-invalid-op", concat(baseId, Uint8Array.of(2), u16(0), u16(1)), "op 2"],
     ["list-patch-invalid-copy-zero", concat(baseId, copy(0, 0)), "a copy of 0 IDs"],
     ["list-patch-invalid-copy-past", concat(baseId, copy(5, 2)), "a copy past the base's 6 IDs"],

@@ -79,7 +79,7 @@ const MIN_CASES: Record<string, number> = {
   "memo/null": 4,
   "id-lists/ok": 4,
   "list-patch/ok": 3,
-  "list-patch/error": 6,
+  "list-patch/error": 9,
 };
 
 // ---------------------------------------------------------------------------------------------
