@@ -311,7 +311,7 @@ async function checkTree(
       errors.push({
         object: `snapshots/${snapshot}:${path.join("/")}`,
         message: repo.readable(missing)
-          ? `data blob ${missing} is only in pack ${repo.lookup(missing)?.pack}, which a prune condemned and deleted`
+          ? `blob ${missing} is only in pack ${repo.lookup(missing)?.pack}, which a prune condemned and deleted`
           : `data blob ${missing} is not indexed`,
       });
     }
