@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { concat } from "../src/bytes.ts";
+import { concat, fromHex } from "../src/bytes.ts";
+import { backup } from "../src/engine/backup.ts";
+import { ListBases } from "../src/engine/list-bases.ts";
 import {
   applyListPatch,
   listPatchBase,
@@ -9,7 +11,9 @@ import {
   OP_IDS,
 } from "../src/format/list-patch.ts";
 import { LIST_MAX_IDS } from "../src/format/tree.ts";
-import { randomBytes } from "./helpers.ts";
+import { Repository } from "../src/repository.ts";
+import { MemoryStorage } from "../src/storage/memory.ts";
+import { fakeSqlite, p, randomBytes, sourceTree } from "./helpers.ts";
 
 const BASE_ID = new Uint8Array(32).fill(0xbb);
 
@@ -134,5 +138,33 @@ describe("list patches", () => {
       () => applyListPatch(concat(BASE_ID, copy(0, 1), copy(0, LIST_MAX_IDS)), base),
       /over 1024 IDs/,
     );
+  });
+});
+
+describe("ListBases", () => {
+  it("patches a list that changed a little, and leaves whole a list that is a base or all new", async () => {
+    const storage = new MemoryStorage();
+    const repo = await Repository.init(storage, p, new Uint8Array(32).fill(7));
+    const first = await backup(repo, sourceTree({ "chat.db": fakeSqlite(3000, 3) }), {
+      host: "h",
+      paths: ["chat.db"],
+    });
+    const node = (await repo.loadTree(first.snapshot.tree)).nodes[0];
+    assert.ok(node.type === "file" && node.lists && node.lists.length > 2);
+    const bases = await ListBases.load(repo, node);
+    const list = await repo.listIdBytes(node.lists[1]);
+    assert.equal(bases.patchFor(list), undefined, "the base itself is stored as it is");
+    const changed = list.slice();
+    changed.set(ids(1, 42), 32 * 5);
+    const patch = bases.patchFor(changed);
+    assert.ok(patch, "one ID changed: a patch");
+    assert.deepEqual(applyListPatch(patch, list), changed);
+    assert.deepEqual(listPatchBase(patch), fromHex(node.lists[1]));
+    assert.equal(bases.patchFor(ids(list.length / 32, 43)), undefined, "all new: whole");
+    // Every other ID changed (not the sampled ones, every 8th from the first): the patch, a copy
+    // op and a new ID per pair, would be over half the list.
+    const most = list.slice();
+    for (let i = 1; i < list.length / 32; i += 2) most.set(ids(1, 1000 + i), 32 * i);
+    assert.equal(bases.patchFor(most), undefined, "half the IDs changed: whole");
   });
 });

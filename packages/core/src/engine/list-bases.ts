@@ -12,8 +12,9 @@ const VOTE_STEP = 8;
 /**
  * The list blobs under a file's parent version, as bases for the list patches (SPEC §8) of its
  * new version: each parent list that is a list blob, and the base of each that is a patch. A
- * new list is written as a patch against the base that holds most of its IDs, when the patch is
- * at most half the list's size; otherwise whole, and it becomes a base for later versions.
+ * new list is written as a patch against the base that holds most of a sample of its IDs, when
+ * the patch is at most half the list's size; otherwise whole, and it becomes a base for later
+ * versions.
  */
 export class ListBases {
   private readonly ids: Uint8Array[] = [];
@@ -72,15 +73,10 @@ export class ListBases {
     this.votes = new Uint32Array(this.ids.length);
   }
 
-  /** Bases known. */
-  get size(): number {
-    return this.ids.length;
-  }
-
   /**
-   * The list patch that makes `list` (a list blob's plaintext) from the base holding most of its
-   * IDs, or undefined when the list is better stored whole: no base shares an ID with it, it
-   * is a base itself, or the patch would be over half its size.
+   * The list patch that makes `list` (a list blob's plaintext) from the base holding most of a
+   * sample of its IDs, or undefined when the list is better stored whole: no sampled ID is in a
+   * base, it is that base itself, or the patch would be over half its size.
    */
   patchFor(list: Uint8Array): Uint8Array | undefined {
     const n = list.length / ID_BYTES;
