@@ -793,6 +793,13 @@ describe("hostile trees and lists (crafted with the repository's real keys)", ()
       ),
       JSON.stringify(report.errors),
     );
+    // A backup of the same file stores the blob again in a live pack: nothing is lost now, though
+    // the index still names the deleted condemned pack too.
+    await run(await reader(storage), baseSpec(), { minSeq: second.snapshot.seq + 1 });
+    const again = await reader(storage);
+    assert.notEqual(again.lookup(lost)!.pack, after.lookup(lost)!.pack, "a live copy");
+    assert.ok(again.condemned.has(after.lookup(lost)!.pack));
+    assert.deepEqual((await check(again)).errors, []);
   });
 
   it("a file whose content names a tree blob fails readFile (blob types are not interchangeable)", async () => {
