@@ -139,6 +139,11 @@ export const SEGMENT_CACHE_BYTES = 32 * 1024 * 1024;
  * and 32 MiB of read-ahead hide the round trips.
  */
 export const REMOTE_SEGMENT_CACHE_BYTES = 80 * 1024 * 1024;
+/**
+ * How far a read from a repository behind a network goes on past segments it does not need
+ * rather than making two requests: a request costs a round trip, more than a MiB of transfer.
+ */
+export const REMOTE_READ_GAP_BYTES = 1024 * 1024;
 // A pack's header is usually small; read this much of its end first to get it in one request.
 const TAIL_GUESS_BYTES = 64 * 1024;
 
@@ -186,6 +191,12 @@ export class Repository {
   private segmentBytes = 0;
   /** Bytes of decoded segments kept for reads and read-ahead (a setting for tests and tuning). */
   segmentCacheBytes = SEGMENT_CACHE_BYTES;
+  /**
+   * Bytes of segments not wanted that one ranged read may span between two wanted segments of a
+   * pack (REMOTE_READ_GAP_BYTES for S3). 0 on a local disk: there a merged read measured slower
+   * (the day-2 database's restore, 7 alternating pairs: medians 2.41 against 2.26 s).
+   */
+  readGapBytes = 0;
   /** The logs of the readers that free evicted payloads (see `trackEvictions`). */
   private readonly evictionLogs = new Set<EvictionLog>();
 
@@ -234,15 +245,21 @@ export class Repository {
   }
 
   /**
-   * Opens a repository and checks that `rootKey` is its key.
+   * Opens a repository and checks that `rootKey` is its key. `configBytes`: the config object's bytes
+   * when the caller has just read them (from S3, a request fewer).
    * @throws {NotFoundError} when there is no repository config.
    * @throws {WrongKeyError} when the key check does not match.
    * @throws {UnsupportedVersionError} for a newer format.
    */
-  static async open(storage: Storage, p: Primitives, rootKey: Uint8Array): Promise<Repository> {
+  static async open(
+    storage: Storage,
+    p: Primitives,
+    rootKey: Uint8Array,
+    configBytes?: Uint8Array,
+  ): Promise<Repository> {
     let bytes: Uint8Array;
     try {
-      bytes = await storage.load("config", "config");
+      bytes = configBytes ?? (await storage.load("config", "config"));
     } catch (err) {
       if (err instanceof NotFoundError)
         throw new NotFoundError(`no repository at ${storage.location}`);

@@ -114,6 +114,50 @@ describe("restore reads", () => {
     );
   });
 
+  it("read past a small segment the reader does not need, where the repository allows (S3), instead of making two requests", async () => {
+    const storage = new CountingStorage();
+    const repo = await Repository.init(storage, p, KEY);
+    // Three incompressible files, each in a segment of its own (over 512 KiB) in one pack.
+    const spec: Spec = {
+      "a.jpg": randomBytes(600_000, 1),
+      "b.jpg": randomBytes(600_000, 2),
+      "c.jpg": randomBytes(600_000, 3),
+    };
+    await backup(repo, sourceTree(spec), { host: "h", paths: Object.keys(spec) });
+    const reader = await Repository.open(storage, p, KEY);
+    await reader.loadIndex();
+    const files = await latestFiles(reader);
+    const [a, b, c] = files.map((f) => reader.lookup(f.node.content![0])!);
+    assert.equal(new Set([a.pack, b.pack, c.pack]).size, 1, "one pack");
+    assert.ok(a.segmentOffset < b.segmentOffset && b.segmentOffset < c.segmentOffset);
+    const readAC = async (gapBytes: number) => {
+      const fresh = await Repository.open(storage, p, KEY);
+      await fresh.loadIndex();
+      fresh.readGapBytes = gapBytes;
+      storage.dataLoads = 0;
+      storage.dataBytes = 0;
+      const read: Uint8Array[] = [];
+      for await (const ev of readFiles(fresh, [files[0], files[2]])) {
+        if (!ev.done) read.push(ev.chunk);
+      }
+      assert.deepEqual(
+        concat(...read),
+        concat(spec["a.jpg"] as Uint8Array, spec["c.jpg"] as Uint8Array),
+      );
+      return { loads: storage.dataLoads, bytes: storage.dataBytes };
+    };
+    // Reads that may go on past 1 MiB (as from S3): b's ~600 KB segment is read and dropped.
+    assert.deepEqual(await readAC(1 << 20), {
+      loads: 1,
+      bytes: c.segmentOffset + c.segmentLength - a.segmentOffset,
+    });
+    // Up to 512 KiB (or none, the default for a local disk): two requests.
+    assert.deepEqual(await readAC(512 << 10), {
+      loads: 2,
+      bytes: a.segmentLength + c.segmentLength,
+    });
+  });
+
   it("read a pack of a request's size and one segment more in one request, not two", async () => {
     const { storage, reader, files, packBytes, packs } = await mediaAndDatabase(false);
     // Requests of 16 MiB, as for S3; a full pack is 16 MiB and one more segment, and the

@@ -246,6 +246,7 @@ function readSizes(repo: Repository) {
   return {
     readAheadBytes: Math.min(READ_AHEAD_BYTES, repo.segmentCacheBytes / 2),
     maxRequestBytes: Math.min(MAX_REQUEST_BYTES, repo.segmentCacheBytes / 4),
+    maxGapBytes: Math.min(repo.readGapBytes, MAX_REQUEST_BYTES / 4),
   };
 }
 
@@ -300,6 +301,7 @@ export class BlobReads {
   private readonly counted = new Set<string>();
   private readonly readAheadBytes: number;
   private readonly maxRequestBytes: number;
+  private readonly maxGapBytes: number;
   private segment = -1;
   /** For each segment of the plan, its key in the repository's segment cache. */
   private readonly keys: string[] = [];
@@ -315,9 +317,10 @@ export class BlobReads {
   constructor(repo: Repository, ids: Uint8Array, options: { release?: boolean } = {}) {
     this.repo = repo;
     this.source = ids;
-    const { readAheadBytes, maxRequestBytes } = readSizes(repo);
+    const { readAheadBytes, maxRequestBytes, maxGapBytes } = readSizes(repo);
     this.readAheadBytes = readAheadBytes;
     this.maxRequestBytes = maxRequestBytes;
+    this.maxGapBytes = maxGapBytes;
     if (options.release) this.evictions = repo.trackEvictions();
     this.planAhead();
   }
@@ -384,7 +387,13 @@ export class BlobReads {
       this.total += decodedBound(s);
     }
     // Runs do not reach across pieces: a piece holds far more than a window.
-    const runs = coalesce(segments, this.before.slice(first), this.maxRequestBytes, window);
+    const runs = coalesce(
+      segments,
+      this.before.slice(first),
+      this.maxRequestBytes,
+      window,
+      this.maxGapBytes,
+    );
     for (const r of runs) {
       this.runs.push(r.segments);
       this.runBefore.push(this.before[first + r.first]);
@@ -442,7 +451,8 @@ export async function* readFile(
 
 /**
  * Splits segments (in read order; `before[i]` is the decoded bytes planned before segment i)
- * into runs that one ranged read can fetch: neighbouring segments of one pack, about
+ * into runs that one ranged read can fetch: neighbouring segments of one pack (with gaps of at
+ * most `maxGap` bytes between them, read and dropped: Repository.readGapBytes), about
  * `maxRequestBytes` from the first one's start to the last one's end (see splitNeighbours).
  * Segments that are neighbours both in their pack and in read order go together, however many.
  * A group also takes along the later groups of its pack that continue it and start within
@@ -458,6 +468,7 @@ function coalesce<S extends SegmentRead>(
   before: readonly number[],
   maxRequestBytes: number,
   window: number,
+  maxGap: number,
 ): { first: number; segments: S[] }[] {
   interface Group {
     readonly first: number;
@@ -466,14 +477,19 @@ function coalesce<S extends SegmentRead>(
     end: number;
     readonly members: { segment: S; index: number }[];
   }
+  // A segment that follows another of its pack after a gap of at most `maxGap` bytes (segments
+  // the reader does not need, such as the trees and lists read before) is read with it: over S3
+  // a request costs more than reading past a tree or a list (the benchmark's restore made a pack
+  // three requests, split around the trees or lists read before).
+  const follows = (end: number, start: number) => start >= end && start - end <= maxGap;
   // Neighbours in the pack that are also consecutive in read order.
   const groups: Group[] = [];
   segments.forEach((segment, index) => {
     const loc = segment.loc;
     const last = groups[groups.length - 1];
-    if (last?.pack === loc.pack && last.end === loc.segmentOffset) {
+    if (last?.pack === loc.pack && follows(last.end, loc.segmentOffset)) {
       last.members.push({ segment, index });
-      last.end += loc.segmentLength;
+      last.end = loc.segmentOffset + loc.segmentLength;
     } else {
       groups.push({
         first: index,
@@ -499,7 +515,7 @@ function coalesce<S extends SegmentRead>(
       if (absorbed[b] || h.pack !== g.pack) continue;
       if (h.start >= g.start && h.end <= g.end && h.members.every((m) => covered(g, m.segment))) {
         absorbed[b] = 1; // read again soon: still in the cache
-      } else if (h.start === g.end) {
+      } else if (follows(g.end, h.start)) {
         absorbed[b] = 1;
         g.members.push(...h.members);
         g.end = h.end;

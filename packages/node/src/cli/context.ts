@@ -6,6 +6,7 @@ import {
   fromHex,
   NotFoundError,
   parseRecoveryKey,
+  REMOTE_READ_GAP_BYTES,
   REMOTE_SEGMENT_CACHE_BYTES,
   Repository,
   type Storage,
@@ -186,17 +187,21 @@ export class Context {
     storage: Storage;
     repoId: string;
     state: RepoState | null;
+    /** The config object's bytes, for Repository.open. */
+    configBytes: Uint8Array;
   }> {
     const location = await this.location();
     const storage = await this.storage(location);
-    let config: ReturnType<typeof decodeConfig>;
+    let configBytes: Uint8Array;
     try {
-      config = decodeConfig(await storage.load("config", "config"));
+      configBytes = await storage.load("config", "config");
     } catch (err) {
       if (err instanceof NotFoundError) throw new NotFoundError(`no repository at ${location}`);
       throw err;
     }
-    return { location, storage, repoId: config.id, state: await this.device.repo(config.id) };
+    const config = decodeConfig(configBytes);
+    const state = await this.device.repo(config.id);
+    return { location, storage, repoId: config.id, state, configBytes };
   }
 
   /**
@@ -207,7 +212,7 @@ export class Context {
    * @throws {WrongKeyError} when the key does not open the repository.
    */
   async openRepo(): Promise<{ repo: Repository; state: RepoState; chunker: FileChunker }> {
-    const { location, storage, repoId, state: known } = await this.repoState();
+    const { location, storage, repoId, state: known, configBytes } = await this.repoState();
     const typed = this.str("recovery-key") ?? this.env.LOCKET_RECOVERY_KEY;
     let rootKey: Uint8Array;
     if (typed) rootKey = parseRecoveryKey(typed);
@@ -228,8 +233,11 @@ export class Context {
           "or --vault URL with --account and LOCKET_TOKEN to use your password",
       );
     }
-    const repo = await Repository.open(storage, nodePrimitives, rootKey);
-    if (isS3Location(location)) repo.segmentCacheBytes = REMOTE_SEGMENT_CACHE_BYTES;
+    const repo = await Repository.open(storage, nodePrimitives, rootKey, configBytes);
+    if (isS3Location(location)) {
+      repo.segmentCacheBytes = REMOTE_SEGMENT_CACHE_BYTES;
+      repo.readGapBytes = REMOTE_READ_GAP_BYTES;
+    }
     // Worker threads (one per core, at most 4, or LOCKET_THREADS), started on first use: restore,
     // check --read-data and prune open segments on them, and backup chunks and hashes on them.
     const pool = new WorkerPool(rootKey, { threads: envInt(this.env, "LOCKET_THREADS") });
