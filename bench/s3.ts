@@ -19,6 +19,7 @@
 
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
+  appendFileSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -51,6 +52,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "1" },
     data: { type: "string" },
     json: { type: "string" },
+    trace: { type: "string" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", short: "h", default: false },
   },
@@ -69,6 +71,7 @@ Options:
       --runs N         runs of every phase per tool (default 1)
       --data DIR       generate the data set in DIR (default: a temporary folder)
       --json FILE      write every sample as JSON to FILE
+      --trace FILE     write every request of every phase (method, path, Range) to FILE
       --keep           keep the temporary folder
   -h, --help           this help
 `);
@@ -246,6 +249,15 @@ try {
     await admin.send(new CreateBucketCommand({ Bucket: b }));
   const proxy = await startS3Proxy(s3.endpoint);
   const creds = { AWS_ACCESS_KEY_ID: s3.accessKey, AWS_SECRET_ACCESS_KEY: s3.secretKey };
+  // With --trace, every request; a phase's are the last ones when it is recorded.
+  const traced: string[] = [];
+  if (values.trace) {
+    writeFileSync(values.trace, "");
+    proxy.plan = (req) => {
+      traced.push(`${req.method} ${req.url}${req.headers.range ? ` ${req.headers.range}` : ""}`);
+      return undefined;
+    };
+  }
 
   const record = (tool: Sample["tool"], phase: Sample["phase"], run: number, ms: number) => {
     const st = proxy.stats;
@@ -262,6 +274,10 @@ try {
     log(
       `${tool} ${phase} run ${run}: ${(ms / 1000).toFixed(2)} s, ${st.requests} requests, ${(st.bytesUp / 1e6).toFixed(1)} MB up, ${(st.bytesDown / 1e6).toFixed(1)} MB down`,
     );
+    if (values.trace) {
+      const lines = traced.splice(0).slice(-st.requests);
+      appendFileSync(values.trace, `## ${tool} ${phase} run ${run}\n${lines.join("\n")}\n`);
+    }
   };
 
   const stored: Record<string, number> = {};
