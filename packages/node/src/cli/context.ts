@@ -82,9 +82,10 @@ export class Context {
   }
 
   /**
-   * Opens the storage of an existing repository: a folder, or `s3://BUCKET/PREFIX`.
-   * @throws {NotFoundError} when there is no repository there.
-   * @throws {StorageError} when it cannot be reached (for S3: a missing bucket, denied access).
+   * The storage of an existing repository: a folder, or `s3://BUCKET/PREFIX` (for S3 nothing is
+   * asked of the server yet: repoState's read of the config is the first request).
+   * @throws {NotFoundError} when there is no repository folder.
+   * @throws {StorageError} when a folder cannot be reached.
    * @throws {UsageError} when an S3 setting is malformed.
    */
   async storage(location: string): Promise<Storage> {
@@ -92,7 +93,9 @@ export class Context {
     // Loaded on demand: the AWS SDK costs ~100 ms of start-up that local repositories never need.
     const { S3Storage } = await import("../storage/s3.ts");
     const defaults = await this.device.defaults();
-    return S3Storage.open(
+    // Not S3Storage.open: repoState reads the config at once, which reports a missing bucket,
+    // denied access or a missing repository as clearly, without open's two round trips.
+    return S3Storage.attach(
       location,
       this.s3Options(defaults.repository === location ? defaults : {}),
     );

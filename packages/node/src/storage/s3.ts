@@ -262,12 +262,22 @@ export class S3Storage implements Storage {
    *   denied, or the server cannot be reached.
    */
   static async open(url: string, options: S3StorageOptions = {}): Promise<S3Storage> {
-    const storage = new S3Storage(parseS3Url(url), options);
+    const storage = S3Storage.attach(url, options);
     await storage.#checkBucket();
     if (!(await storage.#exists(`${storage.keyPrefix}config`))) {
       throw new NotFoundError(`no repository at ${storage.location}`);
     }
     return storage;
+  }
+
+  /**
+   * `open` without its two checks, for a caller that reads `config` next: that read reports a
+   * missing bucket, denied access or an unreachable server as clearly (and a missing config as
+   * NotFoundError), and every command saves the bucket check's and the HEAD's round trips.
+   * @throws {StorageError} when the URL is malformed.
+   */
+  static attach(url: string, options: S3StorageOptions = {}): S3Storage {
+    return new S3Storage(parseS3Url(url), options);
   }
 
   /**

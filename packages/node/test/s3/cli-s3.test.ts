@@ -201,6 +201,18 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
     assert.ok(r.ms < 15_000, show(r));
   });
 
+  test("a command on a repository in a bucket that does not exist fails at once, naming it", async (t) => {
+    // The CLI does not check the bucket before it reads the config: that read must say it.
+    const dir = await scratch(t, "nobucket-open");
+    const r = await failsWith1(
+      ["snapshots", "--repo", "s3://locket-no-such-bucket/x"],
+      cliEnv(join(dir, "home")),
+    );
+    assert.equal(r.error.code, "storage");
+    assert.match(r.error.message, /bucket "locket-no-such-bucket" does not exist at http:\/\//);
+    assert.ok(r.ms < 15_000, show(r));
+  });
+
   test("wrong credentials fail at once with exit 1, and no secret in any output", async (t) => {
     const dir = await scratch(t, "creds");
     const repo = `s3://${bucket}/creds`;
