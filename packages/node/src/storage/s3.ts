@@ -353,8 +353,10 @@ export class S3Storage implements Storage {
       result = await this.#request(
         "GetObject",
         key,
-        // A whole object's size is unknown until the answer: allow for one as big as a part.
-        length ?? Math.max(this.#partSize, this.#multipartThreshold),
+        // A whole object's size is unknown until the answer: allow for one as big as a part, but
+        // for the config (a few hundred bytes, and the CLI's first request: a server that never
+        // answers must fail it in one request's time, not a part's).
+        length ?? (kind === "config" ? 0 : Math.max(this.#partSize, this.#multipartThreshold)),
         async (signal) => {
           let out: GetObjectCommandOutput;
           try {

@@ -400,6 +400,22 @@ describe("S3Storage faults (a proxy in front of Ceph RGW)", () => {
     s.destroy();
   });
 
+  it("gives up on a hanging read of the config in one request's time, not a part's", async () => {
+    // The CLI's first request reads the config whole (size unknown); a whole read of anything
+    // else may take as long as a 16 MiB part at the slowest rate allowed.
+    const { s, rec } = await faulty("GET", [{ kind: "hang" }], { requestTimeoutMs: 300 });
+    const data = randomData(200);
+    await s.save("config", "config", data);
+    const t0 = Date.now();
+    const before = rec.events.length;
+    assertBytes(await s.load("config", "config"), data);
+    assert.ok(Date.now() - t0 < 3000, "did not wait long");
+    const gets = rec.events.slice(before).filter((e) => e.op === "GetObject");
+    assert.equal(gets.length, 2);
+    assert.equal(gets[0].error, "RequestDeadlineError");
+    s.destroy();
+  });
+
   it("retries a truncated response body instead of returning a short read", async () => {
     const { s, rec } = await faulty("GET", []);
     const n = randomName();
