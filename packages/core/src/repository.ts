@@ -104,6 +104,15 @@ function checkedAt(checked: CheckedBlobs, id: Uint8Array, loc: BlobLocation): bo
   return id.length === 32 && sameIdAt(checked.ids, 32 * k, id);
 }
 
+/** `decode()`, whose failure means that blob `what` ("tree <id>", ...) is damage. */
+function decoded<T>(what: string, decode: () => T): T {
+  try {
+    return decode();
+  } catch (err) {
+    throw new IntegrityError(`${what} is malformed: ${(err as Error).message}`);
+  }
+}
+
 const NOTHING_CHECKED: CheckedBlobs = { blobs: [], ids: new Uint8Array(0), byOffset: new Map() };
 
 /** A segment in the cache: its promise, its size, and its value once it has arrived. */
@@ -720,11 +729,7 @@ export class Repository {
   /** Loads and decodes tree blob `id` (hex). @throws {IntegrityError} when damaged or hostile. */
   async loadTree(id: string): Promise<Tree> {
     const bytes = await this.loadBlob(id, BLOB_TREE);
-    try {
-      return decodeTree(bytes);
-    } catch (err) {
-      throw new IntegrityError(`tree ${id} is malformed: ${(err as Error).message}`);
-    }
+    return decoded(`tree ${id}`, () => decodeTree(bytes));
   }
 
   /**
@@ -835,21 +840,13 @@ export class Repository {
 
   /** List blob `id`'s plaintext `body`, checked. @throws {IntegrityError} when malformed. */
   checkedList(id: string, body: Uint8Array): Uint8Array {
-    try {
-      checkIdList(body);
-    } catch (err) {
-      throw new IntegrityError(`list ${id} is malformed: ${(err as Error).message}`);
-    }
+    decoded(`list ${id}`, () => checkIdList(body));
     return body;
   }
 
   /** The base list a list patch names. @throws {IntegrityError} when the patch is too short. */
   listPatchBase(id: string, patch: Uint8Array): Uint8Array {
-    try {
-      return listPatchBase(patch);
-    } catch (err) {
-      throw new IntegrityError(`list patch ${id} is malformed: ${(err as Error).message}`);
-    }
+    return decoded(`list patch ${id}`, () => listPatchBase(patch));
   }
 
   /**
@@ -857,11 +854,7 @@ export class Repository {
    * the caller). @throws {IntegrityError} when the patch or the base is malformed.
    */
   applyListPatch(id: string, patch: Uint8Array, base: Uint8Array): Uint8Array {
-    try {
-      return applyListPatch(patch, base);
-    } catch (err) {
-      throw new IntegrityError(`list patch ${id} is malformed: ${(err as Error).message}`);
-    }
+    return decoded(`list patch ${id}`, () => applyListPatch(patch, base));
   }
 
   /**

@@ -38,7 +38,7 @@ export function listPatchBase(patch: Uint8Array): Uint8Array {
 /**
  * The IDs a patch stands for, given its base's plaintext (checked as a list blob), as a list
  * blob's plaintext.
- * @throws {RangeError} when the patch is malformed: too short, an unknown op, a count of zero,
+ * @throws {RangeError} when the patch is malformed: too short or too long, an unknown op, a count of zero,
  *   an op cut short, a copy past the base's end, or more than LIST_MAX_IDS IDs in all.
  */
 export function applyListPatch(patch: Uint8Array, base: Uint8Array): Uint8Array {
