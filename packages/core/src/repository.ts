@@ -523,21 +523,11 @@ export class Repository {
   }
 
   /**
-   * Blob `id` (hex), checked as `loadBlob` checks it, when its segment has arrived in the cache;
-   * undefined when it has not (then use `loadBlob`). A restore takes most blobs this way: one
-   * await per 4 KiB page was most of the main thread's garbage.
-   * @throws {IntegrityError} as loadBlob does.
-   */
-  readyBlob(id: string, expectType?: BlobType): Uint8Array | undefined {
-    const loc = this.lookup(id);
-    return loc && this.readyBlobAt(fromHex(id), loc, segmentKey(loc), expectType);
-  }
-
-  /**
-   * `readyBlob` for a blob given by its ID's bytes whose location the caller looked up already
-   * (`lookupId(id)`, and `segmentKey` of it as `key`): a restore plans its reads with the
-   * locations and takes 100 000 pages this way, with no hex string per page. The blob is
-   * verified against `id` at `loc` all the same.
+   * Blob `id`, checked as `loadBlob` checks it, when its segment has arrived in the cache;
+   * undefined when it has not (then use `loadBlob`). A restore takes most blobs this way (one
+   * await per 4 KiB page was most of its main thread's garbage), with the location it looked
+   * up already (`lookupId(id)`, and `segmentKey` of it as `key`) when it planned its reads: no
+   * hex string per page. The blob is verified against `id` at `loc` all the same.
    * @throws {IntegrityError} as loadBlob does.
    */
   readyBlobAt(

@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { segmentKey } from "../src/blob-index.ts";
-import { concat } from "../src/bytes.ts";
+import { concat, fromHex } from "../src/bytes.ts";
 import type { Primitives } from "../src/crypto/primitives.ts";
 import { backup } from "../src/engine/backup.ts";
 import { MemoryPageBaseStore } from "../src/engine/page-deltas.ts";
 import { BlobReads, type FileToRead, readFiles, walk } from "../src/engine/restore.ts";
 import { IntegrityError } from "../src/errors.ts";
-import { BLOB_DATA, BLOB_TREE } from "../src/format/blob.ts";
+import { BLOB_DATA, BLOB_TREE, type BlobType } from "../src/format/blob.ts";
 import type { FileNode } from "../src/format/tree.ts";
 import { Repository } from "../src/repository.ts";
 import { localSegmentOpener } from "../src/segment-opener.ts";
@@ -374,12 +374,18 @@ describe("restore reads", () => {
     const reader = await Repository.open(storage, p, KEY);
     await reader.loadIndex();
     const [first, second] = await reader.contentIds(files[0].node);
-    assert.equal(reader.readyBlob(first, BLOB_DATA), undefined, "its segment is not read yet");
+    // As a restore asks: the location looked up first, by the ID's bytes.
+    const ready = (hex: string, type: BlobType) => {
+      const id = fromHex(hex);
+      const loc = reader.lookupId(id);
+      return loc && reader.readyBlobAt(id, loc, segmentKey(loc), type);
+    };
+    assert.equal(ready(first, BLOB_DATA), undefined, "its segment is not read yet");
     const loaded = await reader.loadBlob(first, BLOB_DATA);
-    assert.deepEqual(reader.readyBlob(first, BLOB_DATA), loaded);
+    assert.deepEqual(ready(first, BLOB_DATA), loaded);
     // Its neighbour shares the segment: ready too, and verified (no opener checked it here).
-    assert.deepEqual(reader.readyBlob(second, BLOB_DATA), await reader.loadBlob(second, BLOB_DATA));
-    assert.throws(() => reader.readyBlob(first, BLOB_TREE), IntegrityError);
-    assert.equal(reader.readyBlob("00".repeat(32), BLOB_DATA), undefined);
+    assert.deepEqual(ready(second, BLOB_DATA), await reader.loadBlob(second, BLOB_DATA));
+    assert.throws(() => ready(first, BLOB_TREE), IntegrityError);
+    assert.equal(ready("00".repeat(32), BLOB_DATA), undefined);
   });
 });
