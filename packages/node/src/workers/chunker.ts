@@ -10,7 +10,6 @@ import {
   type PageDeltaHints,
   type Primitives,
   type RepoKeys,
-  releaseWhole,
   type SourceFile,
   SQLITE_HEADER_BYTES,
   sqlitePageSize,
@@ -44,6 +43,8 @@ export type ChunkMessage =
       readonly session: number;
       readonly bytes: number;
       readonly buffer: ArrayBuffer;
+      /** The buffer of the batch's page-delta XORs, back for reuse too. */
+      readonly xors?: ArrayBuffer;
     }
   | { readonly kind: "abort"; readonly session: number };
 
@@ -344,14 +345,18 @@ class Session implements ChunkJob {
       if (batch) {
         yield batch;
         // The engine is done with the batch (it copies what it keeps): its buffer goes back,
-        // and the worker may read further ahead.
+        // and the worker may read further ahead. So does the buffer of its page deltas' XORs
+        // (copied where kept, by Packer.add), rather than being left to a full collection: a
+        // day's ~115 MB of them made one every ~64 MB. Not the IDs: the packer holds those by
+        // reference until their pack is stored.
         const buffer = batch.bytes.buffer as ArrayBuffer;
         const bytes = batch.bytes.length;
-        this.post({ kind: "ack", session: this.id, bytes, buffer }, [buffer]);
-        // The deltas' XORs were copied where kept (Packer.add), so they are freed now rather
-        // than by a full collection: a day's ~115 MB of them made one every ~64 MB. Not the
-        // IDs: the packer holds those by reference until their pack is stored.
-        if (batch.deltas) releaseWhole(batch.deltas.xors.buffer);
+        const xors = batch.deltas?.xors.buffer as ArrayBuffer | undefined;
+        const transfer = xors && xors.byteLength > 0 ? [buffer, xors] : [buffer];
+        this.post(
+          { kind: "ack", session: this.id, bytes, buffer, ...(transfer[1] ? { xors } : {}) },
+          transfer,
+        );
         continue;
       }
       if (this.finished) {

@@ -253,13 +253,13 @@ class DeltaHints {
   private readonly known: Uint8Array;
   /** Pages added so far. */
   private pages = 0;
-  private readonly window = Buffer.alloc(IMAGE_WINDOW_BYTES);
+  private window: Buffer | undefined = spareWindows.pop() ?? Buffer.alloc(IMAGE_WINDOW_BYTES);
   private windowStart = 0;
   private windowEnd = 0;
   private at: number[] = [];
   private baseIds: Uint8Array[] = [];
   private deltaIds: Uint8Array[] = [];
-  private xors = new Uint8Array(0);
+  private xors = takeSpareXors();
   private count = 0;
   /** The IDs of what the certified image holds at this part's pages (may be empty). */
   private readonly imageIds: Uint8Array;
@@ -306,7 +306,8 @@ class DeltaHints {
     const at = page.length === this.pageSize ? this.imageAt(this.pos) : -1;
     this.pos += page.length;
     const n = this.pageSize;
-    const same = at >= 0 && this.window.compare(page, 0, n, at, at + n) === 0;
+    const window = this.window!;
+    const same = at >= 0 && window.compare(page, 0, n, at, at + n) === 0;
     // Zeros: no ID known for that page.
     const trusted = same && hasNonZero(this.imageIds, 32 * k);
     const id = trusted
@@ -315,7 +316,7 @@ class DeltaHints {
     this.same.push(trusted ? 2 : same ? 1 : 0);
     // A page equal to the image needs no delta (it would be all zeros), nor one the parent had.
     const delta = at >= 0 && !same && !sameIdAt(this.known, 32 * k, id);
-    this.at.push(delta ? this.delta(page, this.window.subarray(at, at + n)) : -1);
+    this.at.push(delta ? this.delta(page, window.subarray(at, at + n)) : -1);
     return id;
   }
 
@@ -334,16 +335,20 @@ class DeltaHints {
     return this.count++;
   }
 
-  /** The hints of the pages added since the last call, to send with their batch. */
+  /**
+   * The hints of the pages added since the last call, to send with their batch. The XORs go in
+   * the buffer they were written to (the main thread sends it back with its acknowledgement).
+   */
   take(): PageDeltaHints {
     const n = this.pageSize;
     const hints = {
       at: Int32Array.from(this.at),
       baseIds: concat(...this.baseIds),
       deltaIds: concat(...this.deltaIds),
-      xors: this.xors.slice(0, this.count * n),
+      xors: this.xors.subarray(0, this.count * n),
       same: Uint8Array.from(this.same),
     };
+    this.xors = takeSpareXors();
     this.same = [];
     this.at = [];
     this.baseIds = [];
@@ -356,6 +361,8 @@ class DeltaHints {
     try {
       closeSync(this.fd);
     } catch {}
+    if (this.window && spareWindows.length < MAX_SPARE_WINDOWS) spareWindows.push(this.window);
+    this.window = undefined;
   }
 
   /**
@@ -367,7 +374,8 @@ class DeltaHints {
     if (at < this.windowStart || at + n > this.windowEnd) {
       try {
         this.windowStart = at;
-        this.windowEnd = at + readSync(this.fd, this.window, 0, this.window.length, at);
+        const window = this.window!; // closed hints are not used
+        this.windowEnd = at + readSync(this.fd, window, 0, window.length, at);
       } catch {
         this.windowEnd = at;
       }
@@ -387,6 +395,20 @@ function hasNonZero(ids: Uint8Array, at: number): boolean {
 /** Bytes of the base image read at once by DeltaHints. */
 const IMAGE_WINDOW_BYTES = 1024 * 1024;
 
+// Reused across a database's stripes (~100 of them, each a DeltaHints, in a 400 MB database),
+// as are the buffers its XORs are sent in, which come back with the main thread's
+// acknowledgements: made afresh per stripe and per batch, they were ~170 MB of garbage per
+// worker in a day's backup, and a full collection every ~64 MB of it.
+const spareWindows: Buffer[] = [];
+const MAX_SPARE_WINDOWS = 4;
+const spareXors: ArrayBuffer[] = [];
+const MAX_SPARE_XORS = 8;
+
+function takeSpareXors(): Uint8Array {
+  const spare = spareXors.pop();
+  return spare ? new Uint8Array(spare) : new Uint8Array(0);
+}
+
 const sessions = new Map<number, FileSession>();
 
 port.on("message", (m: OpenMessage | ChunkMessage) => {
@@ -394,6 +416,7 @@ port.on("message", (m: OpenMessage | ChunkMessage) => {
   else if (m.kind === "file") sessions.set(m.session, new FileSession(m));
   else if (m.kind === "ack") {
     if (spareOut.length < MAX_SPARE_OUT) spareOut.push(m.buffer);
+    if (m.xors && spareXors.length < MAX_SPARE_XORS) spareXors.push(m.xors);
     sessions.get(m.session)?.ack(m.bytes);
   } else sessions.get(m.session)?.abort();
 });
