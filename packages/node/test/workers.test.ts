@@ -11,6 +11,7 @@ import { describe, test } from "node:test";
 import { promisify } from "node:util";
 import {
   BLOB_DATA,
+  BLOB_DELTA,
   backup,
   blobId,
   concat,
@@ -402,8 +403,21 @@ describe("WorkerChunker", () => {
       });
       for await (const b of job) {
         assert.ok(b.deltas, "a batch of a database with an image carries hints");
-        for (let k = 0; k < b.lengths.length; k++, page++)
-          if (b.deltas.at[k] >= 0) hinted.push(page);
+        for (let k = 0; k < b.lengths.length; k++, page++) {
+          const i: number = b.deltas.at[k];
+          if (i < 0) continue;
+          hinted.push(page);
+          // The delta itself, in buffers the workers reuse from batch to batch and stripe to
+          // stripe: the page XOR the image's page, named by its keyed ID.
+          const xor: Uint8Array = b.deltas.xors.subarray(4096 * i, 4096 * (i + 1));
+          const want = db.slice(page * 4096, (page + 1) * 4096);
+          for (let j = 0; j < 4096; j++) want[j] ^= image[page * 4096 + j];
+          assert.deepEqual(xor, want, `page ${page}'s XOR`);
+          assert.deepEqual(
+            b.deltas.deltaIds.subarray(32 * i, 32 * i + 32),
+            blobId(nodePrimitives, repo.keys.id, BLOB_DELTA, want),
+          );
+        }
       }
       assert.equal(page, pages);
       assert.deepEqual(
