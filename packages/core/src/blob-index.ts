@@ -53,9 +53,19 @@ export class BlobIndex {
     return this.ids.has(id);
   }
 
+  /** `hasId` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  hasIdAt(bytes: Uint8Array, at: number): boolean {
+    return this.ids.indexOfAt(bytes, at) >= 0;
+  }
+
   /** The type of blob `id` (32 bytes), or undefined: `getId(id)?.type` without building a location. */
   typeOfId(id: Uint8Array): BlobType | undefined {
-    const n = this.ids.indexOf(id);
+    return this.typeOfIdAt(id, 0, id.length === ID_BYTES);
+  }
+
+  /** `typeOfId` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  typeOfIdAt(bytes: Uint8Array, at: number, whole = true): BlobType | undefined {
+    const n = whole ? this.ids.indexOfAt(bytes, at) : -1;
     return n < 0 ? undefined : (this.types[n] as BlobType);
   }
 
@@ -117,7 +127,8 @@ export class BlobIndex {
       const f = at + 1 + ID_BYTES;
       this.addRaw(
         number,
-        encoded.subarray(at + 1, f),
+        encoded,
+        at + 1,
         encoded[at] as BlobType,
         v.getUint32(f, true),
         v.getUint32(f + 4, true),
@@ -144,19 +155,33 @@ export class BlobIndex {
   }
 
   private addIn(pack: number, id: Uint8Array, loc: Omit<BlobLocation, "pack">): void {
-    this.addRaw(pack, id, loc.type, loc.segmentOffset, loc.segmentLength, loc.offset, loc.length);
+    if (id.length !== ID_BYTES) {
+      throw new RangeError(`blob id: expected ${ID_BYTES} bytes, got ${id.length}`);
+    }
+    this.addRaw(
+      pack,
+      id,
+      0,
+      loc.type,
+      loc.segmentOffset,
+      loc.segmentLength,
+      loc.offset,
+      loc.length,
+    );
   }
 
+  /** Adds the blob whose ID is the 32 bytes of `bytes` at `at`. */
   private addRaw(
     pack: number,
-    id: Uint8Array,
+    bytes: Uint8Array,
+    at: number,
     type: BlobType,
     segmentOffset: number,
     segmentLength: number,
     offset: number,
     length: number,
   ): void {
-    if (!this.ids.add(id)) return; // the first location wins
+    if (!this.ids.addAt(bytes, at)) return; // the first location wins
     const n = this.ids.size - 1;
     if (n >= this.packOf.length) this.growEntries();
     this.packOf[n] = pack;

@@ -171,6 +171,14 @@ export function sameIdAt(a: Uint8Array, at: number, b: Uint8Array, bt = 0): bool
   return true;
 }
 
+/**
+ * Copies the 32 bytes `from` holds at `at` into `out` at `to`, without a view of either (the
+ * caller checks the bounds): for the copies made once per page or blob.
+ */
+export function copyIdAt(out: Uint8Array, to: number, from: Uint8Array, at: number): void {
+  for (let i = 0; i < 32; i++) out[to + i] = from[at + i];
+}
+
 /** Byte-wise equality; not constant-time (use `Primitives.timingSafeEqual` for secrets). */
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;

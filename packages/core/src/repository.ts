@@ -297,6 +297,11 @@ export class Repository {
     return this.index.hasId(id);
   }
 
+  /** `hasId` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  hasIdAt(bytes: Uint8Array, at: number): boolean {
+    return this.index.hasIdAt(bytes, at);
+  }
+
   /**
    * The length of blob `id` (32 bytes) when a live pack holds it as a blob of type `type` (what a
    * backup may reuse), else -1.
@@ -323,6 +328,11 @@ export class Repository {
   /** `lookupId(id)?.type`, without building a location (a restore asks once per page). */
   typeOfId(id: Uint8Array): BlobType | undefined {
     return this.index.typeOfId(id) ?? this.condemnedIndex.typeOfId(id);
+  }
+
+  /** `typeOfId` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  typeOfIdAt(bytes: Uint8Array, at: number): BlobType | undefined {
+    return this.index.typeOfIdAt(bytes, at) ?? this.condemnedIndex.typeOfIdAt(bytes, at);
   }
 
   /** Live packs that an index file in storage names. */
@@ -793,10 +803,10 @@ export class Repository {
     const n = ids.length / 32;
     const deltas = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
-      const id = ids.subarray(32 * i, 32 * i + 32);
-      if (this.typeOfId(id) !== BLOB_DELTA) continue;
+      if (this.typeOfIdAt(ids, 32 * i) !== BLOB_DELTA) continue;
       if (i + 1 === n) {
-        throw new IntegrityError(`file ${name}: delta blob ${toHex(id)} has no base after it`);
+        const id = toHex(ids.subarray(32 * i, 32 * i + 32));
+        throw new IntegrityError(`file ${name}: delta blob ${id} has no base after it`);
       }
       deltas[i++] = 1;
     }

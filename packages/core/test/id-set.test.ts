@@ -67,6 +67,28 @@ describe("IdSet", () => {
     assert.throws(() => set.add(new Uint8Array(33)), RangeError);
     assert.equal(set.size, 1);
   });
+
+  it("adds and finds IDs where they lie in a larger buffer, and nothing past its ends", () => {
+    const bytes = new Uint8Array(randomBytes(32 * 100 + 5));
+    const set = new IdSet(4);
+    // At offsets that are not multiples of 32, through growths.
+    for (let k = 0; k < 100; k++) assert.equal(set.addAt(bytes, 32 * k + 5 - (k % 6)), true);
+    assert.equal(set.addAt(bytes, 5), false, "already there");
+    assert.equal(set.size, 100);
+    for (let k = 0; k < 100; k++) {
+      const at = 32 * k + 5 - (k % 6);
+      const id = bytes.slice(at, at + 32);
+      assert.equal(set.indexOf(id), k, "the copy kept the bytes");
+      assert.equal(set.indexOfAt(bytes, at), k);
+    }
+    assert.equal(set.indexOfAt(bytes, 6), -1);
+    for (const at of [-1, bytes.length - 31, bytes.length]) {
+      assert.equal(set.indexOfAt(bytes, at), -1, `at ${at}`);
+      assert.throws(() => set.addAt(bytes, at), RangeError);
+    }
+    bytes.fill(0);
+    assert.equal(set.indexOf(new Uint8Array(32)), -1, "IDs are copied, not held");
+  });
 });
 
 describe("IdRefSet", () => {
@@ -127,6 +149,24 @@ describe("IdRefSet", () => {
     set.delete(later);
     assert.equal(set.size, 0);
     assert.equal(set.has(later), false);
+  });
+
+  it("finds IDs where they lie in a larger buffer (hasAt), and nothing past its ends", () => {
+    const set = new IdRefSet();
+    const held = new Uint8Array(randomBytes(32));
+    const twin = sharing(held, new Uint8Array(randomBytes(32)));
+    set.add(held);
+    set.add(twin);
+    const bytes = new Uint8Array(100);
+    bytes.set(held, 7);
+    bytes.set(twin, 50);
+    assert.equal(set.hasAt(bytes, 7), true);
+    assert.equal(set.hasAt(bytes, 50), true);
+    assert.equal(set.hasAt(bytes, 8), false);
+    bytes.set(held.subarray(0, 31), 69); // runs past the end
+    assert.equal(set.hasAt(bytes, 69), false);
+    assert.equal(set.hasAt(bytes, -1), false);
+    assert.equal(set.has(Uint8Array.of(...held, 0)), false, "33 bytes are not an ID");
   });
 
   it("keeps the one ID under a key when asked to delete another ID with that key", () => {

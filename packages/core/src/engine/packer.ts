@@ -150,6 +150,11 @@ export class Packer {
     return this.repo.hasId(id) || this.pending.has(id);
   }
 
+  /** `hasId` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  hasIdAt(bytes: Uint8Array, at: number): boolean {
+    return this.repo.hasIdAt(bytes, at) || this.pending.hasAt(bytes, at);
+  }
+
   /**
    * Queues a new blob (copying `data`). `compress` says whether zstd is worth trying on it. `id`
    * is kept by reference until the blob's pack is stored: its bytes must not change until then.

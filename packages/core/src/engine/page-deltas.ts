@@ -1,4 +1,4 @@
-import { ByteWriter, equalBytes, sameIdAt, xorInto } from "../bytes.ts";
+import { ByteWriter, copyIdAt, equalBytes, sameIdAt, xorInto } from "../bytes.ts";
 import { IntegrityError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA, blobId } from "../format/blob.ts";
 import type { FileNode } from "../format/tree.ts";
@@ -249,7 +249,7 @@ function imageIdsOf(pages: ParentPages): Uint8Array {
 function applyMemo(pages: ParentPages, records: Uint8Array | undefined): void {
   const { ids, bases, hasBase, known, count } = pages;
   for (let k = 0; k < count; k++) {
-    if (!hasBase[k]) known.set(ids.subarray(32 * k, 32 * k + 32), 32 * k);
+    if (!hasBase[k]) copyIdAt(known, 32 * k, ids, 32 * k);
   }
   if (!records) return;
   const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
@@ -280,9 +280,9 @@ function parentPages(repo: Repository, ids: Uint8Array, path: string): ParentPag
   const hasBase = new Uint8Array(n);
   let count = 0;
   for (let i = 0; i < n; i++, count++) {
-    out.set(ids.subarray(32 * i, 32 * i + 32), 32 * count);
+    copyIdAt(out, 32 * count, ids, 32 * i);
     if (!deltas[i]) continue;
-    bases.set(ids.subarray(32 * (i + 1), 32 * (i + 2)), 32 * count);
+    copyIdAt(bases, 32 * count, ids, 32 * (i + 1));
     hasBase[count] = 1;
     i++;
   }
@@ -425,19 +425,26 @@ export class PageDeltas {
       const len = batch.lengths[k];
       starts[k + 1] = starts[k] + len;
       if (len !== this.pageSize) this.allWhole = false;
-      const id = batch.ids.subarray(32 * k, 32 * k + 32);
       // An ID the chunker took from the certified image without hashing is trusted only to name
-      // a blob stored already: a page to store is hashed here, whatever the image said.
-      let known = packer.hasId(id);
+      // a blob stored already: a page to store is hashed here, whatever the image said. Most
+      // pages of a day are known: no view of their ID is made.
+      let known = packer.hasIdAt(batch.ids, 32 * k);
       if (!known && same?.[k] === 2) {
         const { p, keys } = this.repo;
-        id.set(blobId(p, keys.id, BLOB_DATA, batch.bytes.subarray(starts[k], starts[k + 1])));
-        known = packer.hasId(id);
+        const hashed = blobId(
+          p,
+          keys.id,
+          BLOB_DATA,
+          batch.bytes.subarray(starts[k], starts[k + 1]),
+        );
+        batch.ids.set(hashed, 32 * k);
+        known = packer.hasIdAt(batch.ids, 32 * k);
       }
       if (known) {
         plans[k] = Plan.Known;
         continue;
       }
+      const id = batch.ids.subarray(32 * k, 32 * k + 32);
       if (this.unchangedDelta(first + k, id)) {
         plans[k] = Plan.Again;
         continue;
