@@ -92,12 +92,15 @@ async function aesGcmKey(raw: Uint8Array): Promise<AeadKey> {
  * node:zlib's `zstdCompress` builds a compressor for every call (a zstd context and a 1 MiB
  * output buffer, set up and torn down on the calling thread) and copies its output once more:
  * a backup compresses a database in ~750 segments of 512 KiB. Ending each frame with
- * `flush(ZSTD_e_end)` gives the same bytes as a fresh compressor (test) for ~30 % less of the
- * calling thread's time (600 segments of the benchmark's database, 4 at once: 283-574 -> 198-267
- * ms active). The output is a view of the stream's output buffer, which node:zlib never writes
- * twice. A compressor that fails is dropped.
+ * `flush(ZSTD_e_end)` gives a fresh compressor's bytes (test) for ~30 % less of the calling
+ * thread's time (600 segments of the benchmark's database, 4 at once: 283-574 -> 198-267 ms
+ * active). One exception, harmless: where a frame ends exactly at the end of node:zlib's output
+ * buffer, node:zlib asks for the frame's end again and an empty frame follows it (a payload may
+ * hold several frames, SPEC §4; both decoders take them). The output is a view of the stream's
+ * output buffer, which node:zlib never writes twice. A compressor that fails is dropped.
+ * Exported for its tests; `nodePrimitives.zstdCompressAsync` is the way to use it.
  */
-class ReusedCompressor {
+export class ReusedCompressor {
   private readonly stream: ZstdCompress = createZstdCompress(ZSTD_OPTIONS);
   private readonly out: Buffer[] = [];
   private failure: Error | undefined;
@@ -112,7 +115,7 @@ class ReusedCompressor {
   }
 
   get usable(): boolean {
-    return this.failure === undefined;
+    return this.failure === undefined && !this.stream.destroyed;
   }
 
   compress(data: Uint8Array): Promise<Uint8Array> {
@@ -120,8 +123,10 @@ class ReusedCompressor {
       if (this.failure) return reject(this.failure);
       this.waiting = reject;
       this.stream.write(data);
-      this.stream.flush(constants.ZSTD_e_end, () => {
+      this.stream.flush(constants.ZSTD_e_end, (err?: Error | null) => {
         this.waiting = undefined;
+        // A stream destroyed without an error calls back with one, and has no output to give.
+        this.failure ??= err ?? undefined;
         if (this.failure) return reject(this.failure);
         const parts = this.out.splice(0);
         resolve(u8(parts.length === 1 ? parts[0] : Buffer.concat(parts)));
@@ -134,9 +139,10 @@ class ReusedCompressor {
   }
 }
 
-// Compressors not in use, at most as many as a packer seals segments at once (packer.ts), and
-// closed after a second unused so that an idle process does not keep their ~4 MB each.
-const MAX_IDLE_COMPRESSORS = 4;
+// Compressors not in use, at most as many as a packer compresses segments at once (packer.ts:
+// four in flight, and a fifth queued before it waits for the oldest), and closed after a second
+// unused so that an idle process does not keep their ~4 MB each.
+const MAX_IDLE_COMPRESSORS = 5;
 const IDLE_COMPRESSOR_MS = 1000;
 const idleCompressors: ReusedCompressor[] = [];
 let closeIdle: ReturnType<typeof setTimeout> | undefined;

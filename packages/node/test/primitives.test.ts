@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
 import { constants, zstdCompress, zstdDecompressSync } from "node:zlib";
-import { nodePrimitives as p } from "../src/primitives.ts";
+import { nodePrimitives as p, ReusedCompressor } from "../src/primitives.ts";
 
 const OPTIONS = {
   chunkSize: 1024 * 1024,
@@ -32,7 +32,7 @@ function inputs(): Uint8Array[] {
 }
 
 describe("nodePrimitives.zstdCompressAsync (compressors used again)", () => {
-  it("gives, call after call, the bytes of a fresh compressor: one whole frame per call", async () => {
+  it("gives, call after call, a fresh compressor's bytes: one whole frame per call", async () => {
     const all = inputs();
     // Twice over, so that every size follows every other in the same compressor.
     for (const data of [...all, ...all.reverse()]) {
@@ -50,6 +50,36 @@ describe("nodePrimitives.zstdCompressAsync (compressors used again)", () => {
       assert.ok(out);
       assert.deepEqual(zstdDecompressSync(out), Buffer.from(all[k]), `call ${k}`);
     }
+  });
+
+  it("a frame that ends exactly at the end of node:zlib's output buffer still decodes", async () => {
+    // After a small frame, random input of one of these lengths fills node:zlib's 1 MiB output
+    // buffer exactly: node:zlib then asks for the frame's end again, and an empty frame follows
+    // (the one way the output differs from a fresh compressor's).
+    const src = randomBytes(1024 * 1024);
+    let longer = 0;
+    for (let length = 1_048_500; length < 1_048_560; length++) {
+      const c = new ReusedCompressor();
+      try {
+        await c.compress(Buffer.alloc(5000, 1));
+        const data = src.subarray(0, length);
+        const got = await c.compress(data);
+        assert.deepEqual(zstdDecompressSync(got), data, `${length} bytes`);
+        if (got.length > (await fresh(data)).length) longer++;
+      } finally {
+        c.close();
+      }
+    }
+    assert.ok(longer > 0, "some length ends a frame at the end of the output buffer");
+  });
+
+  it("a compressor whose stream is destroyed mid-call rejects the call and is not used again", async () => {
+    const c = new ReusedCompressor();
+    const pending = c.compress(randomBytes(512 * 1024));
+    (c as unknown as { stream: { destroy(): void } }).stream.destroy(); // no error given
+    await assert.rejects(pending);
+    assert.equal(c.usable, false);
+    await assert.rejects(c.compress(Buffer.from("abc")));
   });
 
   it("an output stays intact while later calls run (views of node:zlib's buffer)", async () => {
