@@ -60,12 +60,12 @@ export class BlobIndex {
 
   /** The type of blob `id` (32 bytes), or undefined: `getId(id)?.type` without building a location. */
   typeOfId(id: Uint8Array): BlobType | undefined {
-    return this.typeOfIdAt(id, 0, id.length === ID_BYTES);
+    return id.length === ID_BYTES ? this.typeOfIdAt(id, 0) : undefined;
   }
 
   /** `typeOfId` for the 32 bytes of `bytes` at `at`, without a view of them. */
-  typeOfIdAt(bytes: Uint8Array, at: number, whole = true): BlobType | undefined {
-    const n = whole ? this.ids.indexOfAt(bytes, at) : -1;
+  typeOfIdAt(bytes: Uint8Array, at: number): BlobType | undefined {
+    const n = this.ids.indexOfAt(bytes, at);
     return n < 0 ? undefined : (this.types[n] as BlobType);
   }
 

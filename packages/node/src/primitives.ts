@@ -9,24 +9,9 @@ import {
   randomBytes,
   timingSafeEqual,
 } from "node:crypto";
-import {
-  constants,
-  createZstdCompress,
-  type ZstdCompress,
-  zstdCompressSync,
-  zstdDecompressSync,
-} from "node:zlib";
+import { zstdCompressSync, zstdDecompressSync } from "node:zlib";
 import type { AeadKey, Primitives } from "@locket/core";
-
-/** zstd level for segments and metadata: level 3 is zstd's default speed/ratio balance. */
-const ZSTD_LEVEL = 3;
-// node:zlib hands output back in `chunkSize` pieces (16 KiB by default), one callback and one
-// copy on the calling thread each: a 512 KiB segment made dozens. One piece per segment instead.
-const ZSTD_CHUNK_BYTES = 1024 * 1024;
-const ZSTD_OPTIONS = {
-  chunkSize: ZSTD_CHUNK_BYTES,
-  params: { [constants.ZSTD_c_compressionLevel]: ZSTD_LEVEL },
-};
+import { ZSTD_CHUNK_BYTES, ZSTD_OPTIONS, zstdCompressReused } from "./zstd.ts";
 
 const u8 = (b: Buffer) => new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 
@@ -88,82 +73,6 @@ async function aesGcmKey(raw: Uint8Array): Promise<AeadKey> {
 }
 
 /**
- * A zstd compressor on libuv's threadpool that makes one frame per call and is then used again.
- * node:zlib's `zstdCompress` builds a compressor for every call (a zstd context and a 1 MiB
- * output buffer, set up and torn down on the calling thread) and copies its output once more:
- * a backup compresses a database in ~750 segments of 512 KiB. Ending each frame with
- * `flush(ZSTD_e_end)` gives a fresh compressor's bytes (test) for ~30 % less of the calling
- * thread's time (600 segments of the benchmark's database, 4 at once: 283-574 -> 198-267 ms
- * active). One exception, harmless: where a frame ends exactly at the end of node:zlib's output
- * buffer, node:zlib asks for the frame's end again and an empty frame follows it (a payload may
- * hold several frames, SPEC §4; both decoders take them). The output is a view of the stream's
- * output buffer, which node:zlib never writes twice. A compressor that fails is dropped.
- * Exported for its tests; `nodePrimitives.zstdCompressAsync` is the way to use it.
- */
-export class ReusedCompressor {
-  private readonly stream: ZstdCompress = createZstdCompress(ZSTD_OPTIONS);
-  private readonly out: Buffer[] = [];
-  private failure: Error | undefined;
-  private waiting: ((err: Error) => void) | undefined;
-
-  constructor() {
-    this.stream.on("data", (d: Buffer) => this.out.push(d));
-    this.stream.on("error", (err: Error) => {
-      this.failure = err;
-      this.waiting?.(err);
-    });
-  }
-
-  get usable(): boolean {
-    return this.failure === undefined && !this.stream.destroyed;
-  }
-
-  compress(data: Uint8Array): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
-      if (this.failure) return reject(this.failure);
-      this.waiting = reject;
-      this.stream.write(data);
-      this.stream.flush(constants.ZSTD_e_end, (err?: Error | null) => {
-        this.waiting = undefined;
-        // A stream destroyed without an error calls back with one, and has no output to give.
-        this.failure ??= err ?? undefined;
-        if (this.failure) return reject(this.failure);
-        const parts = this.out.splice(0);
-        resolve(u8(parts.length === 1 ? parts[0] : Buffer.concat(parts)));
-      });
-    });
-  }
-
-  close(): void {
-    this.stream.destroy();
-  }
-}
-
-// Compressors not in use, at most as many as a packer compresses segments at once (packer.ts:
-// four in flight, and a fifth queued before it waits for the oldest), and closed after a second
-// unused so that an idle process does not keep their ~4 MB each.
-const MAX_IDLE_COMPRESSORS = 5;
-const IDLE_COMPRESSOR_MS = 1000;
-const idleCompressors: ReusedCompressor[] = [];
-let closeIdle: ReturnType<typeof setTimeout> | undefined;
-
-function releaseCompressor(c: ReusedCompressor): void {
-  if (!c.usable || idleCompressors.length >= MAX_IDLE_COMPRESSORS) {
-    c.close();
-    return;
-  }
-  idleCompressors.push(c);
-  if (closeIdle) closeIdle.refresh();
-  else {
-    closeIdle = setTimeout(() => {
-      closeIdle = undefined;
-      for (const idle of idleCompressors.splice(0)) idle.close();
-    }, IDLE_COMPRESSOR_MS);
-    closeIdle.unref();
-  }
-}
-
-/**
  * Primitives from node:crypto (OpenSSL) and node:zlib (zstd). Same bytes as `webPrimitives`,
  * several times faster for the per-page HMAC and for AES-GCM.
  */
@@ -183,14 +92,7 @@ export const nodePrimitives: Primitives = {
     new Uint8Array(hkdfSync("sha256", ikm, salt, info, length)),
   aesGcmKey,
   timingSafeEqual: (a, b) => a.length === b.length && timingSafeEqual(a, b),
-  zstdCompressAsync: async (data) => {
-    const c = idleCompressors.pop() ?? new ReusedCompressor();
-    try {
-      return await c.compress(data);
-    } finally {
-      releaseCompressor(c);
-    }
-  },
+  zstdCompressAsync: async (data) => u8(await zstdCompressReused(data)),
   zstdCompress: (data) => u8(zstdCompressSync(data, ZSTD_OPTIONS)),
   zstdDecompress: (data, maxOutput) =>
     u8(

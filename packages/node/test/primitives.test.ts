@@ -3,16 +3,14 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { describe, it } from "node:test";
-import { constants, zstdCompress, zstdDecompressSync } from "node:zlib";
-import { nodePrimitives as p, ReusedCompressor } from "../src/primitives.ts";
+import { zstdCompress, zstdDecompressSync } from "node:zlib";
+import { nodePrimitives as p } from "../src/primitives.ts";
+import { ReusedCompressor, ZSTD_OPTIONS } from "../src/zstd.ts";
 
-const OPTIONS = {
-  chunkSize: 1024 * 1024,
-  params: { [constants.ZSTD_c_compressionLevel]: 3 },
-};
+/** A fresh compressor with the same settings, for each call: node:zlib's own zstdCompress. */
 const fresh = (data: Uint8Array) =>
   new Promise<Buffer>((resolve, reject) =>
-    zstdCompress(data, OPTIONS, (err, out) => (err ? reject(err) : resolve(out))),
+    zstdCompress(data, ZSTD_OPTIONS, (err, out) => (err ? reject(err) : resolve(out))),
   );
 
 // Compressible and not: database-like pages (repeated structure), random bytes, and sizes around
