@@ -46,7 +46,13 @@ import {
   sealIndex,
 } from "./format/index-file.ts";
 import { applyListPatch, listPatchBase } from "./format/list-patch.ts";
-import { openPackHeader, openSegment, type PackEntry, readTrailerLength } from "./format/pack.ts";
+import {
+  checkPackName,
+  openPackHeader,
+  openSegment,
+  type PackEntry,
+  readTrailerLength,
+} from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
 import {
   checkIdList,
@@ -63,8 +69,8 @@ import {
   type SegmentOpener,
   type SegmentToOpen,
 } from "./segment-opener.ts";
-import { AddressedWriter, BufferedObjectWriter } from "./storage/object-writer.ts";
-import type { ObjectKind, Storage } from "./storage/storage.ts";
+import { BufferedObjectWriter, PackWriter } from "./storage/object-writer.ts";
+import type { Storage } from "./storage/storage.ts";
 
 /** A blob a reader will take, by ID (32 bytes), with its location. */
 export interface BlobRef {
@@ -495,8 +501,8 @@ export class Repository {
   }
 
   /**
-   * Reads and authenticates a pack's header.
-   * @throws {IntegrityError} when the pack is truncated or its header forged.
+   * Reads a pack's header, checks it against the pack's name and authenticates it.
+   * @throws {IntegrityError} when the pack is truncated, swapped, or its header forged.
    */
   async readPackHeader(name: string, size?: number): Promise<PackEntry[]> {
     const packSize = size ?? (await this.storage.stat("data", name)).size;
@@ -507,6 +513,7 @@ export class Repository {
     if (headerLength + 4 > tail.length) {
       tail = await this.storage.load("data", name, packSize - headerLength - 4, headerLength + 4);
     }
+    checkPackName(this.p, tail, packSize, fromHex(name), objectName);
     return openPackHeader(this.keys, tail, packSize, objectName);
   }
 
@@ -862,15 +869,18 @@ export class Repository {
    * swapped, replaced and corrupted objects before any decryption.
    * @throws {IntegrityError} on a mismatch; {NotFoundError} when missing.
    */
-  async loadVerified(kind: ObjectKind, name: string): Promise<Uint8Array> {
+  async loadVerified(kind: "index" | "snapshots", name: string): Promise<Uint8Array> {
     const bytes = await this.storage.load(kind, name);
     checkName(this.p, bytes, fromHex(name), `${kind}/${name}`);
     return bytes;
   }
 
-  /** Stores a content-addressed object; returns its name and size. */
+  /**
+   * Stores an index file or snapshot under the SHA-256 of its bytes; returns its name and size.
+   * (Packs are named by their trailer: createPackWriter.)
+   */
   async saveAddressed(
-    kind: ObjectKind,
+    kind: "index" | "snapshots",
     bytes: Uint8Array,
   ): Promise<{ name: string; size: number }> {
     const name = toHex(this.p.sha256(bytes));
@@ -879,15 +889,15 @@ export class Repository {
   }
 
   /**
-   * Starts a content-addressed object that is written in parts and named by its hash at the end
-   * (a pack): streamed to storage where the backend can (`Storage.createWriter`), else buffered in
-   * memory, `sizeHint` bytes to start with, and saved whole.
+   * Starts a pack, written in parts and named by its trailer's hash at the end: streamed to
+   * storage where the backend can (`Storage.createWriter`), else buffered in memory, `sizeHint`
+   * bytes to start with, and saved whole.
    */
-  async createAddressed(kind: ObjectKind, sizeHint?: number): Promise<AddressedWriter> {
+  async createPackWriter(sizeHint?: number): Promise<PackWriter> {
     const target = this.storage.createWriter
-      ? await this.storage.createWriter(kind)
-      : new BufferedObjectWriter(this.storage, kind, sizeHint);
-    return new AddressedWriter(this.p, target);
+      ? await this.storage.createWriter("data")
+      : new BufferedObjectWriter(this.storage, "data", sizeHint);
+    return new PackWriter(this.p, target);
   }
 
   /** Writes an index file for `packs` (and, from forget and prune, what they record). */

@@ -34,12 +34,6 @@ export interface OpenedSegment {
 export interface OpenOptions {
   /** Whether the decoded payloads are wanted (a restore) or only the checks (`check`). */
   readonly payloads: boolean;
-  /**
-   * The SHA-256 the bytes must have: a whole pack read by `check --read-data`, whose name is the
-   * hash of its bytes (SPEC §7). Hashing is as much work as checking every blob's ID, so it is
-   * done where the segments are opened, off the calling thread in Node.
-   */
-  readonly sha256?: Uint8Array;
 }
 
 /**
@@ -53,8 +47,8 @@ export interface SegmentOpener {
    * Opens the segments that lie in `bytes` (one ranged read of pack `objectName`). Takes
    * ownership of `bytes`: the caller must not use them afterwards (they may be moved to another
    * thread). Returns one promise per segment, in order; each rejects with IntegrityError (naming
-   * `objectName`) when its segment fails authentication or does not decode, and every one of them
-   * when the bytes do not hash to `options.sha256`. Needs at least one segment.
+   * `objectName`) when its segment fails authentication or does not decode. Needs at least one
+   * segment.
    */
   open(
     bytes: Uint8Array,
@@ -121,14 +115,7 @@ export async function openAndCheck(
 /** A SegmentOpener that does the work on the calling thread (browsers, tests, small jobs). */
 export function localSegmentOpener(p: Primitives, keys: RepoKeys): SegmentOpener {
   return {
-    open(bytes, segments, objectName, { payloads, sha256 }) {
-      if (sha256) {
-        try {
-          checkName(p, bytes, sha256, objectName);
-        } catch (err) {
-          return segments.map(() => Promise.reject(err));
-        }
-      }
+    open(bytes, segments, objectName, { payloads }) {
       return segments.map(async (s) => {
         const sealed = bytes.subarray(s.start, s.start + s.length);
         const { payload, matches } = await openAndCheck(p, keys, sealed, s.blobs, objectName);

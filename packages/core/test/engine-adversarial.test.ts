@@ -28,7 +28,12 @@ import {
   MAX_BLOB_BYTES,
 } from "../src/format/blob.ts";
 import { MAX_INDEX_BYTES, sealIndex } from "../src/format/index-file.ts";
-import { MAX_SEGMENT_BYTES, type PackEntry, sealPackTrailer } from "../src/format/pack.ts";
+import {
+  MAX_SEGMENT_BYTES,
+  type PackEntry,
+  packName,
+  sealPackTrailer,
+} from "../src/format/pack.ts";
 import { PAYLOAD_STORED, PAYLOAD_ZSTD } from "../src/format/payload.ts";
 import { openSnapshot, type Snapshot } from "../src/format/snapshot.ts";
 import type { FileNode } from "../src/format/tree.ts";
@@ -168,10 +173,11 @@ async function storePack(
   entries: PackEntry[],
   index: boolean,
 ): Promise<{ name: string; index?: string }> {
-  const bytes = concat(...segments, await sealPackTrailer(p, repo.keys, entries));
-  const { name } = await repo.saveAddressed("data", bytes);
+  const trailer = await sealPackTrailer(p, repo.keys, entries);
+  const name = packName(p, trailer);
+  await repo.storage.save("data", name, concat(...segments, trailer));
   if (!index) return { name };
-  return { name, index: (await repo.saveIndex([{ packId: p.sha256(bytes), entries }])).name };
+  return { name, index: (await repo.saveIndex([{ packId: fromHexId(name), entries }])).name };
 }
 
 /** Stores blobs with the repository's real keys through the Packer, and indexes them. */
@@ -408,6 +414,108 @@ describe("damaged data packs", () => {
     await repo.saveAddressed("index", await sealIndex(p, repo.keys, [{ ...packs[0], entries }]));
     const r = await reader(storage);
     expectIntegrity(await restoreChecked(r, await refOf(r, result.id), spec), `data/${pack}`);
+  });
+});
+
+describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
+  it("a segment replaced by another that authenticates: the name still matches, the blobs' IDs do not", async () => {
+    // The name covers the header, not the segments: a sealed segment copied in from elsewhere
+    // (here one sealed afresh with the data key, the same length) opens, and is caught by the
+    // blobs' keyed IDs, by restore and check --read-data alike.
+    const { storage, spec, result, pack } = await setup();
+    const repo = await reader(storage);
+    const stored = (await repo.livePacks())[0].entries.find(
+      (e) => e.type === BLOB_DATA && e.segmentLength > 1000,
+    );
+    assert.ok(stored);
+    const bytes = await storage.load("data", pack);
+    const sealed = bytes.subarray(
+      stored.segmentOffset,
+      stored.segmentOffset + stored.segmentLength,
+    );
+    const plain = (await repo.keys.data.open(
+      sealed.subarray(0, 12),
+      sealed.subarray(12),
+      AAD.segment,
+    ))!;
+    plain[plain.length - 1] ^= 1; // the last byte of the payload's last blob
+    const other = await seal(p, repo.keys.data, plain, AAD.segment);
+    assert.equal(other.length, sealed.length);
+    damage(storage, "data", pack, (b) => {
+      b.set(other, stored.segmentOffset);
+      return b;
+    });
+    const object = `data/${pack}`;
+    const r = await reader(storage);
+    assert.equal((await r.readPackHeader(pack)).length > 0, true, "the header matches the name");
+    expectIntegrity(await restoreChecked(r, await refOf(r, result.id), spec), object);
+    const full = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.ok(
+      full.errors.some((e) => e.object === object && /does not match its ID/.test(e.message)),
+      JSON.stringify(full.errors),
+    );
+  });
+
+  it("two packs swapped: header reads and check --read-data say the name does not match", async () => {
+    const { storage, repo, spec, result, pack } = await setup();
+    await run(repo, { ...spec, "more.bin": randomBytes(200_000, 77) });
+    const second = (await names(storage, "data")).find((n) => n !== pack)!;
+    const [a, b] = [await storage.load("data", pack), await storage.load("data", second)];
+    damage(storage, "data", pack, () => b);
+    damage(storage, "data", second, () => a);
+    const r = await reader(storage);
+    for (const name of [pack, second]) {
+      await assert.rejects(r.readPackHeader(name), (err) => {
+        expectIntegrity(err, `data/${name}`);
+        assert.match((err as Error).message, /does not match the pack's name/);
+        return true;
+      });
+    }
+    expectIntegrity(await restoreChecked(r, await refOf(r, result.id), spec));
+    const full = await check(await Repository.open(storage, p, KEY), { readData: true });
+    for (const name of [pack, second]) {
+      assert.ok(
+        full.errors.some(
+          (e) => e.object === `data/${name}` && /does not match the pack's name/.test(e.message),
+        ),
+        JSON.stringify(full.errors),
+      );
+    }
+  });
+
+  it("a pack left unindexed under a name not its own is not adopted by the next backup", async () => {
+    const { storage, pack, index } = await setup();
+    const bytes = await storage.load("data", pack);
+    await storage.save("data", "ab".repeat(32), bytes);
+    const next = await run(await Repository.open(storage, p, KEY), { "x.txt": utf8("x") });
+    assert.equal(next.adoptedPacks, 0);
+    // The same bytes under their own name, unindexed, are adopted (the control).
+    await storage.remove("index", index);
+    const again = await run(await Repository.open(storage, p, KEY), { "y.txt": utf8("y") });
+    assert.equal(again.adoptedPacks >= 1, true, `adopted ${again.adoptedPacks}`);
+  });
+
+  it("check --read-data accepts a pack named by the SHA-256 of all its bytes (written before 2026-12-07)", async () => {
+    const { storage, repo, spec, result, pack, index } = await setup();
+    const bytes = await storage.load("data", pack);
+    const legacy = toHex(p.sha256(bytes));
+    const entries = (await (await Repository.open(storage, p, KEY)).livePacks())[0].entries;
+    await storage.save("data", legacy, bytes);
+    await storage.remove("data", pack);
+    await storage.remove("index", index);
+    await repo.saveIndex([{ packId: fromHexId(legacy), entries }]);
+    const full = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.deepEqual(full.errors, []);
+    assert.equal(full.packsRead, 1);
+    const r = await reader(storage);
+    assert.equal(await restoreChecked(r, await refOf(r, result.id), spec), undefined);
+    // Damaged, the pack matches neither name.
+    damage(storage, "data", legacy, (b) => {
+      b[20] ^= 1;
+      return b;
+    });
+    const damaged = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.ok(damaged.errors.some((e) => e.object === `data/${legacy}`));
   });
 });
 
@@ -828,7 +936,8 @@ describe("hostile sizes (no giant allocation)", () => {
     const start = before();
     const bytes = await storage.load("data", pack);
     new DataView(bytes.buffer).setUint32(bytes.length - 4, 0xffffffff, true);
-    const { name } = await repo.saveAddressed("data", bytes);
+    const name = toHex(p.sha256(bytes)); // any name: the trailer is read before the name is checked
+    await storage.save("data", name, bytes);
     await rejectsIntegrity(repo.readPackHeader(name), `data/${name}`);
     const full = await check(await Repository.open(storage, p, KEY), { readData: true });
     assert.ok(full.errors.some((e) => e.object === `data/${name}`));
@@ -870,6 +979,7 @@ describe("hostile sizes (no giant allocation)", () => {
         repo.readPackHeader(name),
         (err) => {
           expectIntegrity(err, `data/${name}`);
+          assert.match((err as Error).message, /malformed pack header/, label);
           return true;
         },
         label,
@@ -882,8 +992,13 @@ describe("hostile sizes (no giant allocation)", () => {
     const sealed = await seal(p, repo.keys.meta, w.finish(), AAD.packHeader);
     const lenLE = new Uint8Array(4);
     new DataView(lenLE.buffer).setUint32(0, sealed.length, true);
-    const { name } = await repo.saveAddressed("data", concat(segment, sealed, lenLE));
-    await rejectsIntegrity(repo.readPackHeader(name), `data/${name}`);
+    const name = packName(p, concat(sealed, lenLE));
+    await storage.save("data", name, concat(segment, sealed, lenLE));
+    await assert.rejects(repo.readPackHeader(name), (err) => {
+      expectIntegrity(err, `data/${name}`);
+      assert.match((err as Error).message, /malformed pack header/);
+      return true;
+    });
     const full = await check(await Repository.open(storage, p, KEY), { readData: true });
     assert.ok(full.errors.some((e) => e.object === `data/${name}`));
     noGiantAllocation(start);

@@ -12,6 +12,7 @@ import type { SourceEntry } from "../src/engine/source.ts";
 import { StorageError } from "../src/errors.ts";
 import { BLOB_DATA, blobId } from "../src/format/blob.ts";
 import { openIndex, sealIndex } from "../src/format/index-file.ts";
+import { readTrailerLength } from "../src/format/pack.ts";
 import { Repository } from "../src/repository.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
 import type { ObjectKind, ObjectWriter } from "../src/storage/storage.ts";
@@ -108,14 +109,20 @@ describe("Packer", () => {
 });
 
 describe("Packer writing packs in parts", () => {
-  it("stores the same blobs as the buffered path, each pack named by the SHA-256 of its bytes", async () => {
+  it("stores the same blobs as the buffered path, each pack named by the SHA-256 of its trailer", async () => {
     const parts = new PartsStorage();
     const repo = await Repository.init(parts, p, KEY);
     const result = await backup(repo, sourceTree(media, { compressible: false }), OPTS);
     const packs = await names(parts, "data");
     assert.equal(packs.length, 2);
     assert.ok(parts.writes > 4 * packs.length, `segments written one by one (${parts.writes})`);
-    for (const name of packs) assert.equal(toHex(p.sha256(await parts.load("data", name))), name);
+    for (const name of packs) {
+      // The trailer: the sealed header and its length, the pack's last bytes (SPEC §7).
+      const bytes = await parts.load("data", name);
+      const headerLength = readTrailerLength(bytes, bytes.length, name);
+      assert.equal(toHex(p.sha256(bytes.subarray(bytes.length - 4 - headerLength))), name);
+      assert.notEqual(toHex(p.sha256(bytes)), name);
+    }
     const reader = await Repository.open(parts, p, KEY);
     await reader.loadIndex();
     assert.deepEqual(await restoreToMemory(reader, result.snapshot.tree), media);

@@ -79,10 +79,6 @@ async function aesGcmKey(raw: Uint8Array): Promise<AeadKey> {
 export const nodePrimitives: Primitives = {
   randomBytes: (n) => u8(randomBytes(n)),
   sha256: (data) => u8(createHash("sha256").update(data).digest()),
-  sha256Stream: () => {
-    const h = createHash("sha256");
-    return { update: (data) => void h.update(data), digest: () => u8(h.digest()) };
-  },
   hmacSha256: (key, ...data) => {
     const h = createHmac("sha256", hmacKey(key));
     for (const d of data) h.update(d);

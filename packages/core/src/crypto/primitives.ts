@@ -22,19 +22,11 @@ export interface AeadKey {
   open(nonce: Uint8Array, sealed: Uint8Array, aad: Uint8Array): Promise<Uint8Array | null>;
 }
 
-/** An incremental hash: `update` with each part in order, then `digest` once. */
-export interface HashStream {
-  update(data: Uint8Array): void;
-  digest(): Uint8Array;
-}
-
 export interface Primitives {
   /** `n` bytes from a CSPRNG. */
   randomBytes(n: number): Uint8Array;
   /** SHA-256. */
   sha256(data: Uint8Array): Uint8Array;
-  /** SHA-256 of data given in parts (a pack, as it is written): the same digest as `sha256`. */
-  sha256Stream(): HashStream;
   /**
    * HMAC-SHA256 of the concatenation of `data`, synchronous because chunk IDs are computed per
    * 4 KiB page. Several parts avoid copying a chunk just to prefix it.

@@ -24,7 +24,6 @@ export function webPrimitives(
       return out;
     },
     sha256: (data) => sha256(data),
-    sha256Stream: () => sha256.create(),
     hmacSha256: (key, ...data) => {
       const h = hmac.create(sha256, key);
       for (const d of data) h.update(d);

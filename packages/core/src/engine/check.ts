@@ -1,11 +1,12 @@
 import { fromHex, toHex } from "../bytes.ts";
-import { LocketError } from "../errors.ts";
+import type { Primitives } from "../crypto/primitives.ts";
+import { IntegrityError, LocketError } from "../errors.ts";
 import { BLOB_DATA, BLOB_DELTA } from "../format/blob.ts";
 import { type EncodedPack, type IndexFile, openIndexEncoded } from "../format/index-file.ts";
-import { openPackHeader, type PackEntry } from "../format/pack.ts";
+import { checkPackName, openPackHeader, type PackEntry } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
-import { checkName, packSegments } from "../segment-opener.ts";
+import { packSegments } from "../segment-opener.ts";
 import { checkFreshness } from "./freshness.ts";
 import { walk } from "./restore.ts";
 
@@ -78,7 +79,7 @@ async function readAllPacks(
 }
 
 /**
- * Reads pack `name` whole and verifies it: its bytes against its name, its header, every
+ * Reads pack `name` whole and verifies it: its trailer against its name, its header, every
  * segment, and every blob against its keyed ID. What it finds goes to `found`; returns bytes read.
  */
 async function readPack(
@@ -88,7 +89,6 @@ async function readPack(
   found: Findings,
 ): Promise<number> {
   const object = `data/${name}`;
-  const sha256 = fromHex(name);
   let bytes: Uint8Array;
   let entries: PackEntry[];
   try {
@@ -98,23 +98,15 @@ async function readPack(
     return 0;
   }
   try {
+    checkStoredPackName(repo.p, bytes, fromHex(name), object);
     entries = await openPackHeader(repo.keys, bytes, size, object);
-    if (entries.length === 0) checkName(repo.p, bytes, sha256, object);
   } catch (err) {
-    // Damage that the name tells apart (corrupt, truncated or swapped bytes) is named so.
-    try {
-      checkName(repo.p, bytes, sha256, object);
-      found.add(err, object);
-    } catch (mismatch) {
-      found.add(mismatch, object);
-    }
+    found.add(err, object);
     return 0;
   }
   const length = bytes.length;
   const segments = packSegments(entries);
-  // The bytes are hashed against the name where the segments are opened (worker threads in
-  // Node): on the main thread it took a third of its time and left a core idle.
-  const opened = repo.segmentOpener.open(bytes, segments, object, { payloads: false, sha256 });
+  const opened = repo.segmentOpener.open(bytes, segments, object, { payloads: false });
   for (const o of opened) o.catch(() => {}); // each is awaited below, or left after a failure
   for (let i = 0; i < segments.length; i++) {
     try {
@@ -130,6 +122,26 @@ async function readPack(
     }
   }
   return length;
+}
+
+/**
+ * Checks a whole pack's bytes against its name (checkPackName). A pack written before packs were
+ * named by their trailer (2026-12-07) is named by the SHA-256 of all its bytes: accepted too
+ * (SPEC.md "Packs").
+ * @throws {IntegrityError} when neither matches.
+ */
+function checkStoredPackName(
+  p: Primitives,
+  bytes: Uint8Array,
+  name: Uint8Array,
+  object: string,
+): void {
+  try {
+    checkPackName(p, bytes, bytes.length, name, object);
+  } catch (err) {
+    if (err instanceof IntegrityError && p.timingSafeEqual(p.sha256(bytes), name)) return;
+    throw err;
+  }
 }
 
 /** What `check` found: damage, and objects it could not read. */
@@ -151,8 +163,8 @@ class Findings {
 
 /**
  * Verifies a repository: every index file, snapshot and tree authenticates; every blob a snapshot
- * needs is indexed in a pack that exists; with `readData`, every pack's bytes match its name and
- * every blob its keyed ID. Problems are collected, not thrown, so one run reports all damage.
+ * needs is indexed in a pack that exists; with `readData`, every pack's trailer matches its name,
+ * every segment authenticates and every blob matches its keyed ID. Problems are collected, not thrown, so one run reports all damage.
  * @throws only for storage failures that prevent listing or reading an index file.
  */
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckReport> {

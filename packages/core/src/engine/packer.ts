@@ -13,7 +13,7 @@ import {
 import { encodePayloadInPlaceAsync, PAYLOAD_HEADER_BYTES } from "../format/payload.ts";
 import { IdRefSet } from "../id-set.ts";
 import type { Repository } from "../repository.ts";
-import type { AddressedWriter } from "../storage/object-writer.ts";
+import type { PackWriter } from "../storage/object-writer.ts";
 
 /** A pack is stored once it holds this many bytes (SPEC.md "Packs"). */
 export const PACK_TARGET_BYTES = 16 * 1024 * 1024;
@@ -79,9 +79,9 @@ class Growable {
  *
  * Bytes are copied once, into a reused segment buffer, when a blob is added: callers may reuse
  * their data buffers afterwards (not the ID's: see `add`). Sealed segments go to storage as they
- * come (`createAddressed`): a pack is never whole in memory where the storage can write it in
- * parts (local folders), and the pack is named by a hash taken as it is written. Where an operation fails, `abort` removes
- * the pack being written.
+ * come (`createPackWriter`): a pack is never whole in memory where the storage can write it in
+ * parts (local folders), and it is named by the hash of its trailer, its last part. Where an
+ * operation fails, `abort` removes the pack being written.
  */
 export class Packer {
   private readonly repo: Repository;
@@ -101,7 +101,7 @@ export class Packer {
     entries: PendingEntry[];
   }[] = [];
   /** The pack being written, from its first segment on. */
-  private pack: AddressedWriter | undefined;
+  private pack: PackWriter | undefined;
   private entries: PackEntry[] = [];
   /** Segment writes not yet known to be done, oldest first, and their bytes in all. */
   private readonly writes: { done: Promise<void>; bytes: number }[] = [];
@@ -206,7 +206,7 @@ export class Packer {
     const { job, buffer, entries } = this.inflight.shift()!;
     const { nonce, body } = await job;
     this.segmentPool.push(buffer);
-    this.pack ??= await this.repo.createAddressed("data", PACK_CAPACITY);
+    this.pack ??= await this.repo.createPackWriter(PACK_CAPACITY);
     const segmentOffset = this.pack.size;
     const segmentLength = body.reduce((n, part) => n + part.length, nonce.length);
     // The sealed body is this packer's alone: freed as soon as it is written.
@@ -235,8 +235,7 @@ export class Packer {
     this.pack = undefined;
     this.entries = [];
     const write = (async () => {
-      await pack.write(trailer);
-      const { name, size } = await pack.finish();
+      const { name, size } = await pack.finish(trailer);
       // Only a pack that is durable enters the index (and so the dedup set of later backups).
       this.repo.addPack(name, entries);
       for (const e of entries) this.pending.delete(e.id);

@@ -1,6 +1,7 @@
-import { ByteWriter, releaseBuffer, toHex } from "../bytes.ts";
-import type { HashStream, Primitives } from "../crypto/primitives.ts";
+import { ByteWriter, releaseBuffer } from "../bytes.ts";
+import type { Primitives } from "../crypto/primitives.ts";
 import { StorageError } from "../errors.ts";
+import { packName } from "../format/pack.ts";
 import type { ObjectKind, ObjectWriter, Storage } from "./storage.ts";
 
 /**
@@ -46,37 +47,39 @@ export class BufferedObjectWriter implements ObjectWriter {
 }
 
 /**
- * A content-addressed object being written (a pack): its name is the SHA-256 of its bytes,
- * hashed as they are written, so it is known at `finish` without reading them again.
+ * A pack being written segment by segment to `target`. Its name is the SHA-256 of its trailer
+ * (SPEC.md "Packs"), the last part written, so it is known at `finish` without hashing the
+ * segments.
  */
-export class AddressedWriter {
+export class PackWriter {
+  private readonly p: Primitives;
   private readonly target: ObjectWriter;
-  private readonly hash: HashStream;
   /** Bytes written so far. */
   size = 0;
 
   constructor(p: Primitives, target: ObjectWriter) {
+    this.p = p;
     this.target = target;
-    this.hash = p.sha256Stream();
   }
 
   /** Appends `parts` (see ObjectWriter.write: they must not change until this settles). */
   write(...parts: Uint8Array[]): Promise<void> {
-    for (const part of parts) {
-      this.hash.update(part);
-      this.size += part.length;
-    }
+    for (const part of parts) this.size += part.length;
     return this.target.write(...parts);
   }
 
-  /** Stores the object under its hash once every write is done; see ObjectWriter.commit. */
-  async finish(): Promise<{ name: string; size: number }> {
-    const name = toHex(this.hash.digest());
+  /**
+   * Appends the pack's trailer (sealed header and its length) and stores the pack under its name
+   * once every write is done; see ObjectWriter.commit.
+   */
+  async finish(trailer: Uint8Array): Promise<{ name: string; size: number }> {
+    const name = packName(this.p, trailer);
+    await this.write(trailer);
     await this.target.commit(name);
     return { name, size: this.size };
   }
 
-  /** Discards the object; never throws. */
+  /** Discards the pack; never throws. */
   abort(): Promise<void> {
     return this.target.abort();
   }

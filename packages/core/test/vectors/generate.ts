@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { nodePrimitives } from "../../../node/src/primitives.ts";
-import { ByteWriter, concat, equalBytes, toHex, utf8 } from "../../src/bytes.ts";
+import { ByteWriter, concat, equalBytes, fromHex, toHex, utf8 } from "../../src/bytes.ts";
 import { type ChunkingMode, chunkStream } from "../../src/chunker/chunk-stream.ts";
 import { cdcCut } from "../../src/chunker/fastcdc.ts";
 import { SQLITE_HEADER_BYTES, sqlitePageSize } from "../../src/chunker/sqlite.ts";
@@ -46,7 +46,12 @@ import {
   sealIndex,
 } from "../../src/format/index-file.ts";
 import { applyListPatch, makeListPatch } from "../../src/format/list-patch.ts";
-import { type PackEntry, writeEntries } from "../../src/format/pack.ts";
+import {
+  type PackEntry,
+  packName,
+  readTrailerLength,
+  writeEntries,
+} from "../../src/format/pack.ts";
 import { decodePayload, encodePayload } from "../../src/format/payload.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "../../src/format/snapshot.ts";
 import {
@@ -1100,12 +1105,26 @@ async function readPack(root: Uint8Array, bytes: Uint8Array, name: string) {
   const d = deterministic("reader");
   const repo = await Repository.init(new MemoryStorage(), d.p, root);
   await repo.storage.save("data", name, bytes);
-  assert.equal(toHex(p.sha256(await repo.loadVerified("data", name))), name);
-  const entries = await repo.readPackHeader(name);
+  const entries = await repo.readPackHeader(name); // checks the name against the trailer
   repo.addPack(name, entries);
   const blobs: Uint8Array[] = [];
   for (const e of entries) blobs.push(await repo.loadBlob(toHex(e.id), e.type));
   return { entries, blobs };
+}
+
+/**
+ * A pack's name (SPEC §7): the SHA-256 of its trailer, the sealed header and its length. For a
+ * pack whose trailer length is unreadable (some invalid cases) the SHA-256 of all its bytes: any
+ * name will do there, since reading it fails before the name is looked at.
+ */
+function nameOfPack(bytes: Uint8Array): string {
+  let headerLength: number;
+  try {
+    headerLength = readTrailerLength(bytes, bytes.length, "pack");
+  } catch {
+    return toHex(p.sha256(bytes));
+  }
+  return packName(p, bytes.subarray(bytes.length - 4 - headerLength));
 }
 
 async function genPacks(): Promise<PackCase[]> {
@@ -1124,12 +1143,12 @@ async function genPacks(): Promise<PackCase[]> {
       await packer.add(b.type, blobId(p, keys.id, b.type, b.data), b.data, b.compress);
     await packer.flush();
     assert.equal(packer.stored.length, 1);
-    const packName = toHex(packer.stored[0].packId);
-    const bytes = await repo.storage.load("data", packName);
+    const stored = toHex(packer.stored[0].packId);
+    const bytes = await repo.storage.load("data", stored);
     const entries = packer.stored[0].entries;
     const nonces = d.drawn.slice(first);
     assert.ok(nonces.every((n) => n.length === 12));
-    assert.equal(packName, toHex(p.sha256(bytes)));
+    assert.equal(stored, nameOfPack(bytes));
     // Every segment is stored (encoding 0), so the vector does not depend on a zstd version.
     const segments = [...new Set(entries.map((e) => e.segmentOffset))];
     assert.equal(nonces.length, segments.length + 1);
@@ -1146,7 +1165,7 @@ async function genPacks(): Promise<PackCase[]> {
     const w = new ByteWriter();
     writeEntries(w, entries);
     assert.ok(equalBytes(w.finish(), concat(...entries.map(entryBytes))));
-    const read = await readPack(ROOT_A, bytes, packName);
+    const read = await readPack(ROOT_A, bytes, stored);
     assert.deepEqual(read.entries, entries);
     read.blobs.forEach((b, i) => {
       assert.ok(equalBytes(b, blobs[i].data));
@@ -1158,7 +1177,7 @@ async function genPacks(): Promise<PackCase[]> {
       comment: `${comment}; blob: type plaintext; entry: type id segment_offset segment_length offset length; nonce: in the order drawn (segments, then the header); the body is the pack`,
       meta: [
         ["root_key", ROOT_A],
-        ["name", packName],
+        ["name", stored],
         ...blobs.map((b) => ["blob", `${b.type} ${toHex(b.data)}`] as const),
         ...entries.map((e) => ["entry", entryLine(e)] as const),
         ...nonces.map((n) => ["nonce", n] as const),
@@ -1247,8 +1266,8 @@ async function genInvalidPacks(): Promise<void> {
     );
     const header = await seal(d.p, keys.meta, plain, f.headerAad ?? AAD.packHeader);
     const bytes = (f.damage ?? ((b) => b))(concat(segment, header, u32le(header.length)));
-    const packName = toHex(p.sha256(bytes));
-    await expectThrows(error, () => readPack(ROOT_A, bytes, packName), name);
+    const forged = nameOfPack(bytes);
+    await expectThrows(error, () => readPack(ROOT_A, bytes, forged), name);
     add({
       name,
       kind: "pack",
@@ -1257,7 +1276,7 @@ async function genInvalidPacks(): Promise<void> {
       meta: [
         ["error", error],
         ["root_key", ROOT_A],
-        ["name", packName],
+        ["name", forged],
       ],
       body: bytes,
     });
@@ -1272,9 +1291,9 @@ async function genInvalidPacks(): Promise<void> {
     c[i(c)] ^= 1;
     return c;
   };
-  {
-    // Control: the undamaged forged pack reads back, so each case below fails for its own reason.
-    const d = deterministic("pack-invalid-control");
+  // A pack as `forge` makes it, undamaged, with nonces drawn for `label`.
+  const wellFormed = async (label: string) => {
+    const d = deterministic(label);
     const segment = await seal(d.p, keys.data, payloadBytes(0, blob.length, blob), AAD.segment);
     const header = await seal(
       d.p,
@@ -1293,9 +1312,32 @@ async function genInvalidPacks(): Promise<void> {
       ),
       AAD.packHeader,
     );
-    const bytes = concat(segment, header, u32le(header.length));
-    const read = await readPack(ROOT_A, bytes, toHex(p.sha256(bytes)));
+    return concat(segment, header, u32le(header.length));
+  };
+  {
+    // Control: the undamaged forged pack reads back, so each case below fails for its own reason.
+    const bytes = await wellFormed("pack-invalid-control");
+    const read = await readPack(ROOT_A, bytes, nameOfPack(bytes));
     assert.ok(equalBytes(read.blobs[0], blob));
+  }
+  {
+    // A well-formed pack stored under another pack's name (storage swapped two objects).
+    const bytes = await wellFormed("pack-invalid-swapped/stored");
+    const other = nameOfPack(await wellFormed("pack-invalid-swapped/named"));
+    await expectThrows("integrity", () => readPack(ROOT_A, bytes, other), "pack-invalid-swapped");
+    add({
+      name: "pack-invalid-swapped",
+      kind: "pack",
+      expect: "error",
+      comment:
+        "a well-formed pack under another pack's name (the SHA-256 of another trailer); reading the header and every blob of the body must fail",
+      meta: [
+        ["error", "integrity"],
+        ["root_key", ROOT_A],
+        ["name", other],
+      ],
+      body: bytes,
+    });
   }
   await forge(
     "pack-invalid-truncated",
@@ -1484,7 +1526,7 @@ async function genIndex(packs: PackCase[]): Promise<void> {
   const keys = await keysOf(ROOT_A);
   const indexed: IndexedPack[] = packs
     .filter((x) => x.name !== "pack-two-segments")
-    .map((x) => ({ packId: p.sha256(x.bytes), entries: x.entries }));
+    .map((x) => ({ packId: fromHex(nameOfPack(x.bytes)), entries: x.entries }));
   const ok = async (
     name: string,
     content: IndexedPack[] | IndexFile,

@@ -36,8 +36,6 @@ export interface OpenMessage {
   readonly segments: readonly SegmentMessage[];
   readonly objectName: string;
   readonly payloads: boolean;
-  /** The SHA-256 the bytes must have (OpenOptions.sha256). */
-  readonly sha256?: Uint8Array;
 }
 
 /** What a worker sends back, once per segment, in order. */
@@ -85,7 +83,7 @@ export class WorkerSegmentOpener implements SegmentOpener {
     bytes: Uint8Array,
     segments: readonly SegmentToOpen[],
     objectName: string,
-    { payloads, sha256 }: OpenOptions,
+    { payloads }: OpenOptions,
   ): Promise<OpenedSegment>[] {
     if (segments.length === 0) return [];
     const worker = this.pool.acquire(segments.length);
@@ -112,7 +110,6 @@ export class WorkerSegmentOpener implements SegmentOpener {
       })),
       objectName,
       payloads,
-      sha256,
     };
     worker.worker.postMessage(message, [sent.buffer as ArrayBuffer]);
     return promises;

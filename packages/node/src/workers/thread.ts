@@ -9,7 +9,6 @@ import {
   BLOB_DELTA,
   blobId,
   type ChunkingMode,
-  checkName,
   chunkStream,
   concat,
   deltaPays,
@@ -64,17 +63,10 @@ async function open(m: OpenMessage): Promise<void> {
 }
 
 async function openAll(m: OpenMessage): Promise<void> {
-  let misnamed: unknown;
-  try {
-    if (m.sha256) checkName(p, m.bytes, m.sha256, m.objectName);
-  } catch (err) {
-    misnamed = err;
-  }
   for (let i = 0; i < m.segments.length; i++) {
     const s = m.segments[i];
     let reply: OpenedMessage;
     try {
-      if (misnamed) throw misnamed;
       const { payload, matches } = await openAndCheck(
         p,
         keys,

@@ -8,7 +8,8 @@ export const check: Command = {
   usage: "locket check [--read-data]",
   help: `Verifies that every index file and snapshot authenticates, every tree decodes, and every
 blob a snapshot needs is indexed in a pack that exists. With --read-data it also downloads every
-pack, checks it against its name (SHA-256) and every blob against its keyed ID.
+pack, checks its header against its name (SHA-256), every segment's authentication and every
+blob against its keyed ID.
 Exit status 3 when anything is damaged; each problem names the object. Exit status 1 when
 nothing damaged was found but some objects could not be read (a storage or network failure):
 their state is unknown, so run the check again.
