@@ -48,6 +48,7 @@ import {
 import { applyListPatch, listPatchBase } from "./format/list-patch.ts";
 import {
   checkPackName,
+  checkWholePackName,
   openPackHeader,
   openSegment,
   type PackEntry,
@@ -71,6 +72,12 @@ import {
 } from "./segment-opener.ts";
 import { BufferedObjectWriter, PackWriter } from "./storage/object-writer.ts";
 import type { Storage } from "./storage/storage.ts";
+
+/**
+ * Largest leftover pack read whole to check an old-style name (readLeftoverHeader): more than any
+ * pack a writer makes (~16 MiB, one more segment, the header).
+ */
+const MAX_LEFTOVER_LOAD_BYTES = 64 * 1024 * 1024;
 
 /** A blob a reader will take, by ID (32 bytes), with its location. */
 export interface BlobRef {
@@ -489,7 +496,7 @@ export class Repository {
     for await (const { name, size } of this.storage.list("data")) {
       if (this.indexedPacks.has(name) || this.condemnedPacks.has(name)) continue;
       try {
-        const entries = await this.readPackHeader(name, size);
+        const entries = await this.readLeftoverHeader(name, size);
         this.addPack(name, entries);
         adopted.push({ packId: fromHex(name), entries });
       } catch (err) {
@@ -498,6 +505,24 @@ export class Repository {
       }
     }
     return adopted;
+  }
+
+  /**
+   * readPackHeader for a pack no index names; one whose trailer does not match its name may be
+   * named as packs were before 2026-12-07 (SPEC §7), which only its whole bytes tell: read whole
+   * when it is no larger than a pack can be.
+   * @throws {IntegrityError} as readPackHeader does.
+   */
+  private async readLeftoverHeader(name: string, size: number): Promise<PackEntry[]> {
+    try {
+      return await this.readPackHeader(name, size);
+    } catch (err) {
+      if (!(err instanceof IntegrityError) || size > MAX_LEFTOVER_LOAD_BYTES) throw err;
+      const bytes = await this.storage.load("data", name);
+      const objectName = `data/${name}`;
+      checkWholePackName(this.p, bytes, fromHex(name), objectName);
+      return openPackHeader(this.keys, bytes, bytes.length, objectName);
+    }
   }
 
   /**
@@ -512,6 +537,8 @@ export class Repository {
     const headerLength = readTrailerLength(tail, packSize, objectName);
     if (headerLength + 4 > tail.length) {
       tail = await this.storage.load("data", name, packSize - headerLength - 4, headerLength + 4);
+      if (readTrailerLength(tail, packSize, objectName) !== headerLength)
+        throw new IntegrityError("pack changed while it was read", objectName);
     }
     checkPackName(this.p, tail, packSize, fromHex(name), objectName);
     return openPackHeader(this.keys, tail, packSize, objectName);

@@ -495,6 +495,43 @@ describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
     assert.equal(again.adoptedPacks >= 1, true, `adopted ${again.adoptedPacks}`);
   });
 
+  it("bytes slipped in before the header: the name still matches, the header's layout does not", async () => {
+    const { storage, pack } = await setup();
+    const bytes = await storage.load("data", pack);
+    const headerLength = new DataView(bytes.buffer).getUint32(bytes.length - 4, true);
+    const at = bytes.length - 4 - headerLength;
+    damage(storage, "data", pack, (b) =>
+      concat(b.subarray(0, at), new Uint8Array(100), b.subarray(at)),
+    );
+    const r = await reader(storage);
+    await assert.rejects(r.readPackHeader(pack), (err) => {
+      expectIntegrity(err, `data/${pack}`);
+      assert.match((err as Error).message, /segments end at \d+, the header starts at \d+/);
+      return true;
+    });
+    const full = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.ok(
+      full.errors.some((e) => e.object === `data/${pack}` && /segments end at/.test(e.message)),
+      JSON.stringify(full.errors),
+    );
+  });
+
+  it("an interrupted backup's leftover named by the SHA-256 of all its bytes (before 2026-12-07) is adopted", async () => {
+    const { storage, pack, index } = await setup();
+    const bytes = await storage.load("data", pack);
+    const legacy = toHex(p.sha256(bytes));
+    await storage.save("data", legacy, bytes);
+    await storage.remove("data", pack);
+    await storage.remove("index", index);
+    const next = await run(await Repository.open(storage, p, KEY), baseSpec());
+    assert.equal(next.adoptedPacks, 1);
+    assert.equal(
+      next.snapshot.summary.addedBytes < 100_000,
+      true,
+      "its blobs were not stored again",
+    );
+  });
+
   it("check --read-data accepts a pack named by the SHA-256 of all its bytes (written before 2026-12-07)", async () => {
     const { storage, repo, spec, result, pack, index } = await setup();
     const bytes = await storage.load("data", pack);

@@ -157,14 +157,39 @@ export async function openPackHeader(
         `${objectName}: pack header version ${version} is not supported`,
       );
     }
-    const entries = readEntries(r, r.u32(), packSize - 4 - headerLength);
+    const dataBytes = packSize - 4 - headerLength;
+    const entries = readEntries(r, r.u32(), dataBytes);
     if (r.remaining !== 0) throw new RangeError("trailing bytes after entries");
+    checkSegmentsEndToEnd(entries, dataBytes);
     return entries;
   } catch (err) {
     if (err instanceof RangeError)
       throw new IntegrityError(`malformed pack header: ${err.message}`, objectName);
     throw err;
   }
+}
+
+/**
+ * The segments of a pack must lie end to end from offset 0 to the header (SPEC.md "Packs"), so
+ * the header, which the name covers, accounts for every byte: no bytes slipped in between.
+ * @throws {RangeError} when they do not.
+ */
+function checkSegmentsEndToEnd(entries: readonly PackEntry[], dataBytes: number): void {
+  let end = 0;
+  let last: PackEntry | undefined;
+  for (const e of entries) {
+    if (last && e.segmentOffset === last.segmentOffset) {
+      if (e.segmentLength !== last.segmentLength)
+        throw new RangeError(`segment at ${e.segmentOffset} listed with two lengths`);
+      continue;
+    }
+    if (e.segmentOffset !== end)
+      throw new RangeError(`segment at ${e.segmentOffset} where one was expected at ${end}`);
+    end = e.segmentOffset + e.segmentLength;
+    last = e;
+  }
+  if (end !== dataBytes)
+    throw new RangeError(`segments end at ${end}, the header starts at ${dataBytes}`);
 }
 
 /**
@@ -199,6 +224,26 @@ export function checkPackName(
       "pack header does not match the pack's name (corrupt, truncated or swapped)",
       objectName,
     );
+  }
+}
+
+/**
+ * Checks a whole pack's bytes against its name (checkPackName). A pack written before packs were
+ * named by their trailer (2026-12-07) is named by the SHA-256 of all its bytes: accepted too
+ * (SPEC.md "Packs"), by the readers that hold the whole pack.
+ * @throws {IntegrityError} when neither matches.
+ */
+export function checkWholePackName(
+  p: Primitives,
+  bytes: Uint8Array,
+  name: Uint8Array,
+  objectName: string,
+): void {
+  try {
+    checkPackName(p, bytes, bytes.length, name, objectName);
+  } catch (err) {
+    if (err instanceof IntegrityError && p.timingSafeEqual(p.sha256(bytes), name)) return;
+    throw err;
   }
 }
 

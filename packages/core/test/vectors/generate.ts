@@ -1370,6 +1370,18 @@ async function genInvalidPacks(): Promise<void> {
     "header length 16 MiB + 1",
   );
   await forge(
+    "pack-invalid-gap-before-header",
+    "integrity",
+    {
+      damage: (b) => {
+        const at =
+          b.length - 4 - new DataView(b.buffer, b.byteOffset).getUint32(b.length - 4, true);
+        return concat(b.subarray(0, at), new Uint8Array(7), b.subarray(at));
+      },
+    },
+    "7 zero bytes between the segment and the header: the name and the header check out, but the segments do not reach the header",
+  );
+  await forge(
     "pack-invalid-flipped-header",
     "integrity",
     { damage: flipAt((b) => b.length - 10) },
