@@ -386,7 +386,11 @@ export function markdown(r: BenchResult): string {
       "bytes (so they include the snapshot's metadata). The prune phase forgets the two oldest " +
       "of the four snapshots (untimed: Locket `forget`, restic `forget`, borg `prune`), then " +
       "times the command that frees their space (Locket `prune --keep-delete 0`, restic " +
-      "`prune`, borg `compact`). MB = 10^6 bytes, MiB = 2^20 bytes.",
+      "`prune`, borg `compact`). Locket frees next to nothing there, as it should: the " +
+      "forgotten snapshots hold nothing the kept ones do not (their database pages are the " +
+      "bases of the later page deltas, their media is in every snapshot), while restic and " +
+      "borg free the copies of the database they stored again each day; compare the " +
+      "repository sizes after. MB = 10^6 bytes, MiB = 2^20 bytes.",
     "",
   );
   if (r.goals.length) {
