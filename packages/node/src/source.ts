@@ -12,6 +12,7 @@ import {
   type SourceFile,
   SQLITE_HEADER_BYTES,
   sqlitePageSize,
+  UsageError,
   VanishedError,
 } from "@locket/core";
 import { takeLock } from "./file-lock.ts";
@@ -250,8 +251,9 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
       (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
     if (!wal || (await walBytes(path)) === 0) return { path, close: release };
     db.exec("COMMIT");
-    await removeStaleCopies();
-    dir = await mkdtemp(join(tmpdir(), COPY_PREFIX));
+    const root = await copyRoot(path);
+    await removeStaleCopies(root);
+    dir = await mkdtemp(join(root, COPY_PREFIX));
     // Held while the copy is in use, so another backup can tell a copy left by a killed one.
     // Where it cannot be taken (a filesystem without locks), no lock file stays: other backups
     // then leave the folder for a day, not a minute.
@@ -269,6 +271,27 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     await release();
     throw err;
   }
+}
+
+/**
+ * The folder for the private copy of live database `db`: the system's temporary folder ($TMPDIR),
+ * unless every user may write it and it lacks the sticky bit (a misconfiguration; /tmp is 1777).
+ * There any user may rename entries, so another could swap the copy's folder for one of theirs
+ * between its making and its use, and be handed a plaintext copy of the database.
+ * @throws {UsageError} naming the folder and what to set instead.
+ */
+async function copyRoot(db: string): Promise<string> {
+  const root = tmpdir();
+  if (process.platform === "win32") return root; // per-user temporary folders, other permissions
+  const { mode } = await stat(root);
+  if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+    throw new UsageError(
+      `the temporary folder ${root} is writable by every user and lacks the sticky bit, so ` +
+        `another user could take the private copy of ${db} made there; set TMPDIR to a folder ` +
+        "only you can write (or chmod +t it)",
+    );
+  }
+  return root;
 }
 
 /** The folders, in the system's temporary folder, that hold private copies of live databases. */

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
@@ -17,6 +17,7 @@ import {
   type SourceDir,
   type SourceEntry,
   type SourceFile,
+  UsageError,
   VanishedError,
 } from "@locket/core";
 import { restoreToMemory } from "../../core/test/helpers.ts";
@@ -169,6 +170,41 @@ test("localFile: a database with a live WAL is a private copy until closed; a pl
     assert.equal(plain.path, join(dir, "note.txt"));
     await plain.close();
   } finally {
+    db.close();
+  }
+});
+
+test("localFile: no private copy in a temporary folder any user may write without the sticky bit", async (t) => {
+  const dir = await scratch(t, "unsafe-tmp");
+  const dbPath = join(dir, "chat.db");
+  const db = new DatabaseSync(dbPath);
+  db.exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE m(x)");
+  db.exec("INSERT INTO m VALUES (randomblob(10000))"); // committed, still in the -wal
+  const tmp = join(dir, "tmp");
+  await mkdir(tmp);
+  const saved = process.env.TMPDIR;
+  process.env.TMPDIR = tmp;
+  try {
+    const [root] = await fsSource([dbPath]);
+    const copyOf = () => (root as SourceFile).localFile!();
+    await chmod(tmp, 0o777);
+    await assert.rejects(copyOf(), (err) => {
+      assert.ok(err instanceof UsageError, String(err));
+      assert.match(err.message, /lacks the sticky bit/);
+      assert.ok(err.message.includes(tmp));
+      return true;
+    });
+    assert.deepEqual(await readdir(tmp), [], "nothing made there");
+    // The same folder with the sticky bit (as /tmp is), or private, takes the copy.
+    for (const mode of [0o1777, 0o700]) {
+      await chmod(tmp, mode);
+      const copy = await copyOf();
+      assert.equal(dirname(dirname(copy.path)), tmp);
+      await copy.close();
+    }
+  } finally {
+    if (saved === undefined) delete process.env.TMPDIR;
+    else process.env.TMPDIR = saved;
     db.close();
   }
 });
