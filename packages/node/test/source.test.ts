@@ -142,12 +142,18 @@ test("fsSource notes a root's child that is gone before it is looked at; measure
   assert.deepEqual(await measure([dir]), { files: 0, bytes: 0 });
 });
 
-test("localFile: a database with a live WAL is a private copy until closed; a plain file is itself", async (t) => {
-  const dir = await scratch(t, "local-file");
+/** `dir`/chat.db in WAL mode with one row of `bytes` committed and still in the -wal, left open. */
+function liveWalDatabase(dir: string, bytes: number): { dbPath: string; db: DatabaseSync } {
   const dbPath = join(dir, "chat.db");
   const db = new DatabaseSync(dbPath);
   db.exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE m(x)");
-  db.exec("INSERT INTO m VALUES (randomblob(100000))"); // committed, still in the -wal
+  db.exec(`INSERT INTO m VALUES (randomblob(${bytes}))`);
+  return { dbPath, db };
+}
+
+test("localFile: a database with a live WAL is a private copy until closed; a plain file is itself", async (t) => {
+  const dir = await scratch(t, "local-file");
+  const { dbPath, db } = liveWalDatabase(dir, 100_000);
   await writeFile(join(dir, "note.txt"), "hello");
   try {
     const [root] = await fsSource([dir]);
@@ -176,10 +182,7 @@ test("localFile: a database with a live WAL is a private copy until closed; a pl
 
 test("localFile: no private copy in a temporary folder any user may write without the sticky bit", async (t) => {
   const dir = await scratch(t, "unsafe-tmp");
-  const dbPath = join(dir, "chat.db");
-  const db = new DatabaseSync(dbPath);
-  db.exec("PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE m(x)");
-  db.exec("INSERT INTO m VALUES (randomblob(10000))"); // committed, still in the -wal
+  const { dbPath, db } = liveWalDatabase(dir, 10_000);
   const tmp = join(dir, "tmp");
   await mkdir(tmp);
   const saved = process.env.TMPDIR;
