@@ -143,7 +143,8 @@ class Findings {
 /**
  * Verifies a repository: every index file, snapshot and tree authenticates; every blob a snapshot
  * needs is indexed in a pack that exists; with `readData`, every pack's trailer matches its name,
- * every segment authenticates and every blob matches its keyed ID. Problems are collected, not thrown, so one run reports all damage.
+ * every segment authenticates and every blob matches its keyed ID. Problems are collected, not
+ * thrown, so one run reports all damage.
  * @throws only for storage failures that prevent listing or reading an index file.
  */
 export async function check(repo: Repository, opts: CheckOptions = {}): Promise<CheckReport> {

@@ -46,9 +46,9 @@ export interface Storage {
   /**
    * Optional: starts writing an object of `kind` whose name is known only once all of it is
    * written (a pack, named by its trailer's hash), so that a writer need not hold it whole in
-   * memory. The object is invisible (never listed, never loadable) until `commit`. Backends that cannot write
-   * an object before naming it leave this out (S3 has no rename); callers then buffer the object
-   * and `save` it (`Repository.createPackWriter` does).
+   * memory. The object is invisible (never listed, never loadable) until `commit`. Backends that
+   * cannot write an object before naming it leave this out (S3 has no rename); callers then
+   * buffer the object and `save` it (`Repository.createPackWriter` does).
    * @throws {StorageError} on an invalid kind ("config" has a fixed name) or an I/O failure.
    */
   createWriter?(kind: ObjectKind): Promise<ObjectWriter>;
