@@ -74,7 +74,7 @@ import { BufferedObjectWriter, PackWriter } from "./storage/object-writer.ts";
 import type { Storage } from "./storage/storage.ts";
 
 /**
- * Largest leftover pack read whole to check an old-style name (readLeftoverHeader): more than any
+ * Largest pack read whole to check an old-style name (readStoredPackHeader): more than any
  * pack a writer makes (~16 MiB, one more segment, the header).
  */
 const MAX_LEFTOVER_LOAD_BYTES = 64 * 1024 * 1024;
@@ -496,7 +496,7 @@ export class Repository {
     for await (const { name, size } of this.storage.list("data")) {
       if (this.indexedPacks.has(name) || this.condemnedPacks.has(name)) continue;
       try {
-        const entries = await this.readLeftoverHeader(name, size);
+        const entries = await this.readStoredPackHeader(name, size);
         this.addPack(name, entries);
         adopted.push({ packId: fromHex(name), entries });
       } catch (err) {
@@ -508,12 +508,12 @@ export class Repository {
   }
 
   /**
-   * readPackHeader for a pack no index names; one whose trailer does not match its name may be
-   * named as packs were before 2026-12-07 (SPEC §7), which only its whole bytes tell: read whole
-   * when it is no larger than a pack can be.
+   * readPackHeader for a pack that may have been named as packs were before 2026-12-07 (SPEC §7):
+   * one whose trailer does not match its name is read whole, when it is no larger than a pack
+   * can be, and accepted when all its bytes hash to the name (the adoption of leftovers, check).
    * @throws {IntegrityError} as readPackHeader does.
    */
-  private async readLeftoverHeader(name: string, size: number): Promise<PackEntry[]> {
+  async readStoredPackHeader(name: string, size: number): Promise<PackEntry[]> {
     try {
       return await this.readPackHeader(name, size);
     } catch (err) {

@@ -414,10 +414,29 @@ describe("damaged data packs", () => {
     await repo.saveAddressed("index", await sealIndex(p, repo.keys, [{ ...packs[0], entries }]));
     const r = await reader(storage);
     expectIntegrity(await restoreChecked(r, await refOf(r, result.id), spec), `data/${pack}`);
+    // Without reading the data, check finds the index and the pack's header disagreeing.
+    for (const readData of [false, true]) {
+      const report = await check(await Repository.open(storage, p, KEY), { readData });
+      assert.ok(
+        report.errors.some(
+          (e) => e.object === `data/${pack}` && /pack header lists \d+ blob/.test(e.message),
+        ),
+        `readData ${readData}: ${JSON.stringify(report.errors)}`,
+      );
+    }
   });
 });
 
 describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
+  it("check without --read-data reads every pack's header: a healthy repository passes", async () => {
+    const { storage } = await setup();
+    await run(await Repository.open(storage, p, KEY), { "more.bin": randomBytes(200_000, 78) });
+    const report = await check(await Repository.open(storage, p, KEY));
+    assert.deepEqual(report.errors, []);
+    assert.equal(report.headersRead, 2);
+    assert.equal(report.packsRead, 0);
+  });
+
   it("a segment replaced by another that authenticates: the name still matches, the blobs' IDs do not", async () => {
     // The name covers the header, not the segments: a sealed segment copied in from elsewhere
     // (here one sealed afresh with the data key, the same length) opens, and is caught by the
@@ -472,14 +491,16 @@ describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
       });
     }
     expectIntegrity(await restoreChecked(r, await refOf(r, result.id), spec));
-    const full = await check(await Repository.open(storage, p, KEY), { readData: true });
-    for (const name of [pack, second]) {
-      assert.ok(
-        full.errors.some(
-          (e) => e.object === `data/${name}` && /does not match the pack's name/.test(e.message),
-        ),
-        JSON.stringify(full.errors),
-      );
+    for (const readData of [false, true]) {
+      const report = await check(await Repository.open(storage, p, KEY), { readData });
+      for (const name of [pack, second]) {
+        assert.ok(
+          report.errors.some(
+            (e) => e.object === `data/${name}` && /does not match the pack's name/.test(e.message),
+          ),
+          `readData ${readData}: ${JSON.stringify(report.errors)}`,
+        );
+      }
     }
   });
 
@@ -544,6 +565,9 @@ describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
     const full = await check(await Repository.open(storage, p, KEY), { readData: true });
     assert.deepEqual(full.errors, []);
     assert.equal(full.packsRead, 1);
+    const quick = await check(await Repository.open(storage, p, KEY));
+    assert.deepEqual(quick.errors, []);
+    assert.equal(quick.headersRead, 1);
     const r = await reader(storage);
     assert.equal(await restoreChecked(r, await refOf(r, result.id), spec), undefined);
     // Damaged, the pack matches neither name.

@@ -6,10 +6,11 @@ export const check: Command = {
   name: "check",
   summary: "verify the repository's structure (and with --read-data, every byte)",
   usage: "locket check [--read-data]",
-  help: `Verifies that every index file and snapshot authenticates, every tree decodes, and every
-blob a snapshot needs is indexed in a pack that exists. With --read-data it also downloads every
-pack, checks its header against its name (SHA-256), every segment's authentication and every
-blob against its keyed ID.
+  help: `Verifies that every index file and snapshot authenticates, every tree decodes, every blob
+a snapshot needs is indexed in a pack that exists, and every pack's header matches its name
+(SHA-256) and what the index says the pack holds (one small read per pack). With --read-data it
+also downloads every pack and checks every segment's authentication and every blob against its
+keyed ID.
 Exit status 3 when anything is damaged; each problem names the object. Exit status 1 when
 nothing damaged was found but some objects could not be read (a storage or network failure):
 their state is unknown, so run the check again.
@@ -23,9 +24,9 @@ Options:
       readData: ctx.values["read-data"] === true,
       minSeq: state.lastSeq,
       onProgress: (p) =>
-        p.phase === "read-data" &&
+        (p.phase === "read-data" || p.phase === "headers") &&
         ctx.progress.update({
-          phase: "read-data",
+          phase: p.phase,
           bytes: p.bytes,
           files: p.done,
           totalFiles: p.total,
@@ -41,7 +42,7 @@ Options:
       `${report.snapshots} snapshots, ${report.indexFiles} index files, ${report.packs} packs, ${report.blobs} blobs` +
         (ctx.values["read-data"]
           ? `; read ${report.packsRead} packs (${bytes(report.bytesRead)})`
-          : ""),
+          : `; read ${report.headersRead} pack headers`),
     );
     if (report.errors.length) {
       const err = new IntegrityError(
