@@ -510,19 +510,21 @@ export class Repository {
   /**
    * readPackHeader for a pack that may have been named as packs were before 2026-12-07 (SPEC §7):
    * one whose trailer does not match its name is read whole, when it is no larger than a pack
-   * can be, and accepted when all its bytes hash to the name (the adoption of leftovers, check).
+   * can be, and accepted when all its bytes hash to the name (the adoption of leftovers).
    * @throws {IntegrityError} as readPackHeader does.
    */
   async readStoredPackHeader(name: string, size: number): Promise<PackEntry[]> {
-    try {
-      return await this.readPackHeader(name, size);
-    } catch (err) {
-      if (!(err instanceof IntegrityError) || size > MAX_LEFTOVER_LOAD_BYTES) throw err;
-      const bytes = await this.storage.load("data", name);
-      const objectName = `data/${name}`;
-      checkWholePackName(this.p, bytes, fromHex(name), objectName);
-      return openPackHeader(this.keys, bytes, bytes.length, objectName);
-    }
+    const { entries, named } = await this.readPackHeaderNamed(name, size);
+    if (named) return entries;
+    const objectName = `data/${name}`;
+    const mismatch = new IntegrityError(
+      "pack header does not match the pack's name (corrupt, truncated or swapped)",
+      objectName,
+    );
+    if (size > MAX_LEFTOVER_LOAD_BYTES) throw mismatch;
+    const bytes = await this.storage.load("data", name);
+    checkWholePackName(this.p, bytes, fromHex(name), objectName);
+    return openPackHeader(this.keys, bytes, bytes.length, objectName);
   }
 
   /**
@@ -532,16 +534,49 @@ export class Repository {
   async readPackHeader(name: string, size?: number): Promise<PackEntry[]> {
     const packSize = size ?? (await this.storage.stat("data", name)).size;
     const objectName = `data/${name}`;
-    const guess = Math.min(packSize, TAIL_GUESS_BYTES);
-    let tail = await this.storage.load("data", name, packSize - guess, guess);
-    const headerLength = readTrailerLength(tail, packSize, objectName);
-    if (headerLength + 4 > tail.length) {
-      tail = await this.storage.load("data", name, packSize - headerLength - 4, headerLength + 4);
-      if (readTrailerLength(tail, packSize, objectName) !== headerLength)
-        throw new IntegrityError("pack changed while it was read", objectName);
-    }
+    const tail = await this.readPackTail(name, packSize);
     checkPackName(this.p, tail, packSize, fromHex(name), objectName);
     return openPackHeader(this.keys, tail, packSize, objectName);
+  }
+
+  /**
+   * A pack's header, authenticated, and whether the pack's trailer hashes to its name, without
+   * failing when it does not (what `check` compares with the index: a pack named as before
+   * 2026-12-07 is told apart from a swapped one by the index's entries, not by reading it whole).
+   * @throws {IntegrityError} when the pack is truncated or its header forged.
+   */
+  async readPackHeaderNamed(
+    name: string,
+    size: number,
+  ): Promise<{ entries: PackEntry[]; named: boolean }> {
+    const objectName = `data/${name}`;
+    const tail = await this.readPackTail(name, size);
+    let named = true;
+    try {
+      checkPackName(this.p, tail, size, fromHex(name), objectName);
+    } catch (err) {
+      if (!(err instanceof IntegrityError)) throw err;
+      named = false;
+    }
+    return { entries: await openPackHeader(this.keys, tail, size, objectName), named };
+  }
+
+  /** The last bytes of pack `name`, holding at least its whole trailer (one read, rarely two). */
+  private async readPackTail(name: string, packSize: number): Promise<Uint8Array> {
+    const objectName = `data/${name}`;
+    const guess = Math.min(packSize, TAIL_GUESS_BYTES);
+    const tail = await this.storage.load("data", name, packSize - guess, guess);
+    const headerLength = readTrailerLength(tail, packSize, objectName);
+    if (headerLength + 4 <= tail.length) return tail;
+    const whole = await this.storage.load(
+      "data",
+      name,
+      packSize - headerLength - 4,
+      headerLength + 4,
+    );
+    if (readTrailerLength(whole, packSize, objectName) !== headerLength)
+      throw new IntegrityError("pack changed while it was read", objectName);
+    return whole;
   }
 
   /**
