@@ -1,6 +1,6 @@
 import { type BigIntStats, rmSync, writeFileSync } from "node:fs";
-import { lstat, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
+import { homedir, tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
 import { DatabaseSync, backup as sqliteBackup } from "node:sqlite";
 import { pathToFileURL } from "node:url";
@@ -275,23 +275,35 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
 
 /**
  * The folder for the private copy of live database `db`: the system's temporary folder ($TMPDIR),
- * unless every user may write it and it lacks the sticky bit (a misconfiguration; /tmp is 1777).
- * There any user may rename entries, so another could swap the copy's folder for one of theirs
- * between its making and its use, and be handed a plaintext copy of the database.
- * @throws {UsageError} naming the folder and what to set instead.
+ * unless another user may rename entries in it: one every user may write without the sticky bit
+ * (a misconfiguration, common in containers; /tmp is 1777), or one another user owns. There the
+ * copy's folder could be swapped for theirs between its making and its use, and the plaintext
+ * copy handed to them. Then a folder of Locket's own in the user's cache folder
+ * ($XDG_CACHE_HOME, else ~/.cache, then locket/tmp), made owner-only.
+ * @throws {UsageError} when that folder cannot be made private either.
  */
 async function copyRoot(db: string): Promise<string> {
   const root = tmpdir();
   if (process.platform === "win32") return root; // per-user temporary folders, other permissions
-  const { mode } = await stat(root);
-  if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
-    throw new UsageError(
-      `the temporary folder ${root} is writable by every user and lacks the sticky bit, so ` +
-        `another user could take the private copy of ${db} made there; set TMPDIR to a folder ` +
-        "only you can write (or chmod +t it)",
-    );
+  const uid = process.getuid?.();
+  const st = await stat(root);
+  const everyone = (st.mode & 0o002) !== 0 && (st.mode & 0o1000) === 0;
+  const other = uid !== undefined && st.uid !== uid && st.uid !== 0;
+  if (!everyone && !other) return root;
+  const own = join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "locket", "tmp");
+  try {
+    await mkdir(own, { recursive: true, mode: 0o700 });
+    const mine = await lstat(own);
+    if (mine.isDirectory() && (uid === undefined || mine.uid === uid)) {
+      if ((mine.mode & 0o077) !== 0) await chmod(own, 0o700);
+      return own;
+    }
+  } catch {
+    // Reported below.
   }
-  return root;
+  throw new UsageError(
+    `the temporary folder ${root} lets other users rename what is in it (${everyone ? "writable by every user without the sticky bit" : "owned by another user"}), so the private copy of ${db} is not safe there, and ${own} could not be made private instead; set TMPDIR to a folder only you can write`,
+  );
 }
 
 /** The folders, in the system's temporary folder, that hold private copies of live databases. */

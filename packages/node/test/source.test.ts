@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readdir, rm, symlink, utimes, writeFile } from "node:fs/promises";
+import { chmod, mkdir, readdir, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
@@ -180,34 +180,48 @@ test("localFile: a database with a live WAL is a private copy until closed; a pl
   }
 });
 
-test("localFile: no private copy in a temporary folder any user may write without the sticky bit", async (t) => {
+test("localFile: a temporary folder any user may write without the sticky bit is not used for the copy", async (t) => {
   const dir = await scratch(t, "unsafe-tmp");
   const { dbPath, db } = liveWalDatabase(dir, 10_000);
   const tmp = join(dir, "tmp");
+  const cache = join(dir, "cache");
   await mkdir(tmp);
-  const saved = process.env.TMPDIR;
+  const saved = { TMPDIR: process.env.TMPDIR, XDG_CACHE_HOME: process.env.XDG_CACHE_HOME };
   process.env.TMPDIR = tmp;
+  process.env.XDG_CACHE_HOME = cache;
   try {
     const [root] = await fsSource([dbPath]);
     const copyOf = () => (root as SourceFile).localFile!();
-    await chmod(tmp, 0o777);
-    await assert.rejects(copyOf(), (err) => {
-      assert.ok(err instanceof UsageError, String(err));
-      assert.match(err.message, /lacks the sticky bit/);
-      assert.ok(err.message.includes(tmp));
-      return true;
-    });
-    assert.deepEqual(await readdir(tmp), [], "nothing made there");
-    // The same folder with the sticky bit (as /tmp is), or private, takes the copy.
+    // With the sticky bit (as /tmp is), or private: the copy is made there.
     for (const mode of [0o1777, 0o700]) {
       await chmod(tmp, mode);
       const copy = await copyOf();
       assert.equal(dirname(dirname(copy.path)), tmp);
       await copy.close();
     }
+    // Writable by all without the sticky bit: in Locket's own owner-only folder instead.
+    await chmod(tmp, 0o777);
+    const copy = await copyOf();
+    const own = join(cache, "locket", "tmp");
+    assert.equal(dirname(dirname(copy.path)), own);
+    assert.equal((await stat(own)).mode & 0o777, 0o700);
+    assert.deepEqual(await readdir(tmp), [], "nothing made in the unsafe folder");
+    await copy.close();
+    // And when that folder cannot be made: a usage error naming both, nothing made.
+    await rm(cache, { recursive: true });
+    await writeFile(cache, "a file where the cache folder would be");
+    await assert.rejects(copyOf(), (err) => {
+      assert.ok(err instanceof UsageError, String(err));
+      assert.match(err.message, /without the sticky bit/);
+      assert.ok(err.message.includes(tmp) && err.message.includes(own), err.message);
+      return true;
+    });
+    assert.deepEqual(await readdir(tmp), []);
   } finally {
-    if (saved === undefined) delete process.env.TMPDIR;
-    else process.env.TMPDIR = saved;
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
     db.close();
   }
 });
