@@ -511,6 +511,11 @@ describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
     await storage.save("data", "ab".repeat(32), bytes);
     const next = await run(await Repository.open(storage, p, KEY), { "x.txt": utf8("x") });
     assert.equal(next.adoptedPacks, 0);
+    // check says so, as a warning: nothing refers to the leftover.
+    const report = await check(await Repository.open(storage, p, KEY));
+    assert.deepEqual(report.errors, []);
+    const note = report.warnings.find((w) => w.object === `data/${"ab".repeat(32)}`);
+    assert.match(note?.message ?? "", /no backup will adopt it and nothing refers to it/);
     // The same bytes under their own name, unindexed, are adopted (the control).
     await storage.remove("index", index);
     const again = await run(await Repository.open(storage, p, KEY), { "y.txt": utf8("y") });
@@ -1216,7 +1221,8 @@ describe("interrupted backup", () => {
     const report = await check(await Repository.open(storage, p, KEY), { readData: true });
     assert.deepEqual(report.errors, []);
     assert.equal(report.warnings.length, 2);
-    for (const w of report.warnings) assert.match(w.message, /not indexed/);
+    for (const w of report.warnings)
+      assert.match(w.message, /not indexed .* the next backup adopts it/);
 
     storage.failAfter = undefined;
     const second = await run(await Repository.open(storage, p, KEY), spec);

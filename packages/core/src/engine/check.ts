@@ -224,6 +224,23 @@ function sameAsIndex(
   return repo.p.timingSafeEqual(repo.p.sha256(w.finish()), indexed);
 }
 
+/**
+ * What to say of a pack no index names: left by an interrupted backup, which the next backup
+ * adopts when its header reads as adoption reads it (Repository.readStoredPackHeader); else no
+ * backup will, and nothing refers to it. Never throws: a read that fails says so.
+ */
+async function leftoverNote(repo: Repository, pack: string, size: number): Promise<string> {
+  const not = "pack is not indexed (left by an interrupted backup";
+  try {
+    await repo.readStoredPackHeader(pack, size);
+    return `${not}; the next backup adopts it)`;
+  } catch (err) {
+    if (!(err instanceof LocketError)) throw err;
+    if (err.code !== "integrity") return `${not}; its header could not be read: ${err.message})`;
+    return `${not}, or not this repository's) and damaged: no backup will adopt it and nothing refers to it, so it may be deleted (${err.message})`;
+  }
+}
+
 /** What `check` found: damage, and objects it could not read. */
 class Findings {
   readonly errors: CheckProblem[] = [];
@@ -263,13 +280,10 @@ export async function check(repo: Repository, opts: CheckOptions = {}): Promise<
     if (!stored.has(pack))
       errors.push({ object: `data/${pack}`, message: "pack is missing (an index lists it)" });
   }
-  for (const pack of stored.keys()) {
+  for (const [pack, size] of stored) {
     // A condemned pack waits for the next prune to delete it; one already gone is not missed.
     if (!repo.packs.has(pack) && !repo.condemned.has(pack)) {
-      warnings.push({
-        object: `data/${pack}`,
-        message: "pack is not indexed (left by an interrupted backup; the next backup adopts it)",
-      });
+      warnings.push({ object: `data/${pack}`, message: await leftoverNote(repo, pack, size) });
     }
   }
 
