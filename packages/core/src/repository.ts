@@ -52,6 +52,8 @@ import {
   openPackHeader,
   openSegment,
   type PackEntry,
+  packNameMatches,
+  packNameMismatch,
   readTrailerLength,
 } from "./format/pack.ts";
 import { openSnapshot, type Snapshot, sealSnapshot } from "./format/snapshot.ts";
@@ -517,11 +519,7 @@ export class Repository {
     const { entries, named } = await this.readPackHeaderNamed(name, size);
     if (named) return entries;
     const objectName = `data/${name}`;
-    const mismatch = new IntegrityError(
-      "pack header does not match the pack's name (corrupt, truncated or swapped)",
-      objectName,
-    );
-    if (size > MAX_LEFTOVER_LOAD_BYTES) throw mismatch;
+    if (size > MAX_LEFTOVER_LOAD_BYTES) throw packNameMismatch(objectName);
     const bytes = await this.storage.load("data", name);
     checkWholePackName(this.p, bytes, fromHex(name), objectName);
     return openPackHeader(this.keys, bytes, bytes.length, objectName);
@@ -551,13 +549,7 @@ export class Repository {
   ): Promise<{ entries: PackEntry[]; named: boolean }> {
     const objectName = `data/${name}`;
     const tail = await this.readPackTail(name, size);
-    let named = true;
-    try {
-      checkPackName(this.p, tail, size, fromHex(name), objectName);
-    } catch (err) {
-      if (!(err instanceof IntegrityError)) throw err;
-      named = false;
-    }
+    const named = packNameMatches(this.p, tail, size, fromHex(name), objectName);
     return { entries: await openPackHeader(this.keys, tail, size, objectName), named };
   }
 

@@ -7,6 +7,7 @@ import {
   openPackHeader,
   PACK_ENTRY_BYTES,
   type PackEntry,
+  packNameMismatch,
   writeEntries,
 } from "../format/pack.ts";
 import { openSnapshot } from "../format/snapshot.ts";
@@ -177,12 +178,8 @@ async function readAllHeaders(
       // A trailer that does not hash to the name: a pack written before 2026-12-07 (named by all
       // its bytes) when its header lists what the index gives for it, else not this pack.
       if (named) checkAgainstIndex(repo, entries, indexed.get(name), object, found);
-      else if (!sameAsIndex(repo, entries, indexed.get(name))) {
-        found.errors.push({
-          object,
-          message: "pack header does not match the pack's name (corrupt, truncated or swapped)",
-        });
-      }
+      else if (!sameAsIndex(repo, entries, indexed.get(name)))
+        found.add(packNameMismatch(object), object);
     } catch (err) {
       found.add(err, object);
     }

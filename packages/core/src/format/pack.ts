@@ -204,8 +204,32 @@ export function packName(p: Primitives, trailer: Uint8Array): string {
 }
 
 /**
- * Checks a pack's name against its trailer, given the pack's last bytes (`tail`, which must hold
- * the whole trailer) and the pack's size.
+ * Whether a pack's trailer hashes to its name, given the pack's last bytes (`tail`, which must
+ * hold the whole trailer) and the pack's size.
+ * @throws {IntegrityError} naming `objectName` when the pack is truncated.
+ */
+export function packNameMatches(
+  p: Primitives,
+  tail: Uint8Array,
+  packSize: number,
+  name: Uint8Array,
+  objectName: string,
+): boolean {
+  const headerLength = readTrailerLength(tail, packSize, objectName);
+  if (headerLength + 4 > tail.length) throw new RangeError("tail does not hold the whole header");
+  return p.timingSafeEqual(p.sha256(tail.subarray(tail.length - 4 - headerLength)), name);
+}
+
+/** The error of a pack whose name its bytes do not match: swapped, replaced or damaged. */
+export function packNameMismatch(objectName: string): IntegrityError {
+  return new IntegrityError(
+    "pack header does not match the pack's name (corrupt, truncated or swapped)",
+    objectName,
+  );
+}
+
+/**
+ * Checks a pack's name against its trailer (packNameMatches).
  * @throws {IntegrityError} naming `objectName` when the pack is truncated or the trailer does not
  *   hash to `name` (a pack swapped or replaced, or its header damaged).
  */
@@ -216,15 +240,7 @@ export function checkPackName(
   name: Uint8Array,
   objectName: string,
 ): void {
-  const headerLength = readTrailerLength(tail, packSize, objectName);
-  if (headerLength + 4 > tail.length) throw new RangeError("tail does not hold the whole header");
-  const trailer = tail.subarray(tail.length - 4 - headerLength);
-  if (!p.timingSafeEqual(p.sha256(trailer), name)) {
-    throw new IntegrityError(
-      "pack header does not match the pack's name (corrupt, truncated or swapped)",
-      objectName,
-    );
-  }
+  if (!packNameMatches(p, tail, packSize, name, objectName)) throw packNameMismatch(objectName);
 }
 
 /**
