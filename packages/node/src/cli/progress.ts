@@ -9,6 +9,8 @@ export interface ProgressState {
   readonly totalBytes?: number;
   readonly files: number;
   readonly totalFiles?: number;
+  /** What `files` counts (default "files"): packs, for check and prune. */
+  readonly unit?: string;
   readonly current?: string;
 }
 
@@ -46,16 +48,24 @@ export class Progress {
       );
       return;
     }
+    // A phase that counts items but no bytes (check's pack headers, prune's phases, demo-data)
+    // shows its bar, ETA and rate by items rather than "0 B".
+    const byItems = !s.totalBytes && s.bytes === 0 && (s.totalFiles ?? 0) > 0;
+    const done = byItems ? s.files : s.bytes;
+    const total = byItems ? s.totalFiles : s.totalBytes;
     const width = 24;
-    const frac = s.totalBytes ? Math.min(1, s.bytes / s.totalBytes) : 0;
+    const frac = total ? Math.min(1, done / total) : 0;
     const filled = Math.round(frac * width);
-    const bar = s.totalBytes
+    const bar = total
       ? `[${"=".repeat(filled)}${filled < width ? ">" : ""}${" ".repeat(Math.max(0, width - filled - 1))}] ${(frac * 100).toFixed(0).padStart(3)}%`
       : "";
-    const eta = s.totalBytes && rate > 0 ? clock((s.totalBytes - s.bytes) / rate) : "--:--";
-    const files = s.totalFiles ? `${s.files}/${s.totalFiles} files` : `${s.files} files`;
-    const total = s.totalBytes ? ` / ${bytes(s.totalBytes)}` : "";
-    let line = `${s.phase} ${bar} ${bytes(s.bytes)}${total}  ${files}  ${bytes(rate)}/s  ETA ${eta}`;
+    const pace = elapsed > 0 ? done / elapsed : 0;
+    const eta = total && pace > 0 ? clock((total - done) / pace) : "--:--";
+    const unit = s.unit ?? "files";
+    const files = s.totalFiles ? `${s.files}/${s.totalFiles} ${unit}` : `${s.files} ${unit}`;
+    let line = byItems
+      ? `${s.phase} ${bar}  ${files}  ETA ${eta}`
+      : `${s.phase} ${bar} ${bytes(s.bytes)}${s.totalBytes ? ` / ${bytes(s.totalBytes)}` : ""}  ${files}  ${bytes(rate)}/s  ETA ${eta}`;
     const cols = this.out.columns ?? 100;
     if (s.current && line.length + 3 < cols) line += `  ${s.current}`;
     this.out.write(`\r\x1b[K${line.slice(0, cols - 1)}`);

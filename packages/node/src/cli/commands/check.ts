@@ -30,6 +30,7 @@ Options:
           bytes: p.bytes,
           files: p.done,
           totalFiles: p.total,
+          unit: "packs",
         }),
     });
     ctx.progress.done();

@@ -71,6 +71,7 @@ Examples:
           totalBytes: p.phase === "repack" ? p.total : undefined,
           files: p.phase === "repack" ? 0 : p.done,
           totalFiles: p.phase === "repack" ? undefined : p.total,
+          unit: p.phase === "mark" ? "snapshots" : "packs",
         }),
     });
     ctx.progress.done();
