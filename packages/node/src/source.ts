@@ -1,4 +1,4 @@
-import { type BigIntStats, rmSync, writeFileSync } from "node:fs";
+import { type BigIntStats, closeSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
 import { chmod, lstat, mkdir, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { basename, join, resolve } from "node:path";
@@ -133,6 +133,46 @@ export async function* readStream(
     await fh.close();
     if (spareBlocks.length < 8) spareBlocks.push(...bufs);
   }
+}
+
+/** A file listed at most this large is read by `readSmallFile`. */
+export const SMALL_FILE_BYTES = READ_BLOCK;
+
+/**
+ * A file listed at most SMALL_FILE_BYTES, read with blocking calls in one block: open, read and
+ * close take microseconds when the page cache holds the file, where each asynchronous call is a
+ * trip through libuv's threadpool (four per file with readStream, whose last read finds the
+ * end). For the worker threads, which have nothing else to do meanwhile. If the file grew past
+ * one block since it was listed, the rest follows as readStream reads it. Same contract as
+ * readStream: the block is valid until the next one is requested.
+ */
+export async function* readSmallFile(path: string): AsyncGenerator<Uint8Array> {
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch (err) {
+    throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
+  }
+  const buf = spareBlocks.pop() ?? new Uint8Array(READ_BLOCK);
+  let n = 0;
+  try {
+    for (;;) {
+      const r = readSync(fd, buf, n, READ_BLOCK - n, n);
+      n += r;
+      if (r === 0 || n === READ_BLOCK) break;
+    }
+  } catch (err) {
+    spareBlocks.push(buf);
+    throw err;
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    if (n > 0) yield buf.subarray(0, n);
+  } finally {
+    if (spareBlocks.length < 8) spareBlocks.push(buf);
+  }
+  if (n === READ_BLOCK) yield* readStream(path, { start: n, end: Number.POSITIVE_INFINITY });
 }
 
 /** ENOENT: listed a moment ago, deleted since (the app removed a temporary or journal file). */

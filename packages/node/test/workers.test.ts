@@ -256,7 +256,10 @@ describe("WorkerChunker", () => {
   });
 
   /** Every chunk and ID a chunker gives for `file`, flattened. */
-  async function chunksOf(chunker: FileChunker, file: Pick<SourceFile, "open" | "localFile">) {
+  async function chunksOf(
+    chunker: FileChunker,
+    file: Pick<SourceFile, "open" | "localFile"> & { readonly size?: number },
+  ) {
     const out: { bytes: Buffer; id: string }[] = [];
     for await (const b of chunker.start(file)) {
       let off = 0;
@@ -301,6 +304,9 @@ describe("WorkerChunker", () => {
         assert.deepEqual(got, want, name);
         assert.equal(Buffer.concat(got.map((c) => c.bytes)).length, data.length, name);
         assert.equal(closes.get(path), 1, `${name}: its local file is closed once, when done`);
+        // Listed with its size, as a walk lists it: a small file is read with blocking calls.
+        const sized = await chunksOf(workers, { ...at(path), size: data.length });
+        assert.deepEqual(sized, want, `${name}, listed with its size`);
         const parts = await partsOf(path, 2);
         const striped = name.startsWith("stripes") || name === "odd-end.db";
         assert.equal(parts.length > 1, striped, `${name}: read in ${parts.length} stripes`);
@@ -477,6 +483,31 @@ describe("WorkerChunker", () => {
         (err: unknown) => err instanceof VanishedError && /gone\.db/.test((err as Error).message),
       );
       assert.equal(closes.get(join(dir, "gone.db")), 1, "a failed job closes its local file");
+    } finally {
+      await pool.close();
+    }
+  });
+
+  test("a file listed small that grew since is read whole; one listed small and gone is a VanishedError", async (t) => {
+    const dir = await scratch(t, "chunker-small");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    const pool = new WorkerPool(KEY, { threads: 1 });
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    const local = localChunker(nodePrimitives, repo.keys);
+    try {
+      const path = join(dir, "grown.jpg");
+      const data = randomBytes(3_500_000, 11); // past the one block a small file is read in
+      await writeFile(path, data);
+      const want = await chunksOf(local, {
+        async *open() {
+          yield data;
+        },
+      });
+      assert.deepEqual(await chunksOf(workers, { ...at(path), size: 1000 }), want);
+      await assert.rejects(
+        chunksOf(workers, { ...at(join(dir, "gone.jpg")), size: 1000 }),
+        (err: unknown) => err instanceof VanishedError && /gone\.jpg/.test((err as Error).message),
+      );
     } finally {
       await pool.close();
     }

@@ -82,8 +82,8 @@ export interface FileChunker {
   /**
    * Chunks the file's bytes: what `file.open()` yields, or the file `file.localFile()` gives
    * when the chunker reads files itself (it then calls that file's `close` when done). `size`,
-   * the size listed, lets it plan a large file (the Node chunker splits a SQLite database
-   * between its workers). Errors of the source (a VanishedError, say) surface from the
+   * the size listed, lets it plan the file (the Node chunker splits a large SQLite database
+   * between its workers, and reads a small file with blocking calls). Errors of the source (a VanishedError, say) surface from the
    * iteration, after the batches cut before them.
    */
   start(

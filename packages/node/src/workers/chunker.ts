@@ -31,6 +31,8 @@ export type ChunkMessage =
       readonly start?: number;
       readonly end?: number;
       readonly pageSize?: number;
+      /** A whole file's size as listed (Part.size). */
+      readonly size?: number;
       /** A base image to compute page deltas against (ChunkOptions.baseImage). */
       readonly baseImage?: string;
       /** For the part's pages, in order: the IDs that need no delta (ChunkOptions.knownPages). */
@@ -124,7 +126,12 @@ export class WorkerChunker implements FileChunker {
         ...(imageIds?.length ? { imageIds } : {}),
       };
     };
-    return new FileJob(file.localFile(), threads, (part) => this.session(part.then(withImage)));
+    const { size } = file;
+    const withSize = (p: Part): Part =>
+      p.start === undefined && size !== undefined ? { ...p, size } : p;
+    return new FileJob(file.localFile(), threads, (part) =>
+      this.session(part.then(withImage).then(withSize)),
+    );
   }
 
   /** A worker session for (a stripe of) a file. */
@@ -139,6 +146,12 @@ export class WorkerChunker implements FileChunker {
 /** What one worker session reads: a file, or a stripe of a SQLite database cut into pages. */
 export interface Part {
   readonly path: string;
+  /**
+   * A whole file's size as listed: one at most SMALL_FILE_BYTES is read with blocking calls
+   * (readSmallFile). Warm, a first backup of the benchmark's media took 6.7-6.9 s instead of
+   * 8.0-8.3 s so; cold, the same time (docs/benchmarks.md).
+   */
+  readonly size?: number;
   readonly start?: number;
   readonly end?: number;
   readonly pageSize?: number;

@@ -22,7 +22,7 @@ import {
   xorInto,
 } from "@locket/core";
 import { nodePrimitives } from "../primitives.ts";
-import { readStream } from "../source.ts";
+import { readSmallFile, readStream, SMALL_FILE_BYTES } from "../source.ts";
 import { type ChunkMessage, type ChunksMessage, MAX_OUTPUT_AHEAD } from "./chunker.ts";
 import type { WorkerError } from "./pool.ts";
 import { type OpenedMessage, type OpenMessage, owns, unpackBlobs } from "./segment-opener.ts";
@@ -143,7 +143,9 @@ class FileSession {
   private async *read(): AsyncGenerator<Uint8Array> {
     const { start, end } = this.stripe;
     const range = start !== undefined && end !== undefined ? { start, end } : undefined;
-    for await (const block of readStream(this.path, range)) {
+    const { size } = this.stripe;
+    const small = !range && size !== undefined && size <= SMALL_FILE_BYTES;
+    for await (const block of small ? readSmallFile(this.path) : readStream(this.path, range)) {
       this.send(false);
       while (this.ahead > MAX_OUTPUT_AHEAD && !this.aborted) {
         await new Promise<void>((resolve) => {
