@@ -149,7 +149,7 @@ export interface Part {
   /**
    * A whole file's size as listed: one at most SMALL_FILE_BYTES is read with blocking calls
    * (readSmallFile). Warm, a first backup of the benchmark's media took 6.7-6.9 s instead of
-   * 8.0-8.3 s so; cold, the same time (docs/benchmarks.md).
+   * 8.0-8.3 s so; cold, the same time (docs/benchmarks-log.md).
    */
   readonly size?: number;
   readonly start?: number;
