@@ -139,12 +139,13 @@ export async function* readStream(
 export const SMALL_FILE_BYTES = READ_BLOCK;
 
 /**
- * A file listed at most SMALL_FILE_BYTES, read with blocking calls in one block: open, read and
- * close take microseconds when the page cache holds the file, where each asynchronous call is a
- * trip through libuv's threadpool (four per file with readStream, whose last read finds the
- * end). For the worker threads, which have nothing else to do meanwhile. If the file grew past
- * one block since it was listed, the rest follows as readStream reads it. Same contract as
- * readStream: the block is valid until the next one is requested.
+ * A file listed at most SMALL_FILE_BYTES, read with blocking calls: open, a read of one block
+ * and close take microseconds when the page cache holds the file, where each asynchronous call
+ * is a trip through libuv's threadpool (four per small file with readStream, whose last read
+ * finds the end). For the worker threads, which have nothing else to do meanwhile. A file that
+ * grew since it was listed is read on, block by block, through the same descriptor: one file,
+ * whatever is renamed over its path meanwhile. Same contract as readStream: a block is valid
+ * until the next one is requested.
  */
 export async function* readSmallFile(path: string): AsyncGenerator<Uint8Array> {
   let fd: number;
@@ -154,25 +155,23 @@ export async function* readSmallFile(path: string): AsyncGenerator<Uint8Array> {
     throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
   }
   const buf = spareBlocks.pop() ?? new Uint8Array(READ_BLOCK);
-  let n = 0;
   try {
-    for (;;) {
-      const r = readSync(fd, buf, n, READ_BLOCK - n, n);
-      n += r;
-      if (r === 0 || n === READ_BLOCK) break;
+    for (let pos = 0; ; ) {
+      let n = 0;
+      while (n < READ_BLOCK) {
+        const r = readSync(fd, buf, n, READ_BLOCK - n, pos + n);
+        if (r === 0) break;
+        n += r;
+      }
+      if (n === 0) return;
+      yield buf.subarray(0, n);
+      if (n < READ_BLOCK) return;
+      pos += n;
     }
-  } catch (err) {
-    spareBlocks.push(buf);
-    throw err;
   } finally {
     closeSync(fd);
-  }
-  try {
-    if (n > 0) yield buf.subarray(0, n);
-  } finally {
     if (spareBlocks.length < 8) spareBlocks.push(buf);
   }
-  if (n === READ_BLOCK) yield* readStream(path, { start: n, end: Number.POSITIVE_INFINITY });
 }
 
 /** ENOENT: listed a moment ago, deleted since (the app removed a temporary or journal file). */

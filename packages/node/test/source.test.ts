@@ -5,7 +5,17 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { chmod, mkdir, readdir, rm, stat, symlink, utimes, writeFile } from "node:fs/promises";
+import {
+  chmod,
+  mkdir,
+  readdir,
+  rename,
+  rm,
+  stat,
+  symlink,
+  utimes,
+  writeFile,
+} from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { test } from "node:test";
@@ -23,7 +33,14 @@ import {
 import { restoreToMemory } from "../../core/test/helpers.ts";
 import { BUSY, takeLock } from "../src/file-lock.ts";
 import { nodePrimitives } from "../src/primitives.ts";
-import { fsSource, measure, removeStaleCopies, type SkipNote } from "../src/source.ts";
+import {
+  fsSource,
+  measure,
+  readSmallFile,
+  removeStaleCopies,
+  type SkipNote,
+  SMALL_FILE_BYTES,
+} from "../src/source.ts";
 import { scratch } from "./harness.ts";
 
 const LOCK_MODULE = fileURLToPath(new URL("../src/file-lock.ts", import.meta.url));
@@ -342,4 +359,52 @@ test("removeStaleCopies removes the database copies of killed backups, and only 
     if (typeof heldLock === "object") heldLock.close();
   }
   assert.equal(await removeStaleCopies(join(root, "missing")), 0, "a root that is not there");
+});
+
+/** Every block `readSmallFile` gives for `path`, copied; `after(k)` runs once block k is taken. */
+async function smallBlocks(path: string, after?: (k: number) => Promise<void>): Promise<Buffer[]> {
+  const blocks: Buffer[] = [];
+  for await (const block of readSmallFile(path)) {
+    blocks.push(Buffer.from(block));
+    await after?.(blocks.length - 1);
+  }
+  return blocks;
+}
+
+test("readSmallFile: one descriptor for the whole file, whatever happens to its path", async (t) => {
+  const dir = await scratch(t, "small-file");
+  const path = join(dir, "voice.opus");
+  const pattern = (n: number, byte: number) => Buffer.alloc(n, byte);
+
+  await writeFile(path, "");
+  assert.deepEqual(await smallBlocks(path), [], "an empty file gives no block");
+
+  await writeFile(path, pattern(1000, 1));
+  assert.deepEqual(await smallBlocks(path), [pattern(1000, 1)]);
+
+  // Exactly one block: the end is found through the same descriptor, so a file deleted once its
+  // block is read was still read whole (a reopen by path would call it vanished).
+  await writeFile(path, pattern(SMALL_FILE_BYTES, 2));
+  const exact = await smallBlocks(path, async (k) => {
+    if (k === 0) await rm(path);
+  });
+  assert.equal(Buffer.concat(exact).length, SMALL_FILE_BYTES);
+
+  // Listed small, grown since, and another file renamed over its path after the first block:
+  // the rest still comes from the file being read, never a mix of two.
+  await writeFile(path, pattern(3 * SMALL_FILE_BYTES + 5, 3));
+  await writeFile(join(dir, "other"), pattern(3 * SMALL_FILE_BYTES + 5, 4));
+  const grown = await smallBlocks(path, async (k) => {
+    if (k === 0) await rename(join(dir, "other"), path);
+  });
+  assert.deepEqual(
+    grown.map((b) => b.length),
+    [SMALL_FILE_BYTES, SMALL_FILE_BYTES, SMALL_FILE_BYTES, 5],
+  );
+  assert.ok(Buffer.concat(grown).equals(pattern(3 * SMALL_FILE_BYTES + 5, 3)), "no torn content");
+
+  await assert.rejects(
+    smallBlocks(join(dir, "gone.opus")),
+    (err: unknown) => err instanceof VanishedError && /gone\.opus/.test((err as Error).message),
+  );
 });

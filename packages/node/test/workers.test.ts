@@ -31,7 +31,7 @@ import {
 } from "@locket/core";
 import { fakeSqlite, randomBytes, sourceTree, textBytes } from "../../core/test/helpers.ts";
 import { nodePrimitives } from "../src/primitives.ts";
-import { partsOf, WorkerChunker } from "../src/workers/chunker.ts";
+import { type ChunkMessage, partsOf, WorkerChunker } from "../src/workers/chunker.ts";
 import { WorkerPool } from "../src/workers/pool.ts";
 import { WorkerSegmentOpener } from "../src/workers/segment-opener.ts";
 import { scratch } from "./harness.ts";
@@ -510,6 +510,44 @@ describe("WorkerChunker", () => {
       );
     } finally {
       await pool.close();
+    }
+  });
+
+  test("the size listed reaches the worker for a whole file, never for a database's stripes", async (t) => {
+    const dir = await scratch(t, "chunker-sizes");
+    const repo = await Repository.init(new MemoryStorage(), nodePrimitives, KEY);
+    // A pool whose workers only record what they are sent: which reader a worker picks is its
+    // own affair (readSmallFile for a small whole file); what it is told is checked here.
+    const posted: ChunkMessage[] = [];
+    const pool = {
+      threads: 2,
+      register() {},
+      release() {},
+      acquire: () => ({ load: 0, worker: { postMessage: (m: ChunkMessage) => posted.push(m) } }),
+    } as unknown as WorkerPool;
+    const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+    const photo = join(dir, "photo.jpg");
+    const db = join(dir, "chat.db");
+    const dbBytes = fakeSqlite(2600, 8); // 10.6 MB: three stripes
+    await writeFile(photo, randomBytes(1000, 1));
+    await writeFile(db, dbBytes);
+    const jobs = [
+      workers.start({ ...at(photo), size: 1000 }),
+      workers.start({ ...at(db), size: dbBytes.length }),
+    ];
+    const files = () => posted.filter((m) => m.kind === "file");
+    for (let i = 0; i < 200 && files().length < 4; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    for (const job of jobs) job.cancel();
+    const [whole, ...stripes] = files();
+    assert.equal(whole.path, photo);
+    assert.equal(whole.size, 1000);
+    assert.equal(stripes.length, 3);
+    for (const m of stripes) {
+      assert.equal(m.path, db);
+      assert.notEqual(m.start, undefined);
+      assert.equal(m.size, undefined, "a stripe is never read as a small file");
     }
   });
 
