@@ -39,3 +39,18 @@ test("a phase counting only items shows its bar by items, not 0 B", () => {
   assert.match(line, /^headers \[={6}>\s{17}\]\s+25% {2}25\/100 packs {2}ETA /);
   assert.doesNotMatch(line, /0 B/);
 });
+
+test("a phase counting items and bytes without a total of bytes shows both, the bar by items", () => {
+  const t = terminal();
+  new Progress("bar", t.out).update(
+    { phase: "read-data", bytes: 5 << 20, files: 50, totalFiles: 100, unit: "packs" },
+    true,
+  );
+  assert.match(t.last(), /^read-data \[=+>\s*\]\s+50% 5\.00 MiB {2}50\/100 packs {2}.+\/s {2}ETA /);
+});
+
+test("a phase with nothing counted yet and no totals shows no count", () => {
+  const t = terminal();
+  new Progress("bar", t.out).update({ phase: "repack", bytes: 0, files: 0 }, true);
+  assert.equal(t.last(), "repack  0 B  0 B/s  ETA --:--");
+});

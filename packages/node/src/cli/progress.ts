@@ -48,9 +48,10 @@ export class Progress {
       );
       return;
     }
-    // A phase that counts items but no bytes (check's pack headers, prune's phases, demo-data)
-    // shows its bar, ETA and rate by items rather than "0 B".
-    const byItems = !s.totalBytes && s.bytes === 0 && (s.totalFiles ?? 0) > 0;
+    // A phase whose bytes have no known total but whose items do (check's pack headers and
+    // packs read, prune's phases, the demo data) shows its bar and ETA by items, and its bytes
+    // and rate only when it counts any.
+    const byItems = !s.totalBytes && (s.totalFiles ?? 0) > 0;
     const done = byItems ? s.files : s.bytes;
     const total = byItems ? s.totalFiles : s.totalBytes;
     const width = 24;
@@ -62,10 +63,15 @@ export class Progress {
     const pace = elapsed > 0 ? done / elapsed : 0;
     const eta = total && pace > 0 ? clock((total - done) / pace) : "--:--";
     const unit = s.unit ?? "files";
-    const files = s.totalFiles ? `${s.files}/${s.totalFiles} ${unit}` : `${s.files} ${unit}`;
-    let line = byItems
-      ? `${s.phase} ${bar}  ${files}  ETA ${eta}`
-      : `${s.phase} ${bar} ${bytes(s.bytes)}${s.totalBytes ? ` / ${bytes(s.totalBytes)}` : ""}  ${files}  ${bytes(rate)}/s  ETA ${eta}`;
+    const parts = [`${s.phase} ${bar}`];
+    if (s.bytes > 0 || !byItems) {
+      parts[0] += ` ${bytes(s.bytes)}${s.totalBytes ? ` / ${bytes(s.totalBytes)}` : ""}`;
+    }
+    if (s.totalFiles) parts.push(`${s.files}/${s.totalFiles} ${unit}`);
+    else if (s.files > 0) parts.push(`${s.files} ${unit}`);
+    if (s.bytes > 0 || !byItems) parts.push(`${bytes(rate)}/s`);
+    parts.push(`ETA ${eta}`);
+    let line = parts.join("  ");
     const cols = this.out.columns ?? 100;
     if (s.current && line.length + 3 < cols) line += `  ${s.current}`;
     this.out.write(`\r\x1b[K${line.slice(0, cols - 1)}`);
