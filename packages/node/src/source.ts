@@ -139,13 +139,12 @@ export async function* readStream(
 export const SMALL_FILE_BYTES = READ_BLOCK;
 
 /**
- * A file listed at most SMALL_FILE_BYTES, read with blocking calls: open, a read of one block
- * and close take microseconds when the page cache holds the file, where each asynchronous call
- * is a trip through libuv's threadpool (four per small file with readStream, whose last read
- * finds the end). For the worker threads, which have nothing else to do meanwhile. A file that
- * grew since it was listed is read on, block by block, through the same descriptor: one file,
- * whatever is renamed over its path meanwhile. Same contract as readStream: a block is valid
- * until the next one is requested.
+ * A file listed at most SMALL_FILE_BYTES, read with blocking calls (readDescriptor): open, a read
+ * of one block and close take microseconds when the page cache holds the file, where each
+ * asynchronous call is a trip through libuv's threadpool (four per small file with readStream,
+ * whose last read finds the end). For the worker threads, which have nothing else to do
+ * meanwhile. A file that grew since it was listed is read on through the same descriptor: one
+ * file, whatever is renamed over its path meanwhile.
  */
 export async function* readSmallFile(path: string): AsyncGenerator<Uint8Array> {
   let fd: number;
@@ -154,22 +153,39 @@ export async function* readSmallFile(path: string): AsyncGenerator<Uint8Array> {
   } catch (err) {
     throw isGone(err) ? new VanishedError(path, { cause: err }) : err;
   }
-  const buf = spareBlocks.pop() ?? new Uint8Array(READ_BLOCK);
   try {
-    for (let pos = 0; ; ) {
+    yield* readDescriptor(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * The bytes of open descriptor `fd` (from `range.start` to `range.end` when given), read with
+ * blocking positional reads in blocks of READ_BLOCK into one buffer; the descriptor is left open
+ * (LocalFile.fd). Same contract as readStream: a block is valid until the next one is requested.
+ */
+export async function* readDescriptor(
+  fd: number,
+  range?: { readonly start: number; readonly end: number },
+): AsyncGenerator<Uint8Array> {
+  const buf = spareBlocks.pop() ?? new Uint8Array(READ_BLOCK);
+  const end = range?.end ?? Number.POSITIVE_INFINITY;
+  try {
+    for (let pos = range?.start ?? 0; pos < end; ) {
+      const want = Math.min(READ_BLOCK, end - pos);
       let n = 0;
-      while (n < READ_BLOCK) {
-        const r = readSync(fd, buf, n, READ_BLOCK - n, pos + n);
+      while (n < want) {
+        const r = readSync(fd, buf, n, want - n, pos + n);
         if (r === 0) break;
         n += r;
       }
       if (n === 0) return;
       yield buf.subarray(0, n);
-      if (n < READ_BLOCK) return;
+      if (n < want) return;
       pos += n;
     }
   } finally {
-    closeSync(fd);
     if (spareBlocks.length < 8) spareBlocks.push(buf);
   }
 }
@@ -238,7 +254,7 @@ async function walBytes(path: string): Promise<number> {
 async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
   const file = await sqliteLocalFile(path);
   try {
-    yield* readStream(file.path);
+    yield* file.fd === undefined ? readStream(file.path) : readDescriptor(file.fd);
   } finally {
     await file.close();
   }
@@ -288,7 +304,20 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     db.prepare("SELECT count(*) FROM sqlite_schema").get();
     const wal =
       (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
-    if (!wal || (await walBytes(path)) === 0) return { path, close: release };
+    if (!wal || (await walBytes(path)) === 0) {
+      // Read in place through one descriptor, closed only once the transaction has ended: a
+      // descriptor of the file closed before would drop this process's POSIX locks on it,
+      // the transaction's among them (LocalFile.fd).
+      const fd = openSync(path, "r");
+      const close = async () => {
+        try {
+          await release();
+        } finally {
+          closeSync(fd);
+        }
+      };
+      return { path, fd, close };
+    }
     db.exec("COMMIT");
     const root = await copyRoot(path);
     await removeStaleCopies(root);

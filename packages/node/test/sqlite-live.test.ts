@@ -4,13 +4,18 @@
  * transaction-consistent state from the time of the backup.
  */
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { createHash } from "node:crypto";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createHash, randomBytes } from "node:crypto";
 import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type TestContext, test } from "node:test";
+import { MemoryStorage, Repository, type SourceFile } from "@locket/core";
 import { writeDemoData } from "../src/demo-data.ts";
+import { nodePrimitives } from "../src/primitives.ts";
+import { fsSource } from "../src/source.ts";
+import { WorkerChunker } from "../src/workers/chunker.ts";
+import { WorkerPool } from "../src/workers/pool.ts";
 import { cliEnv, ok, scratch } from "./harness.ts";
 
 const WRITER_MAX_MS = 30_000;
@@ -294,4 +299,88 @@ test("a quiescent database restores byte-identical (WAL and rollback-journal mod
   // The sources were not changed by being backed up.
   assert.equal(await sha256(demo.dbPath), hashes.wal);
   assert.equal(await sha256(deletePath), hashes.delete);
+});
+
+/**
+ * Whether another process can write `dbPath` now (a write that must wait for a lock fails at once).
+ */
+function writableByAnother(dbPath: string): boolean {
+  const probe = spawnSync(
+    process.execPath,
+    [
+      "-e",
+      `const { DatabaseSync } = require("node:sqlite");
+       const db = new DatabaseSync(process.argv[1], { timeout: 0 });
+       try { db.exec("INSERT INTO filler (b) VALUES (x'00')"); process.stdout.write("wrote"); }
+       catch (e) { process.stdout.write(String(e.message)); }`,
+      dbPath,
+    ],
+    { encoding: "utf8" },
+  );
+  if (probe.stdout !== "wrote" && !/locked/.test(probe.stdout)) {
+    throw new Error(`probe failed: ${probe.stdout}${probe.stderr}`);
+  }
+  return probe.stdout === "wrote";
+}
+
+test("a rollback-journal database read in place by the workers stays locked until it is read", async (t) => {
+  // Closing any descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+  // read lock among them: the workers must read the database without closing a descriptor of
+  // it before the read transaction ends, or a writer could change it mid-read.
+  const dir = await scratch(t, "in-place-lock");
+  const dbPath = join(dir, "chat.db");
+  const db = new DatabaseSync(dbPath);
+  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE filler (b BLOB)");
+  const insert = db.prepare("INSERT INTO filler (b) VALUES (?)");
+  for (let i = 0; i < 400; i++) insert.run(randomBytes(30_000)); // ~12 MB: three stripes
+  db.close();
+  assert.equal(writableByAnother(dbPath), true, "control: nothing holds it yet");
+
+  const [entry] = await fsSource([dbPath]);
+  assert.equal(entry.type, "file");
+  const pool = new WorkerPool(new Uint8Array(32).fill(3), { threads: 2 });
+  const repo = await Repository.init(new MemoryStorage(), nodePrimitives, new Uint8Array(32));
+  const chunker = new WorkerChunker(pool, nodePrimitives, repo.keys);
+  const writableSoon = async () => {
+    for (let i = 0; i < 200 && !writableByAnother(dbPath); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return writableByAnother(dbPath);
+  };
+  // Cancelled mid-read (one worker, which waits once it has read 8 MiB ahead): the file is
+  // closed, and the transaction ended, once the worker has said it stopped.
+  const single = new WorkerPool(new Uint8Array(32).fill(3), { threads: 1 });
+  try {
+    const cancelled = new WorkerChunker(single, nodePrimitives, repo.keys).start(
+      entry as SourceFile,
+    );
+    for await (const _ of cancelled) {
+      assert.equal(writableByAnother(dbPath), false, "held while being read");
+      cancelled.cancel();
+    }
+    assert.equal(await writableSoon(), true, "a cancelled job lets the database go");
+  } finally {
+    await single.close();
+  }
+
+  const job = chunker.start(entry as SourceFile);
+  try {
+    let bytes = 0;
+    let probed = false;
+    for await (const batch of job) {
+      bytes += batch.bytes.length;
+      // Once a stripe has been read whole and the next is being read.
+      if (!probed && bytes > 5 * 1024 * 1024) {
+        probed = true;
+        assert.equal(writableByAnother(dbPath), false, "no other process may write it mid-read");
+      }
+    }
+    assert.ok(probed);
+    assert.equal(bytes, (await stat(dbPath)).size);
+  } finally {
+    job.cancel();
+    await pool.close();
+  }
+  // The job closed the local file: the read transaction has ended.
+  assert.equal(await writableSoon(), true, "writable again once read");
 });

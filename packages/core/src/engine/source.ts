@@ -37,6 +37,13 @@ export interface SourceFile {
 /** A local file to read by path, valid until `close` (see SourceFile.localFile). */
 export interface LocalFile {
   readonly path: string;
+  /**
+   * An open descriptor of `path` to read through, when the file must be read that way: a
+   * reader must neither close it nor open and close the path itself (closing any descriptor of
+   * a file drops every POSIX lock the process holds on it, the SQLite read lock that holds a
+   * database still among them). `close` closes it, after what holds the file still has ended.
+   */
+  readonly fd?: number;
   close(): Promise<void>;
 }
 

@@ -1,3 +1,4 @@
+import { fstatSync, readSync } from "node:fs";
 import { open } from "node:fs/promises";
 import {
   type ChunkBatch,
@@ -33,6 +34,8 @@ export type ChunkMessage =
       readonly pageSize?: number;
       /** A whole file's size as listed (Part.size). */
       readonly size?: number;
+      /** The descriptor to read through, not to close (Part.fd). */
+      readonly fd?: number;
       /** A base image to compute page deltas against (ChunkOptions.baseImage). */
       readonly baseImage?: string;
       /** For the part's pages, in order: the IDs that need no delta (ChunkOptions.knownPages). */
@@ -152,6 +155,12 @@ export interface Part {
    * 8.0-8.3 s so; cold, the same time (docs/benchmarks-log.md).
    */
   readonly size?: number;
+  /**
+   * LocalFile.fd: the worker reads through it (descriptors are the process's, shared by its
+   * threads) and never closes it; the file is closed only once every session reading it has
+   * ended, a cancelled one included (Session.cancel).
+   */
+  readonly fd?: number;
   readonly start?: number;
   readonly end?: number;
   readonly pageSize?: number;
@@ -168,26 +177,36 @@ export interface Part {
  */
 export const STRIPE_BYTES = 4 * 1024 * 1024;
 
-/** The parts of a local file: stripes when it is a large enough SQLite database, else itself. */
-export async function partsOf(path: string, threads: number): Promise<Part[]> {
-  if (threads < 2) return [{ path }];
-  const fh = await open(path, "r").catch((err) => {
-    throw err?.code === "ENOENT" ? new VanishedError(path, { cause: err }) : err;
-  });
+/**
+ * The parts of a local file: stripes when it is a large enough SQLite database, else itself.
+ * Through `fd` when given (LocalFile.fd), which stays open; else the path is opened and closed.
+ */
+export async function partsOf(path: string, threads: number, fd?: number): Promise<Part[]> {
+  const whole = fd === undefined ? [{ path }] : [{ path, fd }];
+  if (threads < 2) return whole;
+  const fh =
+    fd === undefined
+      ? await open(path, "r").catch((err) => {
+          throw err?.code === "ENOENT" ? new VanishedError(path, { cause: err }) : err;
+        })
+      : undefined;
   try {
-    const { size } = await fh.stat();
-    if (size < 2 * STRIPE_BYTES) return [{ path }];
+    const size = fh ? (await fh.stat()).size : fstatSync(fd!).size;
+    if (size < 2 * STRIPE_BYTES) return whole;
     const header = new Uint8Array(SQLITE_HEADER_BYTES);
-    const { bytesRead } = await fh.read(header, 0, SQLITE_HEADER_BYTES, 0);
+    const bytesRead = fh
+      ? (await fh.read(header, 0, SQLITE_HEADER_BYTES, 0)).bytesRead
+      : readSync(fd!, header, 0, SQLITE_HEADER_BYTES, 0);
     const pageSize = bytesRead === SQLITE_HEADER_BYTES ? sqlitePageSize(header) : null;
-    if (!pageSize) return [{ path }];
+    if (!pageSize) return whole;
     const parts: Part[] = [];
     for (let start = 0; start < size; start += STRIPE_BYTES) {
-      parts.push({ path, start, end: Math.min(start + STRIPE_BYTES, size), pageSize });
+      const end = Math.min(start + STRIPE_BYTES, size);
+      parts.push({ ...whole[0], start, end, pageSize });
     }
     return parts;
   } finally {
-    await fh.close();
+    await fh?.close();
   }
 }
 
@@ -215,7 +234,7 @@ class FileJob implements ChunkJob {
     this.ahead = STRIPES_AHEAD * threads;
     this.parts = file.then(async (f) => {
       this.file = f;
-      const parts = await partsOf(f.path, threads).catch((err) => {
+      const parts = await partsOf(f.path, threads, f.fd).catch((err) => {
         this.closeFile();
         throw err;
       });
@@ -290,6 +309,8 @@ class Session implements ChunkJob {
   private finished = false;
   private stopped = false;
   private released = false;
+  /** Whether the worker was told to read the part. */
+  private posted = false;
   private error: unknown;
   private wake: (() => void) | undefined;
 
@@ -301,14 +322,21 @@ class Session implements ChunkJob {
     part.then(
       (p) => {
         this.part = p;
-        if (!this.released) this.post({ kind: "file", session: id, ...p });
+        if (this.released) return;
+        this.posted = true;
+        this.post({ kind: "file", session: id, ...p });
       },
       (err) => this.fail(err),
     );
   }
 
   receive(m: ChunksMessage): void {
-    if (this.stopped || this.finished) return;
+    if (this.finished) return;
+    if (this.stopped) {
+      // Cancelled: the worker's last message says it has stopped reading.
+      if (m.done || m.error) this.release();
+      return;
+    }
     if (m.error) {
       this.fail(
         // The worker only reads once the file is known, and the session holds it until it ends.
@@ -335,7 +363,11 @@ class Session implements ChunkJob {
 
   /** Ends the session with `err`, which the reader sees after the batches already cut. */
   fail(err: unknown): void {
-    if (this.finished || this.stopped) return;
+    if (this.finished) return;
+    if (this.stopped) {
+      this.release(); // cancelled, and its worker is gone: nothing reads the part any more
+      return;
+    }
     this.error = err;
     this.finished = true;
     this.release();
@@ -347,7 +379,9 @@ class Session implements ChunkJob {
     this.stopped = true;
     if (!this.finished) this.post({ kind: "abort", session: this.id });
     this.batches.length = 0;
-    this.release();
+    // A worker reading through the file's descriptor (Part.fd) may be inside a read: the file,
+    // and so the descriptor, may be closed only once the worker says it has stopped (receive).
+    if (!(this.posted && !this.finished && this.part?.fd !== undefined)) this.release();
     this.notify();
   }
 

@@ -22,7 +22,7 @@ import {
   xorInto,
 } from "@locket/core";
 import { nodePrimitives } from "../primitives.ts";
-import { readSmallFile, readStream, SMALL_FILE_BYTES } from "../source.ts";
+import { readDescriptor, readSmallFile, readStream, SMALL_FILE_BYTES } from "../source.ts";
 import { type ChunkMessage, type ChunksMessage, MAX_OUTPUT_AHEAD } from "./chunker.ts";
 import type { WorkerError } from "./pool.ts";
 import { type OpenedMessage, type OpenMessage, owns, unpackBlobs } from "./segment-opener.ts";
@@ -143,9 +143,15 @@ class FileSession {
   private async *read(): AsyncGenerator<Uint8Array> {
     const { start, end } = this.stripe;
     const range = start !== undefined && end !== undefined ? { start, end } : undefined;
-    const { size } = this.stripe;
+    const { size, fd } = this.stripe;
     const small = !range && size !== undefined && size <= SMALL_FILE_BYTES;
-    for await (const block of small ? readSmallFile(this.path) : readStream(this.path, range)) {
+    const blocks =
+      fd !== undefined
+        ? readDescriptor(fd, range)
+        : small
+          ? readSmallFile(this.path)
+          : readStream(this.path, range);
+    for await (const block of blocks) {
       this.send(false);
       while (this.ahead > MAX_OUTPUT_AHEAD && !this.aborted) {
         await new Promise<void>((resolve) => {
@@ -182,6 +188,10 @@ class FileSession {
         this.ids.push(id);
       }
       if (!this.aborted) this.send(true);
+      else {
+        // Told to stop: say so once stopped, so the file may be closed (Session.cancel).
+        port.postMessage({ kind: "chunks", session: this.id, done: true } satisfies ChunksMessage);
+      }
     } catch (err) {
       const reply: ChunksMessage = { kind: "chunks", session: this.id, error: workerError(err) };
       port.postMessage(reply);
