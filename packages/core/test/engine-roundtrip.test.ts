@@ -8,6 +8,7 @@ import type { Primitives } from "../src/crypto/primitives.ts";
 import { crc16xmodem, formatRecoveryKey, parseRecoveryKey } from "../src/crypto/recovery-key.ts";
 import { webPrimitives } from "../src/crypto/web.ts";
 import { backup } from "../src/engine/backup.ts";
+import { type FileChunker, localChunker } from "../src/engine/chunker.ts";
 import { NotFoundError, UsageError, WrongKeyError } from "../src/errors.ts";
 import {
   BLOB_DATA,
@@ -590,5 +591,29 @@ describe("large folders", () => {
     assert.deepEqual(await restoreToMemory(second, await second.findSnapshot("latest")), {
       Media: media,
     });
+  });
+});
+
+describe("look-ahead", () => {
+  it("starts the files after a folder only once the folder is backed up", async () => {
+    // Starting a file may begin a database's read transaction (SourceFile.localFile): one that
+    // follows a folder must not be held while the whole folder is backed up.
+    const { repo } = await newRepo();
+    const started: string[] = [];
+    const inner = localChunker(p, repo.keys);
+    const chunker: FileChunker = {
+      start(file, opts) {
+        started.push((file as unknown as { name: string }).name);
+        return inner.start(file, opts);
+      },
+    };
+    const spec: Spec = {
+      "a.txt": utf8("a"),
+      Media: { "1.jpg": utf8("1"), "2.jpg": utf8("2"), "3.jpg": utf8("3") },
+      "chat.db": utf8("db"),
+      "z.txt": utf8("z"),
+    };
+    await backup(repo, sourceTree(spec), { host: "h", paths: Object.keys(spec), chunker });
+    assert.deepEqual(started, ["a.txt", "1.jpg", "2.jpg", "3.jpg", "chat.db", "z.txt"]);
   });
 });

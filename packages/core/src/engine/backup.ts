@@ -307,8 +307,11 @@ export async function backup(
 
   /**
    * The nodes of `entries` (a folder's children, or the roots), in order. Chunking of the next
-   * LOOKAHEAD_FILES files that must be read starts early; whatever is left unused on an error is
-   * cancelled.
+   * LOOKAHEAD_FILES files that must be read starts early, but not past a folder that is not
+   * backed up yet: starting a file may begin a database's read transaction (SourceFile.localFile),
+   * which would otherwise last while the whole folder before it is backed up (a chat folder's
+   * `Media` sorts before its database) and, in rollback-journal mode, keep the app from writing
+   * all that time. Whatever is left unused on an error is cancelled.
    */
   const nodesOf = async (
     entries: readonly SourceEntry[],
@@ -323,7 +326,11 @@ export async function backup(
       for (let i = 0; i < entries.length; i++) {
         for (; next < entries.length && next <= i + LOOKAHEAD_FILES; next++) {
           const e = entries[next];
-          if (e.type !== "file") continue;
+          if (e.type !== "file") {
+            // Never past a folder not yet backed up (see above).
+            if (next >= i) break;
+            continue;
+          }
           const prev = previous?.get(e.name);
           const reuse = reusable(e, prev);
           if (reuse) {
