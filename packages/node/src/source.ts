@@ -1,7 +1,7 @@
 import { type BigIntStats, closeSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, rm, stat } from "node:fs/promises";
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, realpath, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
-import { basename, join, resolve } from "node:path";
+import { basename, join, resolve, sep } from "node:path";
 import { DatabaseSync, backup as sqliteBackup } from "node:sqlite";
 import { pathToFileURL } from "node:url";
 import {
@@ -565,14 +565,29 @@ export async function fsSource(
     }
   };
 
-  const roots: SourceEntry[] = [];
+  // Where they really are (through symbolic links), to refuse a path inside another: a file
+  // would be read twice, and a database opened twice in this process loses its read lock when
+  // either is closed (closing any descriptor of a file ends the process's POSIX locks on it).
+  const real: string[] = [];
   for (const p of paths) {
-    const abs = resolve(p);
     try {
-      await stat(abs);
+      real.push(await realpath(resolve(p)));
     } catch {
       throw new NotFoundError(`no such file or folder: ${p}`);
     }
+  }
+  for (const [i, a] of real.entries()) {
+    for (const [j, b] of real.entries()) {
+      if (i !== j && b.startsWith(a.endsWith(sep) ? a : a + sep)) {
+        throw new UsageError(
+          `${paths[j]} is inside ${paths[i]}; back up ${paths[i]} alone (it holds ${paths[j]}), or paths that do not overlap`,
+        );
+      }
+    }
+  }
+  const roots: SourceEntry[] = [];
+  for (const p of paths) {
+    const abs = resolve(p);
     const e = await entry(abs, basename(abs), "");
     if (e) roots.push(e);
   }

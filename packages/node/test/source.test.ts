@@ -408,3 +408,23 @@ test("readSmallFile: one descriptor for the whole file, whatever happens to its 
     (err: unknown) => err instanceof VanishedError && /gone\.opus/.test((err as Error).message),
   );
 });
+
+test("fsSource refuses a path inside another, through symbolic links too; paths side by side are fine", async (t) => {
+  const dir = await scratch(t, "nested-roots");
+  const chat = join(dir, "chat");
+  await mkdir(join(chat, "Media"), { recursive: true });
+  await writeFile(join(chat, "chat.db"), "db");
+  await writeFile(join(dir, "notes.txt"), "notes");
+  await symlink(chat, join(dir, "link"));
+  const nested = (err: unknown) => err instanceof UsageError && /is inside/.test(String(err));
+  await assert.rejects(fsSource([chat, join(chat, "chat.db")]), nested);
+  await assert.rejects(fsSource([join(chat, "Media"), chat]), nested);
+  await assert.rejects(fsSource([chat, join(dir, "link", "chat.db")]), nested);
+  await assert.rejects(fsSource([chat, join(dir, "missing")]), /no such file or folder/);
+  await mkdir(join(dir, "chatter"));
+  const sideBySide = await fsSource([chat, join(dir, "chatter"), join(dir, "notes.txt")]);
+  assert.deepEqual(
+    sideBySide.map((e) => e.name),
+    ["chat", "chatter", "notes.txt"],
+  );
+});

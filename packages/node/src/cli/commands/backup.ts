@@ -11,9 +11,10 @@ export const backup: Command = {
   usage: "locket backup [options] PATH...",
   help: `Backs up each PATH (a chat database, a media folder, ...) as one new snapshot. Only data the
 repository does not hold yet is stored: a day of chat costs the database pages that changed plus
-the new media. SQLite databases are copied consistently through SQLite's online backup API, even
-while the app writes to them; their -wal/-shm/-journal files are folded into that copy.
-Symbolic links, sockets and devices are skipped, and so are files deleted while the backup runs;
+the new media. SQLite databases are read consistently even while the app writes to them: in
+place under a read transaction, or through SQLite's online backup API when the write-ahead log
+holds pages; their -wal/-shm/-journal files are folded in. The PATHs must not lie inside one
+another (exit status 2). Symbolic links, sockets and devices are skipped, and so are files deleted while the backup runs;
 each gets a warning ("skipped PATH: REASON"; "skipped" in --json) and the backup still succeeds.
 
 Options:
