@@ -63,13 +63,13 @@ export class Progress {
     const pace = elapsed > 0 ? done / elapsed : 0;
     const eta = total && pace > 0 ? clock((total - done) / pace) : "--:--";
     const unit = s.unit ?? "files";
+    const showBytes = s.bytes > 0 || !byItems;
     const parts = [`${s.phase} ${bar}`];
-    if (s.bytes > 0 || !byItems) {
+    if (showBytes)
       parts[0] += ` ${bytes(s.bytes)}${s.totalBytes ? ` / ${bytes(s.totalBytes)}` : ""}`;
-    }
     if (s.totalFiles) parts.push(`${s.files}/${s.totalFiles} ${unit}`);
     else if (s.files > 0) parts.push(`${s.files} ${unit}`);
-    if (s.bytes > 0 || !byItems) parts.push(`${bytes(rate)}/s`);
+    if (showBytes) parts.push(`${bytes(rate)}/s`);
     parts.push(`ETA ${eta}`);
     let line = parts.join("  ");
     const cols = this.out.columns ?? 100;

@@ -141,9 +141,8 @@ class FileSession {
 
   /** The file, block by block, pausing while the engine is MAX_OUTPUT_AHEAD behind. */
   private async *read(): AsyncGenerator<Uint8Array> {
-    const { start, end } = this.stripe;
+    const { start, end, size, fd } = this.stripe;
     const range = start !== undefined && end !== undefined ? { start, end } : undefined;
-    const { size, fd } = this.stripe;
     const small = !range && size !== undefined && size <= SMALL_FILE_BYTES;
     const blocks =
       fd !== undefined
