@@ -438,6 +438,18 @@ describe("pack names (SPEC §7: the SHA-256 of the trailer)", () => {
     assert.equal(report.packsRead, 0);
   });
 
+  it("check --read-data counts every byte it read, its packs read at once", async () => {
+    const { storage } = await setup();
+    await run(await Repository.open(storage, p, KEY), { "more.bin": randomBytes(200_000, 79) });
+    await run(await Repository.open(storage, p, KEY), { "third.bin": randomBytes(300_000, 80) });
+    let stored = 0;
+    for await (const { size } of storage.list("data")) stored += size;
+    const report = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.deepEqual(report.errors, []);
+    assert.equal(report.packsRead, 3);
+    assert.equal(report.bytesRead, stored);
+  });
+
   it("a segment replaced by another that authenticates: the name still matches, the blobs' IDs do not", async () => {
     // The name covers the header, not the segments: a sealed segment copied in from elsewhere
     // (here one sealed afresh with the data key, the same length) opens, and is caught by the

@@ -73,7 +73,10 @@ async function readAllPacks(
   let packsRead = 0;
   let bytesRead = 0;
   const perPack = await eachPack(packs, READ_DATA_PARALLEL, async (name, size, found) => {
-    bytesRead += await readPack(repo, name, size, indexed.get(name), found);
+    // Not `bytesRead += await …`: that reads bytesRead before the await, and the lanes' reads
+    // overlap, so each would overwrite the others' counts.
+    const read = await readPack(repo, name, size, indexed.get(name), found);
+    bytesRead += read;
     packsRead++;
     onProgress?.({ phase: "read-data", done: packsRead, total: packs.length, bytes: bytesRead });
   });
