@@ -330,6 +330,11 @@ export class Repository {
     return this.index.has(id) || this.condemnedIndex.has(id);
   }
 
+  /** `readable` for the 32 bytes of `bytes` at `at`, without a view of them. */
+  readableAt(bytes: Uint8Array, at: number): boolean {
+    return this.index.hasIdAt(bytes, at) || this.condemnedIndex.hasIdAt(bytes, at);
+  }
+
   /** Where blob `id` (hex) can be read: a live pack, else a condemned one; undefined if neither. */
   lookup(id: string): BlobLocation | undefined {
     return this.index.get(id) ?? this.condemnedIndex.get(id);
