@@ -19,6 +19,13 @@ import { BUSY, takeLock } from "./file-lock.ts";
 import { DIR_FSYNC_UNSUPPORTED } from "./storage/fs.ts";
 
 /**
+ * Image bytes written between two flushes begun in the background. A first backup writes the
+ * whole database's image while it is busy compressing (the disk mostly idle); left dirty, the
+ * image went to the disk all at once at the end, when the media's reads and packs needed it.
+ */
+const FLUSH_BYTES = 32 * 1024 * 1024;
+
+/**
  * The base images of a repository's databases on this device (see PageDeltas in
  * @locket/core): one file per database, named by a hash of its path in the snapshot, in a folder
  * of the cache, owner-only. An image holds database pages in plain text, as the database itself
@@ -159,6 +166,8 @@ export class FsPageBaseStore implements PageBaseStore {
     let memoRemoved = false;
     // Reads go to one buffer, grown as needed: a new one per read was a day's backup's garbage.
     let buf = new Uint8Array(0);
+    let unflushed = 0;
+    let flushing: Promise<void> | undefined;
     return {
       async read(offset, length) {
         if (buf.length < length) buf = new Uint8Array(Math.max(length, 2 * buf.length));
@@ -191,11 +200,23 @@ export class FsPageBaseStore implements PageBaseStore {
           }
         } catch {
           writable = false;
+          return;
+        }
+        unflushed += bytes.length;
+        if (unflushed >= FLUSH_BYTES && !flushing) {
+          unflushed = 0;
+          flushing = fh
+            .datasync()
+            .catch(() => {})
+            .finally(() => {
+              flushing = undefined;
+            });
         }
       },
       async sync() {
         if (!writable) return false;
         try {
+          await flushing;
           await fh.datasync();
           return writable;
         } catch {
@@ -204,6 +225,7 @@ export class FsPageBaseStore implements PageBaseStore {
       },
       async close() {
         try {
+          await flushing;
           await fh.close();
         } finally {
           release();

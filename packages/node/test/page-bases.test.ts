@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { once } from "node:events";
 import {
   copyFile,
+  open,
   readdir,
   readFile as readFileBytes,
   rm,
@@ -106,6 +107,41 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   assert.equal(await store.readMemo("chat.db"), undefined);
   assert.equal(warnings.length, 1);
   assert.match(warnings[0], /page deltas off for chat\.db in this backup: cannot make /);
+});
+
+test("FsPageBaseStore: an image written past its flush size (flushed as it goes) reads back whole, syncs and closes", async (t) => {
+  const dir = await scratch(t, "bases-flush");
+  // Counts the image's flushes: every FileHandle's datasync, for the length of this test.
+  const handle = await open(join(dir, "probe"), "w");
+  const proto = Object.getPrototypeOf(handle);
+  await handle.close();
+  const datasync = proto.datasync;
+  let flushes = 0;
+  proto.datasync = function (this: unknown) {
+    flushes++;
+    return datasync.call(this);
+  };
+  t.after(() => {
+    proto.datasync = datasync;
+  });
+  const store = new FsPageBaseStore(join(dir, "pages"));
+  const image = await store.open("chat.db");
+  const piece = 4 << 20;
+  const pieces = 20; // 80 MiB: flushes begin in the background at 32 MiB written, and again
+  const fill = (k: number) => new Uint8Array(piece).fill(k + 1);
+  for (let k = 0; k < pieces; k++) {
+    await image.write(k * piece, fill(k));
+    // Reads and writes go on while a flush runs.
+    assert.equal((await image.read(k * piece + piece - 1, 1))[0], k + 1);
+  }
+  assert.ok(flushes >= 1, "the image was flushed before it was synced");
+  assert.equal(await image.sync?.(), true);
+  await image.close();
+  const again = await store.open("chat.db");
+  for (let k = 0; k < pieces; k++) {
+    assert.deepEqual(await again.read(k * piece, piece), fill(k), `piece ${k}`);
+  }
+  await again.close();
 });
 
 test("FsPageBaseStore: one backup at a time uses a database's image and memo; a process's lock ends with it", async (t) => {
