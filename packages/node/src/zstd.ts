@@ -2,8 +2,15 @@
 // libuv's threadpool used again from call to call. Not part of the package's exports.
 import { constants, createZstdCompress, type ZstdCompress } from "node:zlib";
 
-/** zstd level for segments and metadata: level 3 is zstd's default speed/ratio balance. */
-const ZSTD_LEVEL = 3;
+/**
+ * zstd level for segments and metadata. Level 1, not zstd's default 3: a first backup is held
+ * back by CPU, and zstd of the database was its largest share. On the benchmark's set (2 cores,
+ * cold, 3 rounds of levels 3 / 2 / 1 in turn) the first backup took 15.7-20.4 / 13.5-17.9 /
+ * 13.2-16.6 s for ~17.5 / ~15.3 / ~14.5 s of user CPU; the database is stored 8.6 % larger
+ * (224 against 206 MB; the whole first backup +1.0 %), a day adds 27.8 against 27.6 MiB (its
+ * changed pages are mostly XOR deltas and new rows), and level-1 frames decompress faster.
+ */
+const ZSTD_LEVEL = 1;
 // node:zlib hands output back in `chunkSize` pieces (16 KiB by default), one callback and one
 // copy on the calling thread each: a 512 KiB segment made dozens. One piece per segment instead.
 export const ZSTD_CHUNK_BYTES = 1024 * 1024;
