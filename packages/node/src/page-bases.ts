@@ -207,7 +207,11 @@ export class FsPageBaseStore implements PageBaseStore {
           unflushed = 0;
           flushing = fh
             .datasync()
-            .catch(() => {})
+            .catch(() => {
+              // The kernel reports a write-back error once per file: the next datasync (sync's)
+              // could succeed with these pages lost, so the image must never be certified now.
+              writable = false;
+            })
             .finally(() => {
               flushing = undefined;
             });

@@ -109,20 +109,33 @@ test("FsPageBaseStore: a cache folder that cannot be made gives an empty image, 
   assert.match(warnings[0], /page deltas off for chat\.db in this backup: cannot make /);
 });
 
-test("FsPageBaseStore: an image written past its flush size (flushed as it goes) reads back whole, syncs and closes", async (t) => {
-  const dir = await scratch(t, "bases-flush");
-  // Counts the image's flushes: every FileHandle's datasync, for the length of this test.
+/**
+ * Routes every FileHandle's datasync through `spy` (given the real call) until the test ends:
+ * how the tests below see the image's background flushes.
+ */
+async function onDatasync(
+  t: { after: (fn: () => void) => void },
+  dir: string,
+  spy: (real: () => Promise<void>) => Promise<void>,
+): Promise<void> {
   const handle = await open(join(dir, "probe"), "w");
   const proto = Object.getPrototypeOf(handle);
   await handle.close();
   const datasync = proto.datasync;
-  let flushes = 0;
   proto.datasync = function (this: unknown) {
-    flushes++;
-    return datasync.call(this);
+    return spy(() => datasync.call(this));
   };
   t.after(() => {
     proto.datasync = datasync;
+  });
+}
+
+test("FsPageBaseStore: an image written past its flush size (flushed as it goes) reads back whole, syncs and closes", async (t) => {
+  const dir = await scratch(t, "bases-flush");
+  let flushes = 0;
+  await onDatasync(t, dir, (real) => {
+    flushes++;
+    return real();
   });
   const store = new FsPageBaseStore(join(dir, "pages"));
   const image = await store.open("chat.db");
@@ -142,6 +155,20 @@ test("FsPageBaseStore: an image written past its flush size (flushed as it goes)
     assert.deepEqual(await again.read(k * piece, piece), fill(k), `piece ${k}`);
   }
   await again.close();
+});
+
+test("FsPageBaseStore: a background flush that fails leaves the image uncertifiable (sync says false)", async (t) => {
+  const dir = await scratch(t, "bases-flush-fails");
+  let calls = 0;
+  // The first flush fails (a write-back error, reported once), every later one succeeds.
+  await onDatasync(t, dir, (real) =>
+    calls++ === 0 ? Promise.reject(Object.assign(new Error("EIO"), { code: "EIO" })) : real(),
+  );
+  const image = await new FsPageBaseStore(join(dir, "pages")).open("chat.db");
+  await image.write(0, new Uint8Array(33 << 20).fill(7)); // past the flush size: a flush begins
+  assert.equal(await image.sync?.(), false);
+  assert.ok(calls >= 1, "a flush was begun");
+  await image.close();
 });
 
 test("FsPageBaseStore: one backup at a time uses a database's image and memo; a process's lock ends with it", async (t) => {
