@@ -1,4 +1,12 @@
-import { type BigIntStats, closeSync, openSync, readSync, rmSync, writeFileSync } from "node:fs";
+import {
+  type BigIntStats,
+  closeSync,
+  fstatSync,
+  openSync,
+  readSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { chmod, lstat, mkdir, mkdtemp, open, readdir, realpath, rm, stat } from "node:fs/promises";
 import { homedir, tmpdir } from "node:os";
 import { basename, join, resolve, sep } from "node:path";
@@ -269,6 +277,14 @@ const close = async () => {};
  * still), or a private copy made with the backup API, removed by `close`.
  */
 async function sqliteLocalFile(path: string): Promise<LocalFile> {
+  // The file the connection below opens, as far as this process can tell (see `stray`).
+  let before: BigIntStats;
+  try {
+    before = await stat(path, { bigint: true });
+  } catch (err) {
+    if (isGone(err)) throw new VanishedError(path, { cause: err });
+    throw err;
+  }
   // Read-write when allowed: only then does SQLite, as the last connection to close, remove the
   // -wal and -shm files that opening a WAL database creates, leaving the user's folder as it was.
   let db: DatabaseSync;
@@ -284,6 +300,10 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
   }
   let dir: string | undefined;
   let lock: DatabaseSync | undefined;
+  // A descriptor of a file that replaced the database (renamed over it) as its read began: kept
+  // open until the transaction has ended, since closing it would drop the connection's locks if
+  // the connection had opened that file.
+  let stray: number | undefined;
   let released = false;
   const release = async () => {
     if (released) return;
@@ -292,6 +312,7 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
       if (db.isTransaction) db.exec("COMMIT");
       db.close();
     } finally {
+      if (stray !== undefined) closeSync(stray);
       try {
         lock?.close();
       } catch {}
@@ -309,14 +330,20 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
       // descriptor of the file closed before would drop this process's POSIX locks on it,
       // the transaction's among them (LocalFile.fd).
       const fd = openSync(path, "r");
-      const close = async () => {
-        try {
-          await release();
-        } finally {
-          closeSync(fd);
-        }
-      };
-      return { path, fd, close };
+      const now = fstatSync(fd, { bigint: true });
+      if (now.ino === before.ino && now.dev === before.dev) {
+        const close = async () => {
+          try {
+            await release();
+          } finally {
+            closeSync(fd);
+          }
+        };
+        return { path, fd, close };
+      }
+      // Another file has the name now (a database replaced by rename: an app restoring one):
+      // read as the transaction sees it, through the copy below, never this file unlocked.
+      stray = fd;
     }
     db.exec("COMMIT");
     const root = await copyRoot(path);

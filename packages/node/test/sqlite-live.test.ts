@@ -384,3 +384,60 @@ test("a rollback-journal database read in place by the workers stays locked unti
   // The job closed the local file: the read transaction has ended.
   assert.equal(await writableSoon(), true, "writable again once read");
 });
+
+test("a database renamed over as its read begins is read as the read transaction sees it, never the new file unlocked", async (t) => {
+  // The read transaction locks the file the connection opened; the descriptor the workers read
+  // through is opened by name just after. An app that replaces its database by rename in that
+  // instant (restoring one, say) must not have the new file read in place, without a lock.
+  const dir = await scratch(t, "renamed-over");
+  const path = join(dir, "chat.db");
+  const other = join(dir, "other.db");
+  for (const [file, value] of [
+    [path, "before"],
+    [other, "after"],
+  ]) {
+    const db = new DatabaseSync(file);
+    db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE t (v TEXT)");
+    db.prepare("INSERT INTO t VALUES (?)").run(value);
+    db.close();
+  }
+  const [entry] = await fsSource([path]);
+  assert.equal(entry.type, "file");
+  // Renames `other` over the database just before the source opens it by name to read it.
+  const fs = (await import("node:fs")).default;
+  const { syncBuiltinESMExports } = await import("node:module");
+  const openSync = fs.openSync;
+  let renamed = false;
+  fs.openSync = ((file: string, ...rest: unknown[]) => {
+    if (file === path && !renamed) {
+      renamed = true;
+      fs.renameSync(other, path);
+    }
+    return (openSync as (...a: unknown[]) => number)(file, ...rest);
+  }) as typeof fs.openSync;
+  syncBuiltinESMExports();
+  t.after(() => {
+    fs.openSync = openSync;
+    syncBuiltinESMExports();
+  });
+  const local = await (entry as SourceFile).localFile!();
+  assert.ok(renamed, "the database was replaced as its read began");
+  const bytes =
+    local.fd === undefined
+      ? await readFile(local.path)
+      : (() => {
+          const out = Buffer.alloc(fs.fstatSync(local.fd).size);
+          fs.readSync(local.fd, out, 0, out.length, 0);
+          return out;
+        })();
+  await local.close();
+  const read = join(dir, "read.db");
+  await writeFile(read, bytes);
+  const db = new DatabaseSync(read, { readOnly: true });
+  const rows = db.prepare("SELECT v FROM t").all() as { v: string }[];
+  db.close();
+  assert.deepEqual(
+    rows.map((r) => r.v),
+    ["before"],
+  );
+});
