@@ -268,6 +268,9 @@ async function* sqliteSnapshot(path: string): AsyncGenerator<Uint8Array> {
   }
 }
 
+/** The databases this process reads in place now (sqliteLocalFile), by device and inode. */
+const readInPlace = new Set<string>();
+
 /** Nothing to release: a plain file is read where it is. */
 const close = async () => {};
 
@@ -325,18 +328,24 @@ async function sqliteLocalFile(path: string): Promise<LocalFile> {
     db.prepare("SELECT count(*) FROM sqlite_schema").get();
     const wal =
       (db.prepare("PRAGMA journal_mode").get() as { journal_mode: string }).journal_mode === "wal";
-    if (!wal || (await walBytes(path)) === 0) {
+    // The same file may be read in place already, under another name (a hard link met in the
+    // same backup): a descriptor of it opened and closed here would drop that read's lock, so
+    // this one reads through the copy below, which opens none.
+    const inode = `${before.dev}:${before.ino}`;
+    if ((!wal || (await walBytes(path)) === 0) && !readInPlace.has(inode)) {
       // Read in place through one descriptor, closed only once the transaction has ended: a
       // descriptor of the file closed before would drop this process's POSIX locks on it,
       // the transaction's among them (LocalFile.fd).
       const fd = openSync(path, "r");
       const now = fstatSync(fd, { bigint: true });
       if (now.ino === before.ino && now.dev === before.dev) {
+        readInPlace.add(inode);
         const close = async () => {
           try {
             await release();
           } finally {
             closeSync(fd);
+            readInPlace.delete(inode);
           }
         };
         return { path, fd, close };

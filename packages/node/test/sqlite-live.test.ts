@@ -441,3 +441,42 @@ test("a database renamed over as its read begins is read as the read transaction
     ["before"],
   );
 });
+
+test("a hard link to a database read in place is read through a copy, and the first read keeps its lock", async (t) => {
+  // Both names are one file: a second in-place read would open a descriptor of it and close it
+  // when done, dropping the first read's lock (closing any descriptor of a file ends the
+  // process's POSIX locks on it).
+  const dir = await scratch(t, "hard-link");
+  const dbPath = join(dir, "chat.db");
+  const db = new DatabaseSync(dbPath);
+  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE filler (b BLOB)");
+  db.prepare("INSERT INTO filler (b) VALUES (?)").run(randomBytes(10_000));
+  db.close();
+  const { linkSync } = await import("node:fs");
+  linkSync(dbPath, join(dir, "link.db"));
+  const entries = await fsSource([dir]);
+  const children = entries[0].type === "dir" ? await entries[0].children() : [];
+  const [first, second] = children as SourceFile[];
+  assert.deepEqual(
+    children.map((c) => c.name),
+    ["chat.db", "link.db"],
+  );
+  const a = await first.localFile!();
+  assert.notEqual(a.fd, undefined, "the first is read in place");
+  assert.equal(writableByAnother(dbPath), false, "held by the first read");
+  const b = await second.localFile!();
+  assert.equal(b.fd, undefined, "the second is read through a copy");
+  const rows = (file: string) => {
+    const conn = new DatabaseSync(file, { readOnly: true });
+    try {
+      return conn.prepare("SELECT b FROM filler").all();
+    } finally {
+      conn.close();
+    }
+  };
+  assert.deepEqual(rows(b.path), rows(a.path), "the copy holds the same rows");
+  await b.close();
+  assert.equal(writableByAnother(dbPath), false, "still held by the first read");
+  await a.close();
+  assert.equal(writableByAnother(dbPath), true, "let go once both are done");
+});
