@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
+import type { FileChunker } from "@locket/core";
 
 /** The `locket` command (packages/node/bin/locket.js). */
 export const LOCKET_JS = fileURLToPath(new URL("../bin/locket.js", import.meta.url));
@@ -275,4 +276,32 @@ export function startVault(
       }
     });
   });
+}
+
+/**
+ * `inner`, but every job throws `new Error(message)` when asked for more than `batches()`
+ * batches (read at each batch, so a test may change it between backups): a backup that stops
+ * mid-file, as a kill or a storage error would. The job's `released` is passed on.
+ */
+export function stoppingChunker(
+  inner: FileChunker,
+  batches: () => number,
+  message: string,
+): FileChunker {
+  return {
+    start(file, opts) {
+      const job = inner.start(file, opts);
+      return {
+        cancel: () => job.cancel(),
+        released: job.released,
+        async *[Symbol.asyncIterator]() {
+          let n = 0;
+          for await (const b of job) {
+            if (n++ >= batches()) throw new Error(message);
+            yield b;
+          }
+        },
+      };
+    },
+  };
 }

@@ -21,7 +21,6 @@ import { describe, test } from "node:test";
 import {
   backup,
   decodeDeltaMemo,
-  type FileChunker,
   type FileNode,
   MemoryPageBaseStore,
   MemoryStorage,
@@ -40,7 +39,7 @@ import { nodePrimitives } from "../src/primitives.ts";
 import { fsSource } from "../src/source.ts";
 import { WorkerChunker } from "../src/workers/chunker.ts";
 import { WorkerPool } from "../src/workers/pool.ts";
-import { cliEnv, ok, scratch } from "./harness.ts";
+import { cliEnv, ok, scratch, stoppingChunker } from "./harness.ts";
 
 const stores: [string, (dir: string) => PageBaseStore][] = [
   ["MemoryPageBaseStore", () => new MemoryPageBaseStore()],
@@ -270,21 +269,7 @@ test("a backup that stops after writing to a certified image leaves no certifica
   const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
   // Stops the backup after `batches` batches of the database, as a kill would.
   let batches = Number.POSITIVE_INFINITY;
-  const chunker: FileChunker = {
-    start(file, opts) {
-      const job = workers.start(file, opts);
-      return {
-        cancel: () => job.cancel(),
-        async *[Symbol.asyncIterator]() {
-          let n = 0;
-          for await (const b of job) {
-            if (n++ >= batches) throw new Error("killed (test)");
-            yield b;
-          }
-        },
-      };
-    },
-  };
+  const chunker = stoppingChunker(workers, () => batches, "killed (test)");
   const pageBases = new FsPageBaseStore(join(dir, "pages"));
   const path = join(dir, "chat.db");
   const run = async () =>

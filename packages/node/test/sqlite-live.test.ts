@@ -10,13 +10,13 @@ import { readdir, readFile, rm, stat, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DatabaseSync } from "node:sqlite";
 import { type TestContext, test } from "node:test";
-import { MemoryStorage, Repository, type SourceFile } from "@locket/core";
+import { backup, MemoryStorage, Repository, type SourceFile } from "@locket/core";
 import { writeDemoData } from "../src/demo-data.ts";
 import { nodePrimitives } from "../src/primitives.ts";
 import { fsSource } from "../src/source.ts";
 import { WorkerChunker } from "../src/workers/chunker.ts";
 import { WorkerPool } from "../src/workers/pool.ts";
-import { cliEnv, ok, scratch } from "./harness.ts";
+import { cliEnv, ok, scratch, stoppingChunker } from "./harness.ts";
 
 const WRITER_MAX_MS = 30_000;
 const BACKUPS = 3;
@@ -301,6 +301,16 @@ test("a quiescent database restores byte-identical (WAL and rollback-journal mod
   assert.equal(await sha256(deletePath), hashes.delete);
 });
 
+/** A rollback-journal database of ~12 MB at `path` (three of the workers' stripes); its path. */
+function fillerDatabase(path: string): string {
+  const db = new DatabaseSync(path);
+  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE filler (b BLOB)");
+  const insert = db.prepare("INSERT INTO filler (b) VALUES (?)");
+  for (let i = 0; i < 400; i++) insert.run(randomBytes(30_000));
+  db.close();
+  return path;
+}
+
 /**
  * Whether another process can write `dbPath` now (a write that must wait for a lock fails at once).
  */
@@ -328,12 +338,7 @@ test("a rollback-journal database read in place by the workers stays locked unti
   // read lock among them: the workers must read the database without closing a descriptor of
   // it before the read transaction ends, or a writer could change it mid-read.
   const dir = await scratch(t, "in-place-lock");
-  const dbPath = join(dir, "chat.db");
-  const db = new DatabaseSync(dbPath);
-  db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE filler (b BLOB)");
-  const insert = db.prepare("INSERT INTO filler (b) VALUES (?)");
-  for (let i = 0; i < 400; i++) insert.run(randomBytes(30_000)); // ~12 MB: three stripes
-  db.close();
+  const dbPath = fillerDatabase(join(dir, "chat.db"));
   assert.equal(writableByAnother(dbPath), true, "control: nothing holds it yet");
 
   const [entry] = await fsSource([dbPath]);
@@ -479,4 +484,23 @@ test("a hard link to a database read in place is read through a copy, and the fi
   assert.equal(writableByAnother(dbPath), false, "still held by the first read");
   await a.close();
   assert.equal(writableByAnother(dbPath), true, "let go once both are done");
+});
+
+test("a backup that fails while it reads a database in place has let it go when it settles", async (t) => {
+  // The workers stop reading at their next pause after the abort; the read transaction ends
+  // only then. `backup` must not settle before, or the app stays locked out after it.
+  const dir = await scratch(t, "failed-lets-go");
+  const dbPath = fillerDatabase(join(dir, "chat.db"));
+  const key = new Uint8Array(32).fill(3);
+  const repo = await Repository.init(new MemoryStorage(), nodePrimitives, key);
+  const pool = new WorkerPool(key, { threads: 2 });
+  t.after(() => pool.close());
+  const workers = new WorkerChunker(pool, nodePrimitives, repo.keys);
+  // Fails the backup at its first batch of the database, as a storage error would.
+  const chunker = stoppingChunker(workers, () => 0, "failed (test)");
+  await assert.rejects(
+    backup(repo, await fsSource([dbPath]), { host: "h", paths: [dbPath], chunker }),
+    /failed \(test\)/,
+  );
+  assert.equal(writableByAnother(dbPath), true, "let go when the backup settled");
 });

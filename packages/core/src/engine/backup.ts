@@ -270,6 +270,7 @@ export async function backup(
       return null;
     } finally {
       job.cancel();
+      if (job.released) closing.push(job.released);
       if (!pages) opts.pageBases?.release?.(path);
       else {
         const done = pages;
@@ -371,6 +372,7 @@ export async function backup(
       for (const [k, plan] of plans) {
         if (!("job" in plan)) continue;
         plan.job.cancel();
+        if (plan.job.released) closing.push(plan.job.released);
         opts.pageBases?.release?.(pathOf(entries[k]));
       }
     }

@@ -69,6 +69,12 @@ export interface ChunkOptions {
 export interface ChunkJob extends AsyncIterable<ChunkBatch> {
   /** Stops the work and releases what it holds; batches not yet taken are dropped. Idempotent. */
   cancel(): void;
+  /**
+   * Optional: settles (never rejects) once the job has let go of what it held, such as a
+   * database's read transaction, after its last batch was taken or after `cancel`. The backup
+   * waits for it, so that a database is never left locked after `backup` has settled.
+   */
+  readonly released?: Promise<void>;
 }
 
 /**

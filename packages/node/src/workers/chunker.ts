@@ -224,6 +224,10 @@ class FileJob implements ChunkJob {
   private total = Number.POSITIVE_INFINITY;
   private ended = 0;
   private cancelled = false;
+  private settle: () => void = () => {};
+  readonly released = new Promise<void>((resolve) => {
+    this.settle = resolve;
+  });
 
   constructor(
     file: Promise<LocalFile>,
@@ -232,6 +236,7 @@ class FileJob implements ChunkJob {
   ) {
     this.newSession = newSession;
     this.ahead = STRIPES_AHEAD * threads;
+    file.catch(() => this.settle()); // never opened: nothing to let go of
     this.parts = file.then(async (f) => {
       this.file = f;
       const parts = await partsOf(f.path, threads, f.fd).catch((err) => {
@@ -286,9 +291,12 @@ class FileJob implements ChunkJob {
   /** Lets the source release the file (a SQLite read transaction, a private copy). */
   private closeFile(): void {
     const f = this.file;
+    if (!f) return; // not open yet (closed when it comes, if cancelled) or closed already
     this.file = undefined;
     // Nothing is lost if this fails: the chunks were cut; at worst a temporary copy stays.
-    f?.close().catch(() => {});
+    f.close()
+      .catch(() => {})
+      .finally(() => this.settle());
   }
 }
 
@@ -308,7 +316,8 @@ class Session implements ChunkJob {
   private readonly batches: ChunkBatch[] = [];
   private finished = false;
   private stopped = false;
-  private released = false;
+  /** Whether the session has ended (release): the worker no longer reads its part. */
+  private over = false;
   /** Whether the worker was told to read the part. */
   private posted = false;
   private error: unknown;
@@ -322,7 +331,7 @@ class Session implements ChunkJob {
     part.then(
       (p) => {
         this.part = p;
-        if (this.released) return;
+        if (this.over) return;
         this.posted = true;
         this.post({ kind: "file", session: id, ...p });
       },
@@ -427,8 +436,8 @@ class Session implements ChunkJob {
   }
 
   private release(): void {
-    if (this.released) return;
-    this.released = true;
+    if (this.over) return;
+    this.over = true;
     this.pool.release(this.worker);
     this.forget();
     this.onEnd();
