@@ -60,7 +60,8 @@ const WRITE_BATCH = 1 << 20;
  * Files fsynced at once by default: all of libuv's threadpool but two threads, which stay free
  * for pack reads. ext4 commits its journal once for all the fsyncs waiting on it, so more at once
  * cost less each: a 586 MiB restore from a local repository took 3.05 s with 2 (the default pool
- * of 4 threads) and 2.68 s with 6 (the CLI makes the pool 8 threads for `restore`).
+ * of 4 threads) and 2.68 s with 6, and the benchmark's 1.8 GiB 12.91 s with 6 and 11.44 s with
+ * 30 (the CLI makes the pool 32 threads for `restore`; bin/locket.js).
  */
 export function defaultFsyncsAtOnce(): number {
   return Math.max(1, threadpoolSize() - 2);

@@ -83,13 +83,13 @@ describe("process tuning", () => {
     assert.equal(tuned.rest, plain.rest);
   });
 
-  test("restore restarts with the tunables and an 8-thread pool; a pool size set is kept", async (t) => {
+  test("restore restarts with the tunables and a 32-thread pool; a pool size set is kept", async (t) => {
     if (!GLIBC) return t.skip("glibc only");
     const r = await probe(t, ["restore", "latest", "--target", "out"]);
     // The probe runs before the command sets the pool size in the first process.
     assert.deepEqual(r.processes, [
       { tunables: null, pool: null, young: null },
-      { tunables: TUNABLES, pool: "8", young: YOUNG },
+      { tunables: TUNABLES, pool: "32", young: YOUNG },
     ]);
     const own = await probe(t, ["restore", "latest", "--target", "out"], {
       UV_THREADPOOL_SIZE: "3",
