@@ -3,7 +3,6 @@ import { UsageError } from "@locket/core";
 import { restoreToDir } from "../../restore.ts";
 import { selectionFilter } from "../../source.ts";
 import type { Command } from "../command.ts";
-import { isS3Location } from "../context.ts";
 import { bytes, seconds } from "../format.ts";
 
 export const restore: Command = {
@@ -57,9 +56,6 @@ Options:
     const result = await restoreToDir(repo, snap, resolve(target), {
       overwrite: ctx.values.overwrite === true,
       ...(selecting ? { filter: selectionFilter({ include, exclude, excludeVideos }) } : {}),
-      // From S3 the two cores are busy with the download and decryption: six fsyncs at once
-      // measured ~10 % slower there than two (Ceph RGW on the same machine, 5 runs each).
-      ...(isS3Location(state.location) ? { fsyncsAtOnce: 2 } : {}),
       onProgress: (p) =>
         ctx.progress.update({
           phase: "restore",
