@@ -1,12 +1,4 @@
-import {
-  closeSync,
-  fchmodSync,
-  futimesSync,
-  openSync,
-  renameSync,
-  rmSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, fchmodSync, futimesSync, openSync, rmSync, writeSync } from "node:fs";
 import { chmod, lstat, mkdir, open, rename, rm, stat, utimes } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import {
@@ -192,10 +184,11 @@ async function alreadyRestored(repo: Repository, node: FileNode, path: string): 
 
 /**
  * Restores a snapshot into `target`. Everything is written first into a hidden staging folder
- * inside the target; each file goes to a `.partial` name, is verified chunk by chunk as it is
- * written, fsynced and only then renamed. When every file is in place, the snapshot's top-level
- * entries are moved into the target. A failure therefore leaves no half-written file under a
- * final name, and running the same restore again resumes from the staging folder.
+ * inside the target, each file verified chunk by chunk as it is written, and fsynced. When every
+ * file is in place and durable, the snapshot's top-level entries are moved into the target. A
+ * failure therefore leaves nothing in the target but the staging folder, and running the same
+ * restore again resumes from it: a file found there is kept only when its size and every chunk's
+ * keyed ID check out (a file cut short by a crash, or never synced, is written again).
  * @throws {AlreadyExistsError} when a top-level entry exists in the target and `overwrite` is off
  *   (checked before anything is written).
  * @throws {IntegrityError} when the snapshot's data is damaged.
@@ -306,9 +299,11 @@ export async function restoreToDir(
 }
 
 /**
- * Writes one file at a time to `NAME.partial`, batching small chunks into 1 MiB writes (one
- * write per 4 KiB database page would be 100 000 system calls for a large one), and renames it
- * to NAME, with its mode and time, only when `commit` is called after its last verified chunk.
+ * Writes one file at a time in the staging folder, batching small chunks into 1 MiB writes (one
+ * write per 4 KiB database page would be 100 000 system calls for a large one), and gives it its
+ * mode and time when `commit` is called after its last verified chunk. Under its own name from
+ * the start: a `.partial` name and a rename added a journal operation per file and protected
+ * nothing, since a rerun checks every file it finds against the snapshot (alreadyRestored).
  *
  * Synchronous calls on purpose: writes go to the page cache and return in microseconds, while an
  * asynchronous call per write, open, chmod, utimes and rename cost a trip through the libuv
@@ -323,7 +318,7 @@ class FileWriter {
 
   open(dest: string): void {
     this.abandon();
-    this.fd = openSync(`${dest}.partial`, "w", 0o600);
+    this.fd = openSync(dest, "w", 0o600);
     this.dest = dest;
   }
 
@@ -351,7 +346,6 @@ class FileWriter {
     } finally {
       closeSync(fd);
     }
-    renameSync(`${this.dest}.partial`, this.dest!);
     this.dest = undefined;
   }
 
@@ -361,7 +355,7 @@ class FileWriter {
       try {
         closeSync(this.fd);
       } catch {}
-      rmSync(`${this.dest}.partial`, { force: true });
+      rmSync(this.dest!, { force: true });
     }
     this.fd = undefined;
     this.dest = undefined;

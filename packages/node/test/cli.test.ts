@@ -718,6 +718,9 @@ describe("restore", () => {
     const [staging] = await readdir(target);
     assert.match(staging ?? "", /^\.locket-restore-/, "the staging folder is kept for a rerun");
     assert.deepEqual(await readdir(join(target, staging, "d")), ["a.jpg"], "no partial file left");
+    // A restore killed while it wrote b.bin leaves it in the staging folder under its own name,
+    // at full size (its size first, its bytes not yet on the disk): the rerun must not keep it.
+    await writeFile(join(target, staging, "d", "b.bin"), new Uint8Array(3 << 20));
 
     await chmod(pack.path, 0o644);
     await cp(pristine, pack.path);
