@@ -27,8 +27,8 @@ if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "32";
 // the kernel's. Keeping blocks up to 32 MiB in the heap, and trimming it only past 64 MiB of free
 // space, made a 586 MiB restore 15 % faster (3.85 -> 3.3 s) and its verification 17 % (1.98 ->
 // 1.65 s), for 5-10 % more peak memory. malloc reads its settings when the process starts, so the
-// command starts itself again with them (~50 ms). Not where GLIBC_TUNABLES is set already (the
-// user's choice), on other C libraries, or with LOCKET_MALLOC_TUNING=0.
+// command starts itself again with them (~50 ms). No malloc setting where GLIBC_TUNABLES is set
+// already (the user's choice), on other C libraries, or with LOCKET_MALLOC_TUNING=0.
 // The restart also caps V8's young generation at 2 MiB semi-spaces (a flag read at start-up
 // only; v8.setFlagsFromString later changes nothing): the decoded segments these commands churn
 // through made V8 grow it to 64 MB on the main thread. Peak memory of the benchmark's 2 GB
@@ -38,11 +38,17 @@ if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "32";
 // of 376-390 MiB, time within noise (3 alternating runs each). A backup keeps malloc's defaults:
 // the tuning above added 35 MiB to its peak for no clear gain in time. A --max-semi-space-size
 // given to node still wins: it comes later on the command line.
-const MALLOC_TUNING = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
+// Both kinds of command also keep malloc to two arenas (glibc makes up to 8 per core, one per
+// thread that allocates at once, and a restore has two workers and 32 threadpool threads): the
+// benchmark's 1.8 GiB restore peaked at 273-292 instead of 306-325 MiB, in the same time (8
+// alternating pairs, medians 10.80 and 10.82 s; one arena: 259-275 MiB, but 10-15 % slower),
+// and its first backup at 302-307 instead of 309-320 MiB (3 pairs, each faster).
+const ARENAS = "glibc.malloc.arena_max=2";
+const MALLOC_TUNING = `glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864:${ARENAS}`;
 const YOUNG_GENERATION = "--max-semi-space-size=2";
 const READS_PACKS = new Set(["restore", "check", "prune", "drill"]);
 const tuneMalloc =
-  READS_PACKS.has(process.argv[2]) &&
+  (READS_PACKS.has(process.argv[2]) || process.argv[2] === "backup") &&
   process.env.GLIBC_TUNABLES === undefined &&
   process.env.LOCKET_MALLOC_TUNING !== "0" &&
   Boolean(process.report?.getReport().header.glibcVersionRuntime);
@@ -59,7 +65,9 @@ if (capYoung && typeof process.execve === "function") {
         ...process.env,
         // Set, so the command cannot start itself again (an execve failing is caught below).
         LOCKET_RESTARTED: "1",
-        ...(tuneMalloc ? { GLIBC_TUNABLES: MALLOC_TUNING } : {}),
+        ...(tuneMalloc
+          ? { GLIBC_TUNABLES: READS_PACKS.has(process.argv[2]) ? MALLOC_TUNING : ARENAS }
+          : {}),
       },
     );
   } catch {

@@ -16,7 +16,8 @@ const GLIBC = Boolean(
   (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header
     ?.glibcVersionRuntime,
 );
-const TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
+const ARENAS = "glibc.malloc.arena_max=2";
+const TUNABLES = `glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864:${ARENAS}`;
 const YOUNG = "--max-semi-space-size=2";
 
 /** Runs `locket ARGS` under the probe; returns the settings each process printed, and the run. */
@@ -97,16 +98,19 @@ describe("process tuning", () => {
     assert.deepEqual(own.processes.at(-1), { tunables: TUNABLES, pool: "3", young: YOUNG });
   });
 
-  test("backup restarts for the young generation only; GLIBC_TUNABLES set is the user's", async (t) => {
+  test("backup restarts with two malloc arenas only; GLIBC_TUNABLES set is the user's", async (t) => {
+    if (!GLIBC) return t.skip("glibc only");
     const backup = await probe(t, ["backup", "nothing"]);
     assert.deepEqual(backup.processes, [
       { tunables: null, pool: null, young: null },
-      { tunables: null, pool: null, young: YOUNG },
+      { tunables: ARENAS, pool: null, young: YOUNG },
     ]);
-    const own = await probe(t, ["check"], { GLIBC_TUNABLES: "glibc.malloc.arena_max=2" });
+    const plain = await probe(t, ["backup", "nothing"], { LOCKET_MALLOC_TUNING: "0" });
+    assert.deepEqual(plain.processes.at(-1), { tunables: null, pool: null, young: YOUNG });
+    const own = await probe(t, ["check"], { GLIBC_TUNABLES: "glibc.malloc.arena_max=4" });
     assert.deepEqual(own.processes, [
-      { tunables: "glibc.malloc.arena_max=2", pool: null, young: null },
-      { tunables: "glibc.malloc.arena_max=2", pool: null, young: YOUNG },
+      { tunables: "glibc.malloc.arena_max=4", pool: null, young: null },
+      { tunables: "glibc.malloc.arena_max=4", pool: null, young: YOUNG },
     ]);
     const other = await probe(t, ["snapshots"]);
     assert.deepEqual(other.processes, [{ tunables: null, pool: null, young: null }]);
