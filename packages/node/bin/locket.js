@@ -35,26 +35,32 @@ if (process.argv[2] === "restore") process.env.UV_THREADPOOL_SIZE ??= "32";
 // restore 442-464 -> 361-397 MiB and of its `check --read-data` 371-427 -> 292-309 MiB, time
 // within noise (4 runs each). A backup grew it to 85-92 MB with 7-25 MB in use: capped, its
 // first backup of that set peaks at 344-372 instead of 386-402 MiB and a day at 323-335 instead
-// of 376-390 MiB, time within noise (3 alternating runs each). A backup keeps malloc's defaults:
-// the tuning above added 35 MiB to its peak for no clear gain in time. A --max-semi-space-size
+// of 376-390 MiB, time within noise (3 alternating runs each). A backup does without the malloc
+// tuning above: it added 35 MiB to its peak for no clear gain in time. A --max-semi-space-size
 // given to node still wins: it comes later on the command line.
-// Both kinds of command also keep malloc to two arenas (glibc makes up to 8 per core, one per
+// `restore` and `backup` also keep malloc to two arenas (glibc makes up to 8 per core, one per
 // thread that allocates at once, and a restore has two workers and 32 threadpool threads): the
 // benchmark's 1.8 GiB restore peaked at 273-292 instead of 306-325 MiB, in the same time (8
-// alternating pairs, medians 10.80 and 10.82 s; one arena: 259-275 MiB, but 10-15 % slower),
-// and its first backup at 302-307 instead of 309-320 MiB (3 pairs, each faster).
+// alternating pairs, medians 10.80 and 10.82 s; one arena: 259-275 MiB, but slower), and its
+// first backup at 302-307 instead of 309-320 MiB (3 pairs, each faster). Not `check`: its
+// `--read-data` of the same repository was 3 % slower with two (4 pairs, each slower).
 const ARENAS = "glibc.malloc.arena_max=2";
-const MALLOC_TUNING = `glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864:${ARENAS}`;
+const MALLOC_TUNING = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
+/** The commands that start again, and the GLIBC_TUNABLES each gets. */
+const TUNABLES = {
+  restore: `${MALLOC_TUNING}:${ARENAS}`,
+  check: MALLOC_TUNING,
+  prune: MALLOC_TUNING,
+  drill: MALLOC_TUNING,
+  backup: ARENAS,
+};
 const YOUNG_GENERATION = "--max-semi-space-size=2";
-const READS_PACKS = new Set(["restore", "check", "prune", "drill"]);
 const tuneMalloc =
-  (READS_PACKS.has(process.argv[2]) || process.argv[2] === "backup") &&
+  Object.hasOwn(TUNABLES, process.argv[2]) &&
   process.env.GLIBC_TUNABLES === undefined &&
   process.env.LOCKET_MALLOC_TUNING !== "0" &&
   Boolean(process.report?.getReport().header.glibcVersionRuntime);
-const capYoung =
-  (READS_PACKS.has(process.argv[2]) || process.argv[2] === "backup") &&
-  process.env.LOCKET_RESTARTED !== "1";
+const capYoung = Object.hasOwn(TUNABLES, process.argv[2]) && process.env.LOCKET_RESTARTED !== "1";
 delete process.env.LOCKET_RESTARTED; // nothing this process starts should inherit it
 if (capYoung && typeof process.execve === "function") {
   try {
@@ -65,9 +71,7 @@ if (capYoung && typeof process.execve === "function") {
         ...process.env,
         // Set, so the command cannot start itself again (an execve failing is caught below).
         LOCKET_RESTARTED: "1",
-        ...(tuneMalloc
-          ? { GLIBC_TUNABLES: READS_PACKS.has(process.argv[2]) ? MALLOC_TUNING : ARENAS }
-          : {}),
+        ...(tuneMalloc ? { GLIBC_TUNABLES: TUNABLES[process.argv[2]] } : {}),
       },
     );
   } catch {

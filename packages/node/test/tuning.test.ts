@@ -17,7 +17,7 @@ const GLIBC = Boolean(
     ?.glibcVersionRuntime,
 );
 const ARENAS = "glibc.malloc.arena_max=2";
-const TUNABLES = `glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864:${ARENAS}`;
+const TUNABLES = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864";
 const YOUNG = "--max-semi-space-size=2";
 
 /** Runs `locket ARGS` under the probe; returns the settings each process printed, and the run. */
@@ -84,18 +84,22 @@ describe("process tuning", () => {
     assert.equal(tuned.rest, plain.rest);
   });
 
-  test("restore restarts with the tunables and a 32-thread pool; a pool size set is kept", async (t) => {
+  test("restore restarts with the tunables, two arenas and a 32-thread pool; a pool size set is kept", async (t) => {
     if (!GLIBC) return t.skip("glibc only");
     const r = await probe(t, ["restore", "latest", "--target", "out"]);
     // The probe runs before the command sets the pool size in the first process.
     assert.deepEqual(r.processes, [
       { tunables: null, pool: null, young: null },
-      { tunables: TUNABLES, pool: "32", young: YOUNG },
+      { tunables: `${TUNABLES}:${ARENAS}`, pool: "32", young: YOUNG },
     ]);
     const own = await probe(t, ["restore", "latest", "--target", "out"], {
       UV_THREADPOOL_SIZE: "3",
     });
-    assert.deepEqual(own.processes.at(-1), { tunables: TUNABLES, pool: "3", young: YOUNG });
+    assert.deepEqual(own.processes.at(-1), {
+      tunables: `${TUNABLES}:${ARENAS}`,
+      pool: "3",
+      young: YOUNG,
+    });
   });
 
   test("backup restarts with two malloc arenas only; GLIBC_TUNABLES set is the user's", async (t) => {
