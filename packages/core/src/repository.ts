@@ -643,11 +643,21 @@ export class Repository {
    * segment's start to the highest one's end), so a restore from S3 makes one request per run of
    * neighbouring segments instead of one per segment. The segment opener (see
    * useSegmentOpener) opens them and checks the blobs listed with each, so `loadBlob` need not
-   * hash those again. Segments already cached are kept. Errors surface in `loadBlob`, not here.
+   * hash those again. Segments already cached are kept, and count as requested now. Errors surface in `loadBlob`, not here.
    * @throws {RangeError} when the segments are not all in one pack.
    */
   prefetchRun(run: readonly SegmentRead[]): void {
-    const todo = run.filter((s) => !this.segments.has(segmentKey(s.loc)));
+    const todo = run.filter((s) => {
+      const key = segmentKey(s.loc);
+      const cached = this.segments.get(key);
+      if (!cached) return true;
+      // Wanted again: it leaves the cache as if requested now. A reader that goes back to a
+      // segment (a database's bases, read between pieces of media) would otherwise find it
+      // evicted by the read-ahead that came after its first request, and read it again.
+      this.segments.delete(key);
+      this.segments.set(key, cached);
+      return false;
+    });
     if (todo.length === 0) return;
     const pack = todo[0].loc.pack;
     if (todo.some((s) => s.loc.pack !== pack)) {

@@ -731,6 +731,48 @@ describe("restore", () => {
     assert.deepEqual(await readdir(target), ["d"]);
     assert.deepEqual(await diffTrees(data, join(target, "d")), []);
   });
+
+  test("a restore that fails while it writes a database and media at once leaves no partial file", async (t) => {
+    const dir = await scratch(t, "interleaved");
+    const data = join(dir, "d");
+    await mkdir(join(data, "Media"), { recursive: true });
+    // A database of ~9 MiB (2,300 pages): read in pieces between the media's (readFiles'
+    // `interleave`), so both are being written when the restore fails.
+    const db = new DatabaseSync(join(data, "chat.db"));
+    db.exec("PRAGMA journal_mode = DELETE; CREATE TABLE m (id INTEGER PRIMARY KEY, body BLOB)");
+    const insert = db.prepare("INSERT INTO m (body) VALUES (?)");
+    for (let i = 0; i < 9000; i++) insert.run(randomBytes(1000));
+    db.close();
+    for (let i = 1; i <= 4; i++) {
+      await writeFile(join(data, "Media", `VID-${i}.mp4`), randomBytes(3 << 20));
+    }
+    const env = cliEnv(join(dir, "home"));
+    await ok(["init", "--repo", join(dir, "repo")], env);
+    const { snapshot } = await ok<BackupJson>(["backup", data], env);
+    // The second video cannot be created: a folder stands in its place in the staging folder.
+    const target = join(dir, "restored");
+    const staging = join(target, `.locket-restore-${snapshot.slice(0, 16)}`);
+    await mkdir(join(staging, "d", "Media", "VID-2.mp4"), { recursive: true });
+    const failed = await fails(["restore", "latest", "--target", target], env, 1);
+    assert.ok(failed.stderr.includes("VID-2.mp4"), show(failed));
+    await assertNothingRestored(target, ["d"]);
+    // Every file left in the staging folder is whole (kept for a rerun); the database, cut off
+    // in the middle, and the files created ahead of the writer are gone.
+    const left = (await readdir(join(staging, "d"), { recursive: true })).sort();
+    assert.ok(!left.includes("chat.db"), `the partial database is gone: ${left}`);
+    for (const name of left) {
+      if (name === "Media" || name === join("Media", "VID-2.mp4")) continue;
+      assert.deepEqual(
+        await readFile(join(staging, "d", name)),
+        await readFile(join(data, name)),
+        `${name} left whole`,
+      );
+    }
+    await rm(join(staging, "d", "Media", "VID-2.mp4"), { recursive: true });
+    const r = await ok<RestoreJson>(["restore", "latest", "--target", target], env);
+    assert.equal(r.files, 5);
+    assert.deepEqual(await diffTrees(data, join(target, "d")), []);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

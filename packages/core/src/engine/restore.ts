@@ -63,6 +63,17 @@ export interface ReadFilesOptions {
    * (a restore writes it out at once). Without it, chunks stay valid as long as they are held.
    */
   readonly release?: boolean;
+  /**
+   * Read the files of small chunks (databases: a page each) alongside the others, in pieces
+   * about a quarter of a ranged read long, each side keeping pace with the other by bytes
+   * (see `readOrder`), instead of one file after the other. A database's pages keep the worker
+   * threads busy (decompression and a keyed hash per page) while the disk is nearly idle, and
+   * media the other way round: together, each hides the other's wait. Events of two files then
+   * interleave, each file's own in order; `onOrder` tells in which order the files start.
+   */
+  readonly interleave?: boolean;
+  /** Hears, before the first event, the files' indexes in the order their first events come. */
+  readonly onOrder?: (order: readonly number[]) => void;
 }
 
 /** How far ahead of the reader segments are requested. */
@@ -71,11 +82,76 @@ const READ_AHEAD_BYTES = 32 * 1024 * 1024;
 const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
 
 /**
- * The content of several files, in order, as verified chunks, each file ending with a `done`
- * event once its size checked out. Reads are planned for the whole list (see BlobReads):
- * segments are requested ahead of the reader, across file boundaries, and neighbouring segments
- * of a pack are fetched with one ranged read (S3 charges and waits per request). Each chunk is
- * checked against its keyed ID before it is yielded.
+ * The least segment cache that `interleave` needs: a piece of media is at least a chunk (often
+ * 1 MiB), and a database's segments must stay cached across it. With 4 MiB, 46 % more pack
+ * bytes were read in the test; with 8 MiB, none more.
+ */
+const INTERLEAVE_CACHE_BYTES = 8 * 1024 * 1024;
+
+/** A run of a file's content entries `[from, to)`, read one after the other. */
+interface Piece {
+  readonly file: number;
+  readonly from: number;
+  readonly to: number;
+}
+
+/** A file of at least this many chunks, averaging less than SMALL_CHUNK_BYTES, is read in pieces. */
+const MANY_CHUNKS = 256;
+const SMALL_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * The order in which `readFiles` reads the files' content entries: each file whole, one after
+ * the other; or with `pieceBytes`, the files of many small chunks (see MANY_CHUNKS) and the
+ * others as two streams, cut into pieces of about `pieceBytes` (by the files' average chunk
+ * size) and taken from whichever stream is behind the other in the share of its bytes read, so
+ * both end together. A piece never separates a delta (`deltas[f][i]`, see
+ * Repository.deltaEntries) from its base. Exported for tests.
+ */
+export function readOrder(
+  sizes: readonly number[],
+  counts: readonly number[],
+  deltas: readonly Uint8Array[],
+  pieceBytes?: number,
+): Piece[] {
+  const whole = () => counts.map((n, file) => ({ file, from: 0, to: n }));
+  if (!pieceBytes) return whole();
+  const small = counts.map((n, f) => n >= MANY_CHUNKS && sizes[f] / n < SMALL_CHUNK_BYTES);
+  const streams = [0, 1].map((s) => {
+    const files = counts.map((_, f) => f).filter((f) => small[f] === (s === 0));
+    return { files, at: 0, entry: 0, read: 0, total: files.reduce((t, f) => t + sizes[f], 0) };
+  });
+  if (streams.some((s) => s.total === 0)) return whole();
+  const pieces: Piece[] = [];
+  const [a, b] = streams;
+  while (a.at < a.files.length || b.at < b.files.length) {
+    // Whichever has read the smaller share of its bytes goes next.
+    const s =
+      b.at >= b.files.length || (a.at < a.files.length && a.read * b.total <= b.read * a.total)
+        ? a
+        : b;
+    const file = s.files[s.at];
+    const n = counts[file];
+    const per = n > 0 ? sizes[file] / n : 0;
+    let to = Math.min(n, s.entry + Math.max(1, Math.ceil(pieceBytes / Math.max(per, 1))));
+    if (to < n && deltas[file][to - 1]) to++; // its base comes with it
+    pieces.push({ file, from: s.entry, to });
+    s.read += (to - s.entry) * per;
+    s.entry = to;
+    if (to === n) {
+      s.at++;
+      s.entry = 0;
+    }
+  }
+  return pieces;
+}
+
+/**
+ * The content of several files as verified chunks, each file's in order and ending with a
+ * `done` event once its size checked out: file after file, or with `interleave` the databases
+ * alongside the media. Reads are planned for the whole list (see BlobReads): segments are
+ * requested ahead of the reader, across file boundaries, and neighbouring segments of a pack
+ * are fetched with one ranged read (S3 charges and waits per request). Each chunk is checked
+ * against its keyed ID before it is yielded.
  * @throws {IntegrityError} naming the damaged object, or when a size does not match.
  */
 export async function* readFiles(
@@ -105,39 +181,65 @@ export async function* readFiles(
     starts.push(end);
   }
   lists.length = 0;
-  // A delta's base follows it in the content list, so the plan reads both in list order.
   const all = concatAll(parts);
   parts.length = 0;
-  const reads = new BlobReads(repo, all, options);
+  const counts = files.map((_, f) => (starts[f + 1] - starts[f]) / 32);
+  const deltas = files.map((f, k) =>
+    repo.deltaEntries(all.subarray(starts[k], starts[k + 1]), f.path),
+  );
+  const pieces = readOrder(
+    files.map((f) => f.node.size),
+    counts,
+    deltas,
+    options.interleave && repo.segmentCacheBytes >= INTERLEAVE_CACHE_BYTES
+      ? readSizes(repo).maxRequestBytes / 4
+      : undefined,
+  );
+  // The IDs in reading order: a delta's base follows it, so the plan reads both in that order.
+  const inPlace = pieces.every((p, k) => p.file === k && p.from === 0 && p.to === counts[k]);
+  const ordered = inPlace
+    ? all
+    : concatAll(
+        pieces.map((p) => all.subarray(starts[p.file] + 32 * p.from, starts[p.file] + 32 * p.to)),
+      );
+  if (options.onOrder) {
+    const order: number[] = [];
+    for (const p of pieces) if (p.from === 0) order.push(p.file);
+    options.onOrder(order);
+  }
+  const reads = new BlobReads(repo, ordered, options);
   const pages = new Slabs();
+  const sizes = new Float64Array(files.length);
+  let call = 0;
   try {
-    for (let f = 0; f < files.length; f++) {
+    for (const { file: f, from, to } of pieces) {
       const { node, path } = files[f];
-      const first = starts[f] / 32;
-      const deltas = repo.deltaEntries(all.subarray(starts[f], starts[f + 1]), path);
-      let size = 0;
-      for (let i = 0; i < deltas.length; i++) {
-        const next = reads.next(first + i, deltas[i] ? BLOB_DELTA : BLOB_DATA);
+      const isDelta = deltas[f];
+      for (let i = from; i < to; i++) {
+        const next = reads.next(call++, isDelta[i] ? BLOB_DELTA : BLOB_DATA);
         let chunk = next instanceof Uint8Array ? next : await next;
-        if (deltas[i]) {
-          const id = all.subarray(32 * (first + i), 32 * (first + i + 1));
+        if (isDelta[i]) {
+          const id = ordered.subarray(32 * (call - 1), 32 * call);
           i++; // its base
-          chunk = applyDelta(chunk, await reads.next(first + i, BLOB_DATA), id, path, pages);
+          chunk = applyDelta(chunk, await reads.next(call++, BLOB_DATA), id, path, pages);
         }
-        size += chunk.length;
-        if (size > node.size) break;
+        sizes[f] += chunk.length;
+        if (sizes[f] > node.size) throw sizeMismatch(path, sizes[f], node.size);
         yield { file: f, chunk };
       }
-      if (size !== node.size) {
-        throw new IntegrityError(
-          `file ${path}: content is ${size} bytes, the snapshot records ${node.size}`,
-        );
-      }
+      if (to < counts[f]) continue;
+      if (sizes[f] !== node.size) throw sizeMismatch(path, sizes[f], node.size);
       yield { file: f, done: true };
     }
   } finally {
     reads.close();
   }
+}
+
+function sizeMismatch(path: string, size: number, recorded: number): IntegrityError {
+  return new IntegrityError(
+    `file ${path}: content is ${size} bytes, the snapshot records ${recorded}`,
+  );
 }
 
 /**

@@ -10,7 +10,7 @@ export const restore: Command = {
   summary: "restore a snapshot into a folder, verifying every byte",
   usage: "locket restore [SNAPSHOT|latest] --target DIR [--include GLOB] [--exclude GLOB]",
   help: `Restores SNAPSHOT (default: latest) into DIR. Every chunk is checked against its keyed ID
-before it is written; files are written under temporary names inside a hidden staging folder in DIR
+before it is written; files are written inside a hidden staging folder in DIR
 and moved into place only when the whole snapshot has been restored, so a failure never leaves a
 half-written file under a real name. Running the same restore again resumes: files already
 complete in the staging folder are verified and kept.
