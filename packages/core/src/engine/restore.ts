@@ -66,7 +66,8 @@ export interface ReadFilesOptions {
   /**
    * Read the files of small chunks (databases: a page each) alongside the others, in pieces
    * about a quarter of a ranged read long, each side keeping pace with the other by bytes
-   * (see `readOrder`), instead of one file after the other. A database's pages keep the worker
+   * (see `readOrder`), instead of one file after the other, where the repository suits it
+   * (see `pieceBytes`: a local one). A database's pages keep the worker
    * threads busy (decompression and a keyed hash per page) while the disk is nearly idle, and
    * media the other way round: together, each hides the other's wait. Events of two files then
    * interleave, each file's own in order; `onOrder` tells in which order the files start.
@@ -87,6 +88,20 @@ const MAX_REQUEST_BYTES = 16 * 1024 * 1024;
  * bytes were read in the test; with 8 MiB, none more.
  */
 const INTERLEAVE_CACHE_BYTES = 8 * 1024 * 1024;
+
+/**
+ * How much of a stream `interleave` reads before turning to the other (a quarter of a request),
+ * or undefined where the files are better read one after the other: with a cache under
+ * INTERLEAVE_CACHE_BYTES, and where requests cost (S3: `readGapBytes` set), since each piece
+ * of a database becomes a ranged read of its own. From S3 (the S3 benchmark, 2 alternating
+ * rounds of 2 runs) interleaving took 4.75 / 5.16 s against 4.54 / 4.39 s, with 36 requests
+ * instead of 32 (pieces of a whole request; quarters made 47): the restore there is bound by
+ * the main thread, not by the workers and the disk in turn.
+ */
+function pieceBytes(repo: Repository): number | undefined {
+  if (repo.segmentCacheBytes < INTERLEAVE_CACHE_BYTES || repo.readGapBytes > 0) return undefined;
+  return readSizes(repo).maxRequestBytes / 4;
+}
 
 /** A run of a file's content entries `[from, to)`, read one after the other. */
 interface Piece {
@@ -191,9 +206,7 @@ export async function* readFiles(
     files.map((f) => f.node.size),
     counts,
     deltas,
-    options.interleave && repo.segmentCacheBytes >= INTERLEAVE_CACHE_BYTES
-      ? readSizes(repo).maxRequestBytes / 4
-      : undefined,
+    options.interleave ? pieceBytes(repo) : undefined,
   );
   // The IDs in reading order: a delta's base follows it, so the plan reads both in that order.
   const inPlace = pieces.every((p, k) => p.file === k && p.from === 0 && p.to === counts[k]);
