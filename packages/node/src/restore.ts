@@ -8,8 +8,8 @@ import {
   rmSync,
   writeSync,
 } from "node:fs";
-import { chmod, lstat, mkdir, open, rename, rm, stat, utimes } from "node:fs/promises";
-import { dirname, join } from "node:path";
+import { chmod, lstat, mkdir, open, readdir, rename, rm, stat, utimes } from "node:fs/promises";
+import { dirname, join, relative, sep } from "node:path";
 import {
   AlreadyExistsError,
   BLOB_DELTA,
@@ -337,6 +337,7 @@ export async function restoreToDir(
   if (!opts.overwrite) await refuseExisting(target, [...placed]);
   await mkdir(target, { recursive: true });
   const staging = join(target, stagingName(snap.id));
+  const rerun = await exists(staging);
   await mkdir(staging, { recursive: true });
 
   const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
@@ -409,6 +410,15 @@ export async function restoreToDir(
     await opener?.abandon();
     await syncer.settle();
   }
+  // An earlier run may have left what this one does not restore (another filter, or a file it
+  // was writing when killed): it must not move into the target with the rest.
+  if (rerun) {
+    const wanted = new Set([
+      ...files.map((f) => f.path.join("/")),
+      ...dirTimes.map((d) => relative(staging, d.path).split(sep).join("/")),
+    ]);
+    await removeUnwanted(staging, wanted);
+  }
   await syncer.done();
   // Deepest folders first, so setting a child's time does not disturb its parent's.
   for (const d of dirTimes.reverse()) {
@@ -423,6 +433,16 @@ export async function restoreToDir(
   await rm(staging, { recursive: true, force: true });
   await fsyncPath(target);
   return result;
+}
+
+/** Removes every entry under `root` whose path from it (`/`-separated) is not in `wanted`. */
+async function removeUnwanted(root: string, wanted: ReadonlySet<string>): Promise<void> {
+  for (const entry of await readdir(root, { recursive: true, withFileTypes: true })) {
+    const path = join(entry.parentPath, entry.name);
+    if (!wanted.has(relative(root, path).split(sep).join("/"))) {
+      await rm(path, { recursive: true, force: true });
+    }
+  }
 }
 
 /**

@@ -732,6 +732,37 @@ describe("restore", () => {
     assert.deepEqual(await diffTrees(data, join(target, "d")), []);
   });
 
+  test("a rerun with a narrower filter moves nothing an earlier run left in the staging folder", async (t) => {
+    const dir = await scratch(t, "leftovers");
+    const data = join(dir, "d");
+    await mkdir(join(data, "sub"), { recursive: true });
+    await writeFile(join(data, "a.jpg"), randomBytes(100_000));
+    await writeFile(join(data, "b.bin"), randomBytes(200_000));
+    await writeFile(join(data, "sub", "c.txt"), "c");
+    const env = cliEnv(join(dir, "home"));
+    await ok(["init", "--repo", join(dir, "repo")], env);
+    const { snapshot } = await ok<BackupJson>(["backup", data], env);
+    // A whole restore killed midway: b.bin half-written, a file of an older version's naming.
+    const target = join(dir, "restored");
+    const staging = join(target, `.locket-restore-${snapshot.slice(0, 16)}`);
+    await mkdir(join(staging, "d", "sub"), { recursive: true });
+    await writeFile(join(staging, "d", "b.bin"), randomBytes(100_000));
+    await writeFile(join(staging, "d", "b.bin.partial"), randomBytes(10));
+    await writeFile(join(staging, "d", "sub", "c.txt"), "not c");
+
+    const r = await ok<RestoreJson>(
+      ["restore", "latest", "--target", target, "--include", "a.jpg"],
+      env,
+    );
+    assert.equal(r.files, 1);
+    assert.deepEqual(await readdir(target), ["d"]);
+    assert.deepEqual(await readdir(join(target, "d")), ["a.jpg"], "only what this restore holds");
+    assert.deepEqual(
+      await readFile(join(target, "d", "a.jpg")),
+      await readFile(join(data, "a.jpg")),
+    );
+  });
+
   test("a restore that fails while it writes a database and media at once leaves no partial file", async (t) => {
     const dir = await scratch(t, "interleaved");
     const data = join(dir, "d");
