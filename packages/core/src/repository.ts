@@ -643,7 +643,8 @@ export class Repository {
    * segment's start to the highest one's end), so a restore from S3 makes one request per run of
    * neighbouring segments instead of one per segment. The segment opener (see
    * useSegmentOpener) opens them and checks the blobs listed with each, so `loadBlob` need not
-   * hash those again. Segments already cached are kept, and count as requested now. Errors surface in `loadBlob`, not here.
+   * hash those again. Segments already cached are kept, and count as requested now. Errors
+   * surface in `loadBlob`, not here.
    * @throws {RangeError} when the segments are not all in one pack.
    */
   prefetchRun(run: readonly SegmentRead[]): void {

@@ -340,12 +340,14 @@ export async function restoreToDir(
   const rerun = await exists(staging);
   await mkdir(staging, { recursive: true });
 
-  const dirTimes: { path: string; mtimeMs: number; mode: number }[] = [];
+  /** The folders restored: where (`path`), and their path in the snapshot (`name`, `/`-separated). */
+  const dirTimes: { path: string; name: string; mtimeMs: number; mode: number }[] = [];
   for (const { path, node } of folders) {
-    if (needed && !needed.has(path.join("/"))) continue;
+    const name = path.join("/");
+    if (needed && !needed.has(name)) continue;
     const dest = join(staging, ...path);
     await mkdir(dest, { recursive: true });
-    dirTimes.push({ path: dest, mtimeMs: node.mtimeMs, mode: node.mode });
+    dirTimes.push({ path: dest, name, mtimeMs: node.mtimeMs, mode: node.mode });
     result.dirs++;
   }
   // Durable before anything appears in the target: each file is fsynced in the background as
@@ -413,10 +415,7 @@ export async function restoreToDir(
   // An earlier run may have left what this one does not restore (another filter, or a file it
   // was writing when killed): it must not move into the target with the rest.
   if (rerun) {
-    const wanted = new Set([
-      ...files.map((f) => f.path.join("/")),
-      ...dirTimes.map((d) => relative(staging, d.path).split(sep).join("/")),
-    ]);
+    const wanted = new Set([...files.map((f) => f.path.join("/")), ...dirTimes.map((d) => d.name)]);
     await removeUnwanted(staging, wanted);
   }
   await syncer.done();
