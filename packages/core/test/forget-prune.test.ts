@@ -608,6 +608,51 @@ describe("prune", () => {
     });
   }
 
+  it("condemns a pack in no index that no backup can adopt (damaged), deletes it after the delay, and leaves adoptable ones to the next backup", async () => {
+    const storage = new CrashingStorage();
+    await Repository.init(storage, p, KEY);
+    const kept = await backupSpec(storage, { a: randomBytes(300_000, 7) });
+    // An interrupted backup: its pack stored, no index naming it (adoptable).
+    storage.crashOn = { method: "save", kind: "index", after: 0 };
+    const interrupted = { b: randomBytes(300_000, 8) };
+    await assert.rejects(backupSpec(storage, interrupted), StorageError);
+    // A pack-named object whose header does not read (damaged, or not this repository's).
+    const damaged = toHex(randomBytes(32, 9));
+    await storage.save("data", damaged, randomBytes(100_000, 10));
+    const names = async () => {
+      const out = new Set<string>();
+      for await (const { name } of storage.list("data")) out.add(name);
+      return out;
+    };
+    const before = await names();
+
+    const t0 = Date.now();
+    const first = await prune(await open(storage), { now: () => new Date(t0) });
+    assert.equal(first.damagedPacks, 1, JSON.stringify(first));
+    assert.equal(first.condemnedPacks, 1, "only the damaged pack is condemned");
+    assert.equal(first.deletedPacks, 0, "not before the delay");
+    assert.deepEqual(await names(), before);
+    assert.equal((await open(storage)).condemned.get(damaged)?.entries.length, 0);
+    // check --read-data warns of it and does not read it (nothing in it to verify).
+    const report = await check(await Repository.open(storage, p, KEY), { readData: true });
+    assert.deepEqual(report.errors, []);
+    const note = report.warnings.find((w) => w.object === `data/${damaged}`);
+    assert.match(note?.message ?? "", /damaged: a prune condemned it/);
+    assert.equal(report.packsRead, before.size - 1);
+
+    // The next backup adopts the interrupted backup's pack, not the condemned damaged one.
+    const next = await backupSpec(storage, interrupted);
+    assert.equal(next.adoptedPacks, 1);
+    const second = await prune(await open(storage), { now: () => new Date(t0 + DAY) });
+    assert.equal(second.damagedPacks, 0);
+    assert.equal(second.deletedPacks, 1, JSON.stringify(second));
+    assert.ok(!(await names()).has(damaged), "the damaged pack is deleted");
+    await restoresExactly(storage, kept.id, { a: randomBytes(300_000, 7) });
+    await restoresExactly(storage, next.id, interrupted);
+    await assertClean(storage);
+    assert.equal((await open(storage)).condemned.size, 0);
+  });
+
   it("a pack listed by two index files is one live pack, even for a prune with no delay", async () => {
     const { storage, specs, ids } = await forgottenRepo();
     // As a prune stopped before removing the old index files leaves it: every pack listed twice.

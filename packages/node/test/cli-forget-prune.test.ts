@@ -3,12 +3,13 @@
  * policy, the two phases of prune, and a repository that still checks and restores afterwards.
  */
 import assert from "node:assert/strict";
-import { readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
+import { randomBytes } from "node:crypto";
+import { mkdir, readdir, rm, stat, utimes, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { test } from "node:test";
 import { diffTrees } from "../src/compare.ts";
 import { simulateDay, writeDemoData } from "../src/demo-data.ts";
-import { cliEnv, fails, ok, scratch } from "./harness.ts";
+import { cliEnv, fails, locket, ok, scratch } from "./harness.ts";
 
 interface Decision {
   readonly id: string;
@@ -22,6 +23,7 @@ interface ForgetJson {
 }
 interface PruneJson {
   readonly condemnedPacks: number;
+  readonly damagedPacks: number;
   readonly deletedPacks: number;
   readonly deletedBytes: number;
   readonly waitingPacks: number;
@@ -76,8 +78,20 @@ test("forget --keep-last, then prune in two phases: space comes back, the rest r
   await writeFile(fresh, "y");
   const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3_600_000);
   await utimes(stale, twoDaysAgo, twoDaysAgo);
+  // A pack-named file in no index whose header does not read: no backup adopts it.
+  const damagedName = randomBytes(32).toString("hex");
+  const damaged = join(repo, "data", damagedName.slice(0, 2), damagedName);
+  await mkdir(join(repo, "data", damagedName.slice(0, 2)), { recursive: true });
+  await writeFile(damaged, randomBytes(50_000));
   const dryPrune = await ok<PruneJson>(["prune", "--dry-run"], env);
   assert.equal(dryPrune.staleRemoved, 0, "a dry run removes nothing");
+  assert.equal(dryPrune.damagedPacks, 1);
+  const dryText = await locket(["prune", "--dry-run"], env);
+  assert.equal(dryText.status, 0);
+  assert.match(
+    dryText.stdout,
+    /1 of them in no index and damaged \(no backup can adopt them\): would be condemned/,
+  );
 
   const before = await sizeOf(repo);
   const phase1 = await ok<PruneJson>(["prune"], env);
@@ -85,11 +99,14 @@ test("forget --keep-last, then prune in two phases: space comes back, the rest r
   assert.deepEqual(await readdir(join(repo, "tmp")), ["being-written"]);
   await rm(fresh);
   assert.ok(phase1.condemnedPacks > 0, "the first phase condemns");
+  assert.equal(phase1.damagedPacks, 1, "the damaged pack too");
   assert.equal(phase1.deletedPacks, 0, "and deletes nothing");
-  await ok(["check", "--read-data"], env);
+  const checked = await ok(["check", "--read-data"], env);
+  assert.match(checked.stderr, /pack was in no index and damaged: a prune condemned it/);
   const phase2 = await ok<PruneJson>(["prune", "--keep-delete", "0"], env);
   assert.ok(phase2.deletedPacks >= phase1.waitingPacks);
   assert.equal(phase2.waitingPacks, 0);
+  await assert.rejects(stat(damaged), { code: "ENOENT" }, "the damaged pack is deleted");
   const after = await sizeOf(repo);
   t.diagnostic(`repository ${before} B → ${after} B`);
   assert.ok(after < before, `${before} → ${after}`);

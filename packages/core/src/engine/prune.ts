@@ -1,5 +1,5 @@
 import { concatAll, fromHex, toHex } from "../bytes.ts";
-import { IntegrityError, UsageError } from "../errors.ts";
+import { IntegrityError, LocketError, UsageError } from "../errors.ts";
 import {
   type CondemnedPack,
   entriesOf,
@@ -65,9 +65,14 @@ export interface PruneReport {
   /** Packs whose used blobs were copied into new packs; the old ones are condemned. */
   readonly repackedPacks: number;
   readonly newPacks: number;
-  /** Packs condemned by this run (nothing needs them, or they were repacked). */
+  /** Packs condemned by this run (nothing needs them, or they were repacked, or damaged leftovers). */
   readonly condemnedPacks: number;
   readonly condemnedBytes: number;
+  /**
+   * Of `condemnedPacks`: packs no index names whose header does not read (damaged, or not this
+   * repository's), which no backup adopts; condemned with no entries.
+   */
+  readonly damagedPacks: number;
   /** Condemned packs that a newer snapshot needs again: live once more. */
   readonly recoveredPacks: number;
   /** Condemned packs deleted by this run, and their bytes: the space reclaimed now. */
@@ -178,6 +183,18 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     condemnPack(x.pack, x.name);
     partlyUnused -= x.unused;
   }
+  // A pack no index names (live or condemned) is left by an interrupted backup or prune, and the
+  // next backup adopts it, unless its header does not read as adoption reads it: damaged, or
+  // not this repository's. No backup adopts that one and nothing can refer to it: it is
+  // condemned with no entries, and goes as every condemned pack goes (after `keepDeleteMs`).
+  let damagedPacks = 0;
+  for (const [name, size] of stored) {
+    if (repo.packs.has(name) || repo.condemned.has(name)) continue;
+    if (await unadoptable(repo, name, size)) {
+      condemnPack({ packId: fromHex(name), entries: [] }, name);
+      damagedPacks++;
+    }
+  }
   let recoveredPacks = 0;
   const waiting: CondemnedPack[] = [];
   const expired: string[] = [];
@@ -226,6 +243,7 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     newPacks: extra.newPacks,
     condemnedPacks: condemn.length,
     condemnedBytes,
+    damagedPacks,
     recoveredPacks,
     deletedPacks: expired.length + deleteNow.length,
     deletedBytes,
@@ -309,6 +327,21 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     opts.onProgress?.({ phase: "delete", done: ++deleted, total: toDelete });
   }
   return report({ newPacks: packer.storedEncoded.length, repackedBytes, written });
+}
+
+/**
+ * Whether leftover pack `name` cannot be adopted: its header does not read as a backup's
+ * adoption reads it (Repository.readStoredPackHeader) for lack of integrity. A pack that could
+ * not be read at all (gone meanwhile, storage failing) is not judged.
+ */
+async function unadoptable(repo: Repository, name: string, size: number): Promise<boolean> {
+  try {
+    await repo.readStoredPackHeader(name, size);
+    return false;
+  } catch (err) {
+    if (!(err instanceof LocketError)) throw err;
+    return err.code === "integrity";
+  }
 }
 
 /**

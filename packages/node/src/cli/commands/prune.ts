@@ -27,7 +27,8 @@ It never locks out backups, in two phases:
 
   1. a pack nothing needs is condemned: no longer used for deduplication, still readable;
      a pack that is mostly unused has its needed parts copied into a new pack, then is
-     condemned;
+     condemned; so is a pack that no index names and that no backup can adopt (damaged,
+     or not this repository's: 'locket check' warns of it);
   2. a later prune deletes packs condemned at least --keep-delete ago, unless a backup that
      ran alongside the first phase has come to need one again (then it is kept).
 
@@ -76,13 +77,18 @@ Examples:
     });
     ctx.progress.done();
     const would = dryRun ? "would " : "";
+    const condemned = dryRun ? "would be condemned" : "condemned";
     ctx.say(`${report.snapshots} snapshot(s) need ${report.usedBlobs} blobs`);
     ctx.say(
-      `${report.keptPacks} pack(s) kept; ${report.condemnedPacks} ${would}condemned (${bytes(report.condemnedBytes)})` +
+      `${report.keptPacks} pack(s) kept; ${report.condemnedPacks} ${condemned} (${bytes(report.condemnedBytes)})` +
         (report.repackedPacks
           ? `, of which ${report.repackedPacks} repacked (${bytes(report.repackedBytes)} copied into ${dryRun ? "new" : report.newPacks} pack(s))`
           : ""),
     );
+    if (report.damagedPacks)
+      ctx.say(
+        `${report.damagedPacks} of them in no index and damaged (no backup can adopt them): ${condemned} like the others`,
+      );
     if (report.recoveredPacks)
       ctx.say(`${report.recoveredPacks} condemned pack(s) needed again by a newer snapshot: kept`);
     ctx.say(
