@@ -32,6 +32,7 @@ export * from "./format/pack.ts";
 export * from "./format/payload.ts";
 export * from "./format/snapshot.ts";
 export * from "./format/tree.ts";
+export * from "./map-concurrent.ts";
 export * from "./repository.ts";
 export * from "./segment-opener.ts";
 export * from "./storage/memory.ts";

@@ -66,6 +66,7 @@ import {
   type Tree,
   type TreeNode,
 } from "./format/tree.ts";
+import { mapConcurrent } from "./map-concurrent.ts";
 import {
   checkName,
   localSegmentOpener,
@@ -80,6 +81,8 @@ import type { Storage } from "./storage/storage.ts";
  * pack a writer makes (~16 MiB, one more segment, the header).
  */
 const MAX_LEFTOVER_LOAD_BYTES = 64 * 1024 * 1024;
+/** Index files or snapshots read at once (each a request over S3; they are small). */
+const METADATA_READS = 8;
 
 /** A blob a reader will take, by ID (32 bytes), with its location. */
 export interface BlobRef {
@@ -446,14 +449,11 @@ export class Repository {
     opener: IndexOpener<P>,
     names?: readonly string[],
   ): Promise<{ name: string; file: IndexFile<P> }[]> {
-    const files: { name: string; file: IndexFile<P> }[] = [];
-    const open = async (name: string) => {
+    const all = names ? [...names] : await this.listNames("index");
+    return mapConcurrent(all, METADATA_READS, async (name) => {
       const bytes = await this.loadVerified("index", name);
-      files.push({ name, file: await opener(this.p, this.keys, bytes, `index/${name}`) });
-    };
-    if (names) for (const name of [...names]) await open(name);
-    else for await (const { name } of this.storage.list("index")) await open(name);
-    return files;
+      return { name, file: await opener(this.p, this.keys, bytes, `index/${name}`) };
+    });
   }
 
   /**
@@ -1003,17 +1003,35 @@ export class Repository {
    * which snapshots were forgotten (one still in storage after an interrupted forget is left out).
    */
   async snapshots(): Promise<SnapshotRef[]> {
-    await this.loadIndex();
+    // Read while the index loads, METADATA_READS at a time: over S3 each is a round trip, and a
+    // year of daily snapshots read one after the other took seconds. Which were forgotten is
+    // known once the index is: those are dropped then, read or not, whatever their reading gave.
+    const read = this.listNames("snapshots").then((names) =>
+      mapConcurrent(names, METADATA_READS, async (name) => {
+        try {
+          const bytes = await this.loadVerified("snapshots", name);
+          const snapshot = await openSnapshot(this.p, this.keys, bytes, `snapshots/${name}`);
+          return { name, snapshot };
+        } catch (error) {
+          return { name, error };
+        }
+      }),
+    );
+    const [results] = await Promise.all([read, this.loadIndex()]);
     const out: SnapshotRef[] = [];
-    for await (const { name } of this.storage.list("snapshots")) {
-      if (this.forgottenSnapshots.has(name)) continue;
-      const bytes = await this.loadVerified("snapshots", name);
-      out.push({
-        id: name,
-        snapshot: await openSnapshot(this.p, this.keys, bytes, `snapshots/${name}`),
-      });
+    for (const r of results) {
+      if (this.forgottenSnapshots.has(r.name)) continue;
+      if ("error" in r) throw r.error;
+      out.push({ id: r.name, snapshot: r.snapshot });
     }
     return out.sort((a, b) => a.snapshot.seq - b.snapshot.seq || (a.id < b.id ? -1 : 1));
+  }
+
+  /** The names of every object of `kind`, in the order storage lists them. */
+  private async listNames(kind: "index" | "snapshots"): Promise<string[]> {
+    const names: string[] = [];
+    for await (const { name } of this.storage.list(kind)) names.push(name);
+    return names;
   }
 
   /**

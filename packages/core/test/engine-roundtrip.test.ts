@@ -304,6 +304,34 @@ describe("snapshots", () => {
     for (const s of all) assert.equal(toHex(p.sha256(await storage.load("snapshots", s.id))), s.id);
   });
 
+  it("are read several at a time, while the index loads, and listed in order", async () => {
+    const { storage, repo } = await newRepo();
+    const ids: string[] = [];
+    for (let i = 0; i < 12; i++) ids.push((await run(repo, { "a.txt": utf8(`v${i}`) })).id);
+    // Each load of an index file or snapshot takes a few timer turns: count how many overlap.
+    let inFlight = 0;
+    const peak = { index: 0, snapshots: 0, both: 0 };
+    const load = storage.load.bind(storage);
+    storage.load = async (kind, name, offset, length) => {
+      if (kind !== "index" && kind !== "snapshots") return load(kind, name, offset, length);
+      inFlight++;
+      peak[kind] = Math.max(peak[kind], inFlight);
+      try {
+        for (let t = 0; t < 3; t++) await new Promise((r) => setTimeout(r, 1));
+        return await load(kind, name, offset, length);
+      } finally {
+        inFlight--;
+      }
+    };
+    const all = await (await reopen(storage)).snapshots();
+    assert.deepEqual(
+      all.map((s) => s.id),
+      ids,
+    );
+    assert.ok(peak.snapshots >= 8, `snapshots read at once: ${peak.snapshots}`);
+    assert.ok(peak.index >= 2, `index files read at once: ${peak.index}`);
+  });
+
   it("findSnapshot resolves latest, full IDs and unique prefixes", async () => {
     const { storage, repo } = await newRepo();
     await assert.rejects(repo.findSnapshot("latest"), NotFoundError);

@@ -255,6 +255,14 @@ describe("forget", () => {
       (await (await open(storage)).snapshots()).map((s) => s.id),
       [ids[1], ids[2]],
     );
+    // Read or not, a forgotten snapshot left behind is not looked at, even when damaged.
+    const left = await storage.load("snapshots", ids[0]);
+    await storage.save("snapshots", ids[0], left.subarray(0, left.length - 1));
+    assert.deepEqual(
+      (await (await open(storage)).snapshots()).map((s) => s.id),
+      [ids[1], ids[2]],
+    );
+    await storage.save("snapshots", ids[0], left);
     const report = await check(await Repository.open(storage, p, KEY));
     assert.deepEqual(report.errors, []);
     assert.match(report.warnings.map((w) => w.message).join("\n"), /forgotten but not yet removed/);

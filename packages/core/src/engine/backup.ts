@@ -123,9 +123,12 @@ export async function backup(
     names.add(r.name);
   }
   const started = (opts.now ?? (() => new Date()))();
-  await repo.loadIndex();
-  const adopted = await repo.adoptUnindexedPacks();
-  const history = await repo.checkedSnapshots(opts.minSeq ?? 0);
+  // The packs an interrupted backup left are listed while the snapshots are read (over S3 each
+  // step is a round trip or more).
+  const [adopted, history] = await Promise.all([
+    repo.loadIndex().then(() => repo.adoptUnindexedPacks()),
+    repo.checkedSnapshots(opts.minSeq ?? 0),
+  ]);
 
   const packer = new Packer(repo);
   /** Databases' page-base work still finishing (memo and image): awaited before returning. */
