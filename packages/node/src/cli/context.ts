@@ -18,6 +18,7 @@ import { type Defaults, Device, locketCache, locketHome, type RepoState } from "
 import { FsPageBaseStore } from "../page-bases.ts";
 import { readPassword } from "../password-input.ts";
 import { nodePrimitives } from "../primitives.ts";
+import { CachedStorage } from "../storage/cached.ts";
 import { FsStorage } from "../storage/fs.ts";
 import type { S3ExclusiveMode, S3StorageOptions } from "../storage/s3.ts";
 import { WorkerChunker } from "../workers/chunker.ts";
@@ -214,8 +215,16 @@ export class Context {
    * @throws {WrongPasswordError} / {GuessLimitError} from the vault.
    * @throws {WrongKeyError} when the key does not open the repository.
    */
-  async openRepo(): Promise<{ repo: Repository; state: RepoState; chunker: FileChunker }> {
-    const { location, storage, repoId, state: known, configBytes } = await this.repoState();
+  async openRepo(
+    options: { readonly cache?: boolean } = {},
+  ): Promise<{ repo: Repository; state: RepoState; chunker: FileChunker }> {
+    const { location, storage: direct, repoId, state: known, configBytes } = await this.repoState();
+    // A remote repository's index files and snapshots are kept on this device (CachedStorage),
+    // unless LOCKET_OBJECT_CACHE=0; `check` reads them from the storage itself.
+    const storage =
+      isS3Location(location) && options.cache !== false && this.env.LOCKET_OBJECT_CACHE !== "0"
+        ? new CachedStorage(direct, join(locketCache(this.env), "objects", repoId))
+        : direct;
     const typed = this.str("recovery-key") ?? this.env.LOCKET_RECOVERY_KEY;
     let rootKey: Uint8Array;
     if (typed) rootKey = parseRecoveryKey(typed);

@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, type TestContext, test } from "node:test";
 import type { S3Client } from "@aws-sdk/client-s3";
@@ -128,6 +128,25 @@ describe("locket with an s3:// repository on Ceph RGW", () => {
     const { target, result } = await restoreOnNewDevice(t, repo, init.recoveryKey);
     assert.equal(result.snapshot, second.snapshot);
     assert.deepEqual(await diffTrees(data, target), [], "every file is byte-identical");
+
+    // This device kept copies of the index files and snapshots it read or wrote (CachedStorage).
+    const copies = join(home, "cache", "objects", init.repositoryId);
+    const inBucket = async (kind: string) =>
+      (await listKeys(admin, bucket, `story/${kind}/`)).map((k) => k.key.split("/").pop()).sort();
+    assert.deepEqual(
+      (await readdir(join(copies, "snapshots"))).sort(),
+      await inBucket("snapshots"),
+    );
+    assert.deepEqual((await readdir(join(copies, "index"))).sort(), await inBucket("index"));
+    // A snapshot damaged in the bucket: commands use the copy; check reads the bucket and says so.
+    const { PutObjectCommand } = await import("@aws-sdk/client-s3");
+    await admin.send(
+      new PutObjectCommand({ Bucket: bucket, Key: `story/snapshots/${first.snapshot}`, Body: "x" }),
+    );
+    const listed = await ok<{ snapshots: unknown[] }>(["snapshots"], e);
+    assert.equal(listed.snapshots.length, 2);
+    const checked = await fails(["check"], e, 3, RUN);
+    assert.match(show(checked), new RegExp(`snapshots/${first.snapshot}`));
   });
 
   test("--s3-endpoint and --s3-region work as flags too", async (t) => {

@@ -19,7 +19,9 @@ Options:
       --read-data          read and verify all data, not only the structure`,
   options: { "read-data": { type: "boolean" } },
   async run(ctx) {
-    const { repo, state } = await ctx.openRepo();
+    // From the storage itself, not this device's copies of a remote repository's index files
+    // and snapshots: a check verifies what the repository holds.
+    const { repo, state } = await ctx.openRepo({ cache: false });
     const report = await runCheck(repo, {
       readData: ctx.values["read-data"] === true,
       minSeq: state.lastSeq,
