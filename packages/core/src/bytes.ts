@@ -221,8 +221,9 @@ export class ByteWriter {
   private buf: Uint8Array;
   private view: DataView;
   length = 0;
-  constructor(initial = 1024) {
-    this.buf = new Uint8Array(initial);
+  /** `initial`: the capacity to start with, or a buffer to write into (its bytes are overwritten). */
+  constructor(initial: number | ArrayBuffer = 1024) {
+    this.buf = typeof initial === "number" ? new Uint8Array(initial) : new Uint8Array(initial);
     this.view = new DataView(this.buf.buffer);
   }
   private reserve(n: number): void {

@@ -73,7 +73,7 @@ import {
   type SegmentOpener,
   type SegmentToOpen,
 } from "./segment-opener.ts";
-import { BufferedObjectWriter, PackWriter } from "./storage/object-writer.ts";
+import { BufferedObjectWriter, PackWriter, SpareBuffers } from "./storage/object-writer.ts";
 import type { Storage } from "./storage/storage.ts";
 
 /**
@@ -224,6 +224,8 @@ export class Repository {
    * (the day-2 database's restore, 7 alternating pairs: medians 2.41 against 2.26 s).
    */
   readGapBytes = 0;
+  /** Buffers of packs saved whole (storage without `createWriter`: S3), for the next packs. */
+  private readonly spareBuffers = new SpareBuffers();
   /** The logs of the readers that free evicted payloads (see `trackEvictions`). */
   private readonly evictionLogs = new Set<EvictionLog>();
 
@@ -966,7 +968,7 @@ export class Repository {
   async createPackWriter(sizeHint?: number): Promise<PackWriter> {
     const target = this.storage.createWriter
       ? await this.storage.createWriter("data")
-      : new BufferedObjectWriter(this.storage, "data", sizeHint);
+      : new BufferedObjectWriter(this.storage, "data", sizeHint, this.spareBuffers);
     return new PackWriter(this.p, target);
   }
 

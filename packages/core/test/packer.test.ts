@@ -15,6 +15,7 @@ import { openIndex, sealIndex } from "../src/format/index-file.ts";
 import { readTrailerLength } from "../src/format/pack.ts";
 import { Repository } from "../src/repository.ts";
 import { MemoryStorage } from "../src/storage/memory.ts";
+import { BufferedObjectWriter, SpareBuffers } from "../src/storage/object-writer.ts";
 import type { ObjectKind, ObjectWriter } from "../src/storage/storage.ts";
 import { FILE_MODE, MTIME, names, p, randomBytes, restoreToMemory, sourceTree } from "./helpers.ts";
 import { storageConformance } from "./storage-conformance.ts";
@@ -181,5 +182,35 @@ describe("Packer writing packs in parts", () => {
     );
     assert.equal(parts.aborted, 1);
     assert.deepEqual(await names(parts, "data"), []);
+  });
+});
+
+describe("BufferedObjectWriter with spare buffers", () => {
+  it("reuses a saved object's buffer for the next object, and every object keeps its bytes", async () => {
+    const storage = new MemoryStorage();
+    const spare = new SpareBuffers(1);
+    const objects = [randomBytes(300_000, 1), randomBytes(200_000, 2), randomBytes(250_000, 3)];
+    for (const [k, bytes] of objects.entries()) {
+      const writer = new BufferedObjectWriter(storage, "data", 300_000, spare);
+      if (k > 0) assert.equal(spare.take(1), undefined, "the spare buffer went to this writer");
+      await writer.write(bytes.subarray(0, 1000), bytes.subarray(1000));
+      await writer.commit(toHex(randomBytes(32, 10 + k)));
+    }
+    for (const [k, bytes] of objects.entries()) {
+      assert.deepEqual(await storage.load("data", toHex(randomBytes(32, 10 + k))), bytes);
+    }
+    const kept = spare.take(300_000);
+    assert.ok(kept && kept.byteLength >= 300_000, "the last buffer was kept");
+    assert.equal(spare.take(1), undefined, "at most one kept");
+  });
+
+  it("keeps no buffer whose save failed", async () => {
+    const storage = new MemoryStorage();
+    storage.failAfter = 0;
+    const spare = new SpareBuffers();
+    const writer = new BufferedObjectWriter(storage, "data", 100_000, spare);
+    await writer.write(randomBytes(100_000, 4));
+    await assert.rejects(writer.commit(toHex(randomBytes(32, 5))), StorageError);
+    assert.equal(spare.take(1), undefined);
   });
 });

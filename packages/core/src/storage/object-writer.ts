@@ -1,23 +1,55 @@
-import { ByteWriter, releaseBuffer } from "../bytes.ts";
+import { ByteWriter, releasable, releaseWhole } from "../bytes.ts";
 import type { Primitives } from "../crypto/primitives.ts";
 import { StorageError } from "../errors.ts";
 import { packName } from "../format/pack.ts";
 import type { ObjectKind, ObjectWriter, Storage } from "./storage.ts";
 
 /**
+ * Buffers of objects saved by BufferedObjectWriters, kept for the next ones (at most `max`; the
+ * rest are released at once). A pack buffered for S3 took a fresh 16-20 MiB buffer whose pages
+ * the kernel faulted in and zeroed, every pack: reused, a first backup to S3 took ~0.5 s less
+ * CPU of ~5 s and peaked ~20 MiB lower (docs/benchmarks-log.md). A Repository has one.
+ */
+export class SpareBuffers {
+  readonly #buffers: ArrayBuffer[] = [];
+  readonly #max: number;
+
+  constructor(max = 2) {
+    this.#max = max;
+  }
+
+  /** A kept buffer of at least `bytes`, if there is one; it is the caller's now. */
+  take(bytes: number): ArrayBuffer | undefined {
+    const i = this.#buffers.findIndex((b) => b.byteLength >= bytes);
+    return i < 0 ? undefined : this.#buffers.splice(i, 1)[0];
+  }
+
+  /** Keeps `buffer` (the giver holds no view of it any more), or releases it when full. */
+  give(buffer: ArrayBufferLike): void {
+    if (this.#buffers.length < this.#max && releasable(buffer)) this.#buffers.push(buffer);
+    else releaseWhole(buffer);
+  }
+}
+
+/**
  * `Storage.createWriter` for a backend without it: the object is copied into memory as it is written
- * and saved whole at `commit`. The buffer is released once saved.
+ * and saved whole at `commit`. The buffer goes to `spare` once saved (or is released).
  */
 export class BufferedObjectWriter implements ObjectWriter {
   private readonly storage: Storage;
   private readonly kind: ObjectKind;
+  private readonly spare: SpareBuffers | undefined;
   private buffer: ByteWriter | undefined;
 
-  /** `sizeHint`: the size the object will probably reach, so the buffer rarely regrows. */
-  constructor(storage: Storage, kind: ObjectKind, sizeHint = 64 * 1024) {
+  /**
+   * `sizeHint`: the size the object will probably reach, so the buffer rarely regrows; `spare`:
+   * where its buffer comes from when one is large enough, and goes once the object is saved.
+   */
+  constructor(storage: Storage, kind: ObjectKind, sizeHint = 64 * 1024, spare?: SpareBuffers) {
     this.storage = storage;
     this.kind = kind;
-    this.buffer = new ByteWriter(sizeHint);
+    this.spare = spare;
+    this.buffer = new ByteWriter(spare?.take(sizeHint) ?? sizeHint);
   }
 
   async write(...parts: Uint8Array[]): Promise<void> {
@@ -31,9 +63,14 @@ export class BufferedObjectWriter implements ObjectWriter {
     const bytes = buffer.finish();
     try {
       await this.storage.save(this.kind, name, bytes);
-    } finally {
-      releaseBuffer(new Uint8Array(bytes.buffer)); // the whole buffer, which only this held
+    } catch (err) {
+      // Not kept: a request that failed might in principle still read it.
+      releaseWhole(bytes.buffer);
+      throw err;
     }
+    // Storage.save is done with `data` once it settles; only this held the buffer.
+    if (this.spare) this.spare.give(bytes.buffer);
+    else releaseWhole(bytes.buffer);
   }
 
   async abort(): Promise<void> {

@@ -38,6 +38,7 @@ export interface Storage {
    * object or none of it, and it survives a crash or power loss (local: temp file, fsync,
    * rename, fsync of the folder). Saving a name that exists replaces it, unless `exclusive`.
    * Names are lowercase hex (64 digits), except the single object of kind "config", named "config".
+   * `data` is the caller's again once the call settles: a backend that keeps it copies it.
    * @throws {AlreadyExistsError} when `exclusive` is set and the object exists.
    * @throws {StorageError} on any I/O failure; nothing partial is left visible under `name`.
    */
