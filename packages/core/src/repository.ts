@@ -466,11 +466,17 @@ export class Repository {
   applyIndexFiles<P extends PackListing>(
     files: readonly { name: string; file: IndexFile<P> }[],
   ): P[] {
+    // A condemnation with no entries is prune's record of a pack that no index named and whose
+    // header did not read there (SPEC §13a): an index file that lists the pack as live (a
+    // backup that read it whole meanwhile and adopted it) outweighs it.
+    const listed = new Set<string>(this.indexedPacks);
+    for (const { file } of files) for (const pack of file.packs) listed.add(toHex(pack.packId));
     for (const { name, file } of files) {
       this.loadedIndexFiles.push(name);
       for (const c of file.condemned) {
         const pack = toHex(c.packId);
         if (this.condemnedPacks.has(pack)) continue;
+        if (c.entries.length === 0 && listed.has(pack)) continue;
         this.condemnedPacks.set(pack, c);
         this.condemnedIndex.addPack(pack, c.entries);
       }

@@ -308,28 +308,33 @@ describe("snapshots", () => {
     const { storage, repo } = await newRepo();
     const ids: string[] = [];
     for (let i = 0; i < 12; i++) ids.push((await run(repo, { "a.txt": utf8(`v${i}`) })).id);
-    // Each load of an index file or snapshot takes a few timer turns: count how many overlap.
-    let inFlight = 0;
-    const peak = { index: 0, snapshots: 0, both: 0 };
+    // Each load of an index file or snapshot takes a few timer turns: count how many of each
+    // kind overlap, and whether a snapshot was read while index files were.
+    const inFlight = { index: 0, snapshots: 0 };
+    const peak = { index: 0, snapshots: 0 };
+    let overlapped = false;
     const load = storage.load.bind(storage);
     storage.load = async (kind, name, offset, length) => {
       if (kind !== "index" && kind !== "snapshots") return load(kind, name, offset, length);
-      inFlight++;
-      peak[kind] = Math.max(peak[kind], inFlight);
+      inFlight[kind]++;
+      peak[kind] = Math.max(peak[kind], inFlight[kind]);
+      if (inFlight.index > 0 && inFlight.snapshots > 0) overlapped = true;
       try {
         for (let t = 0; t < 3; t++) await new Promise((r) => setTimeout(r, 1));
         return await load(kind, name, offset, length);
       } finally {
-        inFlight--;
+        inFlight[kind]--;
       }
     };
-    const all = await (await reopen(storage)).snapshots();
+    // Not `reopen`: the index is not loaded yet, so snapshots() loads it.
+    const all = await (await Repository.open(storage, p, KEY)).snapshots();
     assert.deepEqual(
       all.map((s) => s.id),
       ids,
     );
     assert.ok(peak.snapshots >= 8, `snapshots read at once: ${peak.snapshots}`);
     assert.ok(peak.index >= 2, `index files read at once: ${peak.index}`);
+    assert.ok(overlapped, "snapshots are read while the index loads");
   });
 
   it("findSnapshot resolves latest, full IDs and unique prefixes", async () => {

@@ -661,6 +661,43 @@ describe("prune", () => {
     assert.equal((await open(storage)).condemned.size, 0);
   });
 
+  it("a leftover a prune read as damaged stays live when a backup read it whole and adopted it meanwhile", async () => {
+    const storage = new CrashingStorage();
+    await Repository.init(storage, p, KEY);
+    await backupSpec(storage, { a: randomBytes(300_000, 11) });
+    storage.crashOn = { method: "save", kind: "index", after: 0 };
+    const interrupted = { b: randomBytes(300_000, 12) };
+    await assert.rejects(backupSpec(storage, interrupted), StorageError);
+    const indexed = (await open(storage)).packs;
+    const leftover = (await names(storage, "data")).find((n) => !indexed.has(n));
+    assert.ok(leftover, "the interrupted backup left a pack");
+    // A backup that has loaded the index (before the prune's) will adopt the leftover.
+    const running = await open(storage);
+    // The prune reads the leftover's header wrong (a bad read, not bad bytes), and condemns it.
+    const load = storage.load.bind(storage);
+    storage.load = async (kind, name, offset, length) => {
+      const bytes = await load(kind, name, offset, length);
+      return kind === "data" && name === leftover ? bytes.map((b) => b ^ 0xff) : bytes;
+    };
+    const t0 = Date.now();
+    const pruned = await prune(await open(storage), { now: () => new Date(t0) });
+    assert.equal(pruned.damagedPacks, 1);
+    storage.load = load;
+    const adopted = await backupSpec(storage, interrupted, running);
+    assert.equal(adopted.adoptedPacks, 1);
+    assert.equal(adopted.snapshot.summary.newBlobs, 0, "its blobs come from the leftover");
+    // Live: the backup's listing outweighs the empty condemnation; the snapshot restores, and
+    // the prunes after the delay keep the pack.
+    const after = await open(storage);
+    assert.ok(after.packs.has(leftover) && !after.condemned.has(leftover));
+    await restoresExactly(storage, adopted.id, interrupted);
+    await prune(await open(storage), { now: () => new Date(t0 + DAY) });
+    await prune(await open(storage), { now: () => new Date(t0 + 2 * DAY) });
+    assert.ok((await names(storage, "data")).includes(leftover));
+    await restoresExactly(storage, adopted.id, interrupted);
+    await assertClean(storage);
+  });
+
   it("a pack listed by two index files is one live pack, even for a prune with no delay", async () => {
     const { storage, specs, ids } = await forgottenRepo();
     // As a prune stopped before removing the old index files leaves it: every pack listed twice.

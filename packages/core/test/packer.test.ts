@@ -204,6 +204,29 @@ describe("BufferedObjectWriter with spare buffers", () => {
     assert.equal(spare.take(1), undefined, "at most one kept");
   });
 
+  it("gives a buffer back only once its save is done: a writer started meanwhile gets another", async () => {
+    // A storage that takes its copy of `data` a while after the call.
+    const storage = new (class extends MemoryStorage {
+      override async save(kind: ObjectKind, name: string, data: Uint8Array) {
+        await new Promise((r) => setTimeout(r, 5));
+        return super.save(kind, name, data);
+      }
+    })();
+    const spare = new SpareBuffers(2);
+    const warm = new BufferedObjectWriter(storage, "data", 100_000, spare);
+    await warm.write(randomBytes(100_000, 20));
+    await warm.commit(toHex(randomBytes(32, 21)));
+    const [a, b] = [randomBytes(100_000, 22), randomBytes(100_000, 23)];
+    const first = new BufferedObjectWriter(storage, "data", 100_000, spare);
+    await first.write(a);
+    const saving = first.commit(toHex(randomBytes(32, 24)));
+    const second = new BufferedObjectWriter(storage, "data", 100_000, spare);
+    await second.write(b);
+    await Promise.all([saving, second.commit(toHex(randomBytes(32, 25)))]);
+    assert.deepEqual(await storage.load("data", toHex(randomBytes(32, 24))), a);
+    assert.deepEqual(await storage.load("data", toHex(randomBytes(32, 25))), b);
+  });
+
   it("keeps no buffer whose save failed", async () => {
     const storage = new MemoryStorage();
     storage.failAfter = 0;

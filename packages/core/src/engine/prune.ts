@@ -10,6 +10,7 @@ import {
 } from "../format/index-file.ts";
 import type { PackEntry } from "../format/pack.ts";
 import { IdSet } from "../id-set.ts";
+import { mapConcurrent } from "../map-concurrent.ts";
 import type { Repository, SnapshotRef } from "../repository.ts";
 import { Packer } from "./packer.ts";
 import { BlobReads, readLists } from "./restore.ts";
@@ -187,14 +188,20 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   // next backup adopts it, unless its header does not read as adoption reads it: damaged, or
   // not this repository's. No backup adopts that one and nothing can refer to it: it is
   // condemned with no entries, and goes as every condemned pack goes (after `keepDeleteMs`).
+  // (Should a backup read it whole meanwhile and adopt it, its index's live listing of the pack
+  // outweighs this record: Repository.applyIndexFiles.)
+  const unindexed = [...stored].filter(
+    ([name]) => !repo.packs.has(name) && !repo.condemned.has(name),
+  );
+  const unreadable = await mapConcurrent(unindexed, 8, ([name, size]) =>
+    unadoptable(repo, name, size),
+  );
   let damagedPacks = 0;
-  for (const [name, size] of stored) {
-    if (repo.packs.has(name) || repo.condemned.has(name)) continue;
-    if (await unadoptable(repo, name, size)) {
-      condemnPack({ packId: fromHex(name), entries: [] }, name);
-      damagedPacks++;
-    }
-  }
+  unindexed.forEach(([name], i) => {
+    if (!unreadable[i]) return;
+    condemnPack({ packId: fromHex(name), entries: [] }, name);
+    damagedPacks++;
+  });
   let recoveredPacks = 0;
   const waiting: CondemnedPack[] = [];
   const expired: string[] = [];

@@ -17,9 +17,10 @@ const ABANDONED_MS = 3_600_000;
  * its bytes still hash to its name (else read again); what the copy holds is authenticated as
  * everything read from storage is. Listings always come from the storage, so the cache can
  * neither hide nor add an object: a copy of an object the storage no longer lists is deleted
- * once a listing of its kind has run to its end. Everything else (packs, the config, ranged
- * reads) goes to the storage. A cache that cannot be read or written costs requests, never a
- * failure. `check` reads the storage itself, not through this.
+ * once a listing of its kind has run to its end (until then `load` still gives it, as if it had
+ * been read a moment before its removal, where the storage would say NotFoundError). Everything
+ * else (packs, the config, ranged reads) goes to the storage. A cache that cannot be read or
+ * written costs requests, never a failure. `check` and `drill` read the storage itself.
  */
 export class CachedStorage implements Storage {
   readonly location: string;

@@ -8,12 +8,16 @@ export const drill: Command = {
   usage: "locket drill [SNAPSHOT|latest]",
   help: `Does everything a restore does (finds the snapshot, reads and decrypts every chunk, checks
 each against its keyed ID and each file against its size) but writes no file. Run it on a new
-device with --recovery-key to prove the key and the backup work before you need them.`,
+device with --recovery-key to prove the key and the backup work before you need them. From an
+S3 repository it reads everything from the bucket, as a new device would, not this device's
+copies of the index files and snapshots.`,
   options: {},
   async run(ctx) {
     if (ctx.positionals.length > 1) throw new UsageError("drill takes at most one SNAPSHOT");
     const started = Date.now();
-    const { repo, state } = await ctx.openRepo();
+    // From the storage itself: a drill proves what a new device could restore, so it must not
+    // read this device's copies of a remote repository's index files and snapshots.
+    const { repo, state } = await ctx.openRepo({ cache: false });
     await repo.loadIndex();
     const snap = await repo.findSnapshot(
       ctx.positionals[0] ?? "latest",
