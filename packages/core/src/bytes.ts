@@ -223,6 +223,7 @@ export class ByteWriter {
   length = 0;
   /** `initial`: the capacity to start with, or a buffer to write into (its bytes are overwritten). */
   constructor(initial: number | ArrayBuffer = 1024) {
+    // Two calls: TypeScript resolves an overload per call, not per union member.
     this.buf = typeof initial === "number" ? new Uint8Array(initial) : new Uint8Array(initial);
     this.view = new DataView(this.buf.buffer);
   }

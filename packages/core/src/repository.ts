@@ -14,6 +14,7 @@ import { checkFreshness } from "./engine/freshness.ts";
 import {
   AlreadyExistsError,
   IntegrityError,
+  LocketError,
   NotFoundError,
   OutOfRangeError,
   UsageError,
@@ -520,6 +521,22 @@ export class Repository {
       }
     }
     return adopted;
+  }
+
+  /**
+   * What stops leftover pack `name` (one no index names) from being adopted: undefined when its
+   * header reads as adoption reads it (readStoredPackHeader), else the error that stopped it;
+   * `integrity` means damaged or not this repository's, which no backup ever adopts.
+   * @throws what is not a LocketError (a bug).
+   */
+  async leftoverProblem(name: string, size: number): Promise<LocketError | undefined> {
+    try {
+      await this.readStoredPackHeader(name, size);
+      return undefined;
+    } catch (err) {
+      if (!(err instanceof LocketError)) throw err;
+      return err;
+    }
   }
 
   /**

@@ -226,7 +226,7 @@ function sameAsIndex(
 
 /**
  * What to say of a pack no index names: left by an interrupted backup, which the next backup
- * adopts when its header reads as adoption reads it (Repository.readStoredPackHeader); else
+ * adopts when its header reads as adoption reads it (Repository.leftoverProblem); else
  * (`damaged`) no backup will, nothing refers to it, and the next prune condemns it. Never
  * throws for a read that fails: it says so.
  */
@@ -236,20 +236,16 @@ async function leftoverNote(
   size: number,
 ): Promise<{ message: string; damaged: boolean }> {
   const not = "pack is not indexed (left by an interrupted backup";
-  try {
-    await repo.readStoredPackHeader(pack, size);
-    return { message: `${not}; the next backup adopts it)`, damaged: false };
-  } catch (err) {
-    if (!(err instanceof LocketError)) throw err;
-    if (err.code !== "integrity") {
-      return { message: `${not}; its header could not be read: ${err.message})`, damaged: false };
-    }
-    const why = withoutObject(err.message, `data/${pack}`);
-    return {
-      message: `${not}, or not this repository's) and damaged (${why}): no backup will adopt it and nothing refers to it; the next prune condemns it, and a prune deletes it after the keep-delete delay`,
-      damaged: true,
-    };
+  const err = await repo.leftoverProblem(pack, size);
+  if (!err) return { message: `${not}; the next backup adopts it)`, damaged: false };
+  if (err.code !== "integrity") {
+    return { message: `${not}; its header could not be read: ${err.message})`, damaged: false };
   }
+  const why = withoutObject(err.message, `data/${pack}`);
+  return {
+    message: `${not}, or not this repository's) and damaged (${why}): no backup will adopt it and nothing refers to it; the next prune condemns it, and a prune deletes it after the keep-delete delay`,
+    damaged: true,
+  };
 }
 
 /** `message` without a leading "`object`: " (the report names the object already). */

@@ -1,5 +1,5 @@
 import { concatAll, fromHex, toHex } from "../bytes.ts";
-import { IntegrityError, LocketError, UsageError } from "../errors.ts";
+import { IntegrityError, UsageError } from "../errors.ts";
 import {
   type CondemnedPack,
   entriesOf,
@@ -193,8 +193,11 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
   const unindexed = [...stored].filter(
     ([name]) => !repo.packs.has(name) && !repo.condemned.has(name),
   );
-  const unreadable = await mapConcurrent(unindexed, 8, ([name, size]) =>
-    unadoptable(repo, name, size),
+  // A pack that could not be read at all (gone meanwhile, storage failing) is not judged.
+  const unreadable = await mapConcurrent(
+    unindexed,
+    8,
+    async ([name, size]) => (await repo.leftoverProblem(name, size))?.code === "integrity",
   );
   let damagedPacks = 0;
   unindexed.forEach(([name], i) => {
@@ -334,21 +337,6 @@ export async function prune(repo: Repository, opts: PruneOptions = {}): Promise<
     opts.onProgress?.({ phase: "delete", done: ++deleted, total: toDelete });
   }
   return report({ newPacks: packer.storedEncoded.length, repackedBytes, written });
-}
-
-/**
- * Whether leftover pack `name` cannot be adopted: its header does not read as a backup's
- * adoption reads it (Repository.readStoredPackHeader) for lack of integrity. A pack that could
- * not be read at all (gone meanwhile, storage failing) is not judged.
- */
-async function unadoptable(repo: Repository, name: string, size: number): Promise<boolean> {
-  try {
-    await repo.readStoredPackHeader(name, size);
-    return false;
-  } catch (err) {
-    if (!(err instanceof LocketError)) throw err;
-    return err.code === "integrity";
-  }
 }
 
 /**
